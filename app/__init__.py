@@ -1,0 +1,1 @@
+"""Streamlit app shell: entry point, navigation and UI pieces shared by pages."""

@@ -1,0 +1,140 @@
+"""Settings, constants and paths: the one place every other module reads them from.
+
+Settings are environment variables with defaults, read when asked for (not at import), so a test or a
+caller can change them with ``os.environ`` and see the effect at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# The repository root: fashion_lib/ lives directly below it.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SIZE = 28
+
+# Shipped, read-only models trained by this project's own command line.
+CACHED_MODELS_DIR = REPO_ROOT / "cached_models"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable the project reads, with its default and what it is for."""
+
+    name: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "FASHION_MNIST_DIR",
+        "(unset)",
+        "Folder holding the four Fashion-MNIST files (train/t10k images/labels, .gz or raw). "
+        "Searched first; when unset the checkout's data/fashion-mnist/, Debian's "
+        "/usr/share/datasets/fashion-mnist/ and the Keras cache are tried, then a download.",
+    ),
+    Setting(
+        "FASHION_HOME",
+        "<checkout>/fashion_home",
+        "The one folder everything the app writes goes to: runs, tuning database, feature caches.",
+    ),
+    Setting(
+        "FASHION_WEIGHTS_DIR",
+        "$FASHION_HOME/weights",
+        "Local ImageNet weights folder (Keras file names, e.g. efficientnetb0_notop.h5).",
+    ),
+    Setting(
+        "FASHION_MNIST_MIRRORS",
+        "Zalando's S3 mirror, then Keras's mirror",
+        "Comma-separated base URLs to download the dataset from when no local copy exists; "
+        "'none' disables downloading.",
+    ),
+    Setting(
+        "KERAS_HOME",
+        "~/.keras",
+        "Keras's own cache root; the dataset is looked for and downloaded under datasets/fashion-mnist/.",
+    ),
+)
+
+DEFAULT_MIRRORS: tuple[str, ...] = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+)
+
+DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def fashion_home() -> Path:
+    """Root folder for everything the app writes (not created here)."""
+    return _env_path("FASHION_HOME") or REPO_ROOT / "fashion_home"
+
+
+def runs_dir() -> Path:
+    return fashion_home() / "runs"
+
+
+def cache_dir() -> Path:
+    return fashion_home() / "cache"
+
+
+def weights_dir() -> Path:
+    return _env_path("FASHION_WEIGHTS_DIR") or fashion_home() / "weights"
+
+
+def data_dir_setting() -> Path | None:
+    """The user's explicit data folder, or None when FASHION_MNIST_DIR is unset."""
+    return _env_path("FASHION_MNIST_DIR")
+
+
+def checkout_data_dir() -> Path:
+    return REPO_ROOT / "data" / "fashion-mnist"
+
+
+def keras_cache_data_dir() -> Path:
+    """Where ``keras.datasets.fashion_mnist`` keeps its download (KERAS_HOME or ~/.keras)."""
+    root = _env_path("KERAS_HOME") or Path("~/.keras").expanduser()
+    return root / "datasets" / "fashion-mnist"
+
+
+def mirrors() -> tuple[str, ...]:
+    value = os.environ.get("FASHION_MNIST_MIRRORS", "").strip()
+    if not value:
+        return DEFAULT_MIRRORS
+    if value.lower() == "none":
+        return ()
+    return tuple(
+        u.strip() if u.strip().endswith("/") else u.strip() + "/" for u in value.split(",") if u.strip()
+    )
+
+
+def current_settings() -> dict[str, str]:
+    """The value in effect for each setting, for display (Home page, CLI)."""
+    data = data_dir_setting()
+    return {
+        "FASHION_MNIST_DIR": str(data) if data else "(unset)",
+        "FASHION_HOME": str(fashion_home()),
+        "FASHION_WEIGHTS_DIR": str(weights_dir()),
+        "FASHION_MNIST_MIRRORS": ", ".join(mirrors()) or "none (downloads disabled)",
+        "KERAS_HOME": str(keras_cache_data_dir().parent.parent),
+    }

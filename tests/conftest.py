@@ -1,0 +1,29 @@
+"""Shared fixtures. Every test session writes into its own temporary FASHION_HOME, never into the checkout."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Set before any test (or the Streamlit server a test starts) reads the settings.
+    os.environ["FASHION_HOME"] = tempfile.mkdtemp(prefix="fashion_home_test_")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    """The real, verified Fashion-MNIST, loaded once per test session."""
+    from fashion_lib import data
+
+    return data.load()
+
+
+@pytest.fixture(scope="session")
+def data_folder(dataset) -> Path:
+    """The folder the real data was loaded from."""
+    return dataset.source.folder

@@ -1,0 +1,34 @@
+"""Home page in a real browser: content, settings expander, navigation, screenshot."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from app.navigation import available_pages
+from tests.e2e.conftest import open_page, screenshot, wait_for_script
+
+
+def test_home_shows_the_verified_data_and_the_models_section(page: Page, app_url: str, dataset):
+    open_page(page, app_url, "Fashion-MNIST analysis dashboard")
+    expect(page.get_by_text("60,000", exact=True)).to_be_visible()
+    expect(page.get_by_text("10,000", exact=True)).to_be_visible()
+    expect(page.get_by_text("Verified: IDX headers")).to_be_visible()
+    expect(page.get_by_text(str(dataset.source.folder)).first).to_be_visible()
+    expect(page.get_by_text("Models and runs")).to_be_visible()
+    page.get_by_text("Settings (environment variables)").click()
+    expect(page.get_by_text("FASHION_WEIGHTS_DIR").first).to_be_visible()
+    screenshot(page, "home")
+
+
+def test_every_page_opens_by_its_address_and_from_the_sidebar(page: Page, app_url: str):
+    entries = available_pages()
+    for entry in entries:
+        path = "" if entry is entries[0] else entry.path.stem
+        page.goto(f"{app_url}/{path}")
+        wait_for_script(page)
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
+    if len(entries) > 1:
+        for entry in entries:
+            page.locator('[data-testid="stSidebarNav"] a', has_text=entry.title).click()
+            wait_for_script(page)
+            expect(page).to_have_url(f"{app_url}/{'' if entry is entries[0] else entry.path.stem}")
