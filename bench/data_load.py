@@ -14,7 +14,10 @@ import time
 
 from fashion_lib import data
 
-ONE_LOAD = "import time; t=time.perf_counter(); from fashion_lib import data; data.load(); print(time.perf_counter()-t)"
+ONE_LOAD = (
+    "import time; t = time.perf_counter(); from fashion_lib import data; data.load(); "
+    "print(time.perf_counter() - t)"
+)
 
 
 def main() -> None:
@@ -22,7 +25,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    fresh = [float(subprocess.check_output([sys.executable, "-c", ONE_LOAD], text=True)) for _ in range(args.repeats)]
+    fresh = [
+        float(subprocess.check_output([sys.executable, "-c", ONE_LOAD], text=True))
+        for _ in range(args.repeats)
+    ]
     in_process = []
     for _ in range(args.repeats):
         started = time.perf_counter()
@@ -31,7 +37,8 @@ def main() -> None:
 
     print(f"source: {ds.source.description} ({ds.source.folder}), verified={ds.source.verified}")
     print(f"fresh process, import + load: median {statistics.median(fresh):.3f} s, max {max(fresh):.3f} s")
-    print(f"same process, load:           median {statistics.median(in_process):.3f} s, max {max(in_process):.3f} s")
+    median, worst = statistics.median(in_process), max(in_process)
+    print(f"same process, load:           median {median:.3f} s, max {worst:.3f} s")
     print(f"({args.repeats} repeats each; target: well under 2 s)")
 
 

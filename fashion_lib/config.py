@@ -111,10 +111,18 @@ def checkout_data_dir() -> Path:
     return REPO_ROOT / "data" / "fashion-mnist"
 
 
+def keras_home() -> Path:
+    return _env_path("KERAS_HOME") or Path("~/.keras").expanduser()
+
+
 def keras_cache_data_dir() -> Path:
     """Where ``keras.datasets.fashion_mnist`` keeps its download (KERAS_HOME or ~/.keras)."""
-    root = _env_path("KERAS_HOME") or Path("~/.keras").expanduser()
-    return root / "datasets" / "fashion-mnist"
+    return keras_home() / "datasets" / "fashion-mnist"
+
+
+def keras_models_cache_dir() -> Path:
+    """Where Keras keeps downloaded application weights."""
+    return keras_home() / "models"
 
 
 def mirrors() -> tuple[str, ...]:

@@ -85,3 +85,106 @@ def list_runs(runs_root: Path | None = None, include_shipped: bool = True) -> li
             if info is not None:
                 found.append(info)
     return found
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+STOP_FILE = "STOP"
+PROGRESS_FILE = "progress.json"
+BACKUP_DIR = "backup"
+STATES = ("queued", "running", "completed", "failed", "stopped")
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write atomically: readers (the live page) never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    tmp.replace(path)
+
+
+def new_run_id(model: str, tag: str = "") -> str:
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return "-".join(part for part in (stamp, model, tag) if part)
+
+
+def create_run(config_dict: dict[str, Any], run_id: str, runs_root: Path | None = None) -> Path:
+    """Make a new run folder holding the config and status 'queued'; the id gets a suffix if taken."""
+    root = runs_root or config.runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    folder, n = root / run_id, 1
+    while True:
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            folder = root / f"{run_id}-{n}"
+    write_json(folder / CONFIG_FILE, config_dict)
+    set_status(folder, "queued")
+    return folder
+
+
+def read_status(folder: Path) -> dict[str, Any]:
+    return read_json(folder / STATUS_FILE) or {"state": "unknown"}
+
+
+def set_status(folder: Path, state: str, **fields: Any) -> dict[str, Any]:
+    """Update the run's status, keeping earlier fields (start time, pid …) unless overwritten."""
+    import time
+
+    if state not in STATES:
+        raise ValueError(f"unknown run state '{state}'")
+    status = read_json(folder / STATUS_FILE) or {}
+    status.update(fields, state=state, updated=time.time())
+    write_json(folder / STATUS_FILE, status)
+    return status
+
+
+def append_metrics(folder: Path, row: dict[str, Any]) -> None:
+    with (folder / METRICS_FILE).open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows written so far (a partly written last line is skipped)."""
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def keep_metrics_before(folder: Path, stage: int, epoch: int) -> None:
+    """Drop rows of ``stage`` from ``epoch`` on (a resumed run writes them again)."""
+    rows = [r for r in read_metrics(folder) if not (r.get("stage") == stage and r.get("epoch", 0) >= epoch)]
+    tmp = folder / f".{METRICS_FILE}.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(folder / METRICS_FILE)
+
+
+def request_stop(folder: Path) -> None:
+    """Ask a running training to stop after the current batch (it saves the model, status 'stopped')."""
+    (folder / STOP_FILE).touch()
+
+
+def stop_requested(folder: Path) -> bool:
+    return (folder / STOP_FILE).exists()
+
+
+def resolve_run(name_or_path: str, runs_root: Path | None = None) -> Path:
+    """A run folder from its id, its path, or a shipped model's name."""
+    for candidate in (
+        Path(name_or_path),
+        (runs_root or config.runs_dir()) / name_or_path,
+        config.CACHED_MODELS_DIR / name_or_path,
+    ):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"no run named '{name_or_path}' (see `python -m fashion_lib runs`)")

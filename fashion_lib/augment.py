@@ -1,0 +1,135 @@
+"""Augmentation settings (one dataclass, JSON round-trip) and the Keras preprocessing layers they make.
+
+The same ``AugmentConfig`` drives the augmentation preview, the training pipeline and the command line, so
+what a user previews is exactly what trains. Images stay in the 0–255 range throughout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_lib import config
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of each random transform; all zero / False is the identity.
+
+    ``rotation`` is a fraction of a full turn (Keras's RandomRotation factor: 0.05 = ±18°); ``zoom`` and
+    ``translation`` are fractions of the image size; ``contrast`` is Keras's RandomContrast factor.
+    """
+
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+    rotation: float = 0.0
+    zoom: float = 0.0
+    translation: float = 0.0
+    contrast: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, upper in (("rotation", 0.5), ("zoom", 0.9), ("translation", 0.5), ("contrast", 1.0)):
+            value = getattr(self, name)
+            if not 0.0 <= value <= upper:
+                raise ValueError(f"augmentation '{name}' must be between 0 and {upper}, got {value}")
+
+    @property
+    def is_identity(self) -> bool:
+        return not (
+            self.flip_horizontal
+            or self.flip_vertical
+            or self.rotation
+            or self.zoom
+            or self.translation
+            or self.contrast
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AugmentConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown augmentation settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> AugmentConfig:
+        return cls.from_dict(json.loads(text))
+
+
+def build_layers(cfg: AugmentConfig) -> list:
+    """The Keras preprocessing layers for ``cfg`` (an empty list for the identity), seeded."""
+    import keras
+
+    layers = []
+    seed = cfg.seed
+    if cfg.flip_horizontal or cfg.flip_vertical:
+        mode = (
+            "horizontal_and_vertical"
+            if cfg.flip_horizontal and cfg.flip_vertical
+            else ("horizontal" if cfg.flip_horizontal else "vertical")
+        )
+        layers.append(keras.layers.RandomFlip(mode, seed=seed))
+    if cfg.rotation:
+        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="constant", seed=seed + 1))
+    if cfg.zoom:
+        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 2))
+    if cfg.translation:
+        layers.append(
+            keras.layers.RandomTranslation(
+                cfg.translation, cfg.translation, fill_mode="constant", seed=seed + 3
+            )
+        )
+    if cfg.contrast:
+        layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
+    return layers
+
+
+def augment_batch(images: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """Apply ``cfg`` to a batch of (N, 28, 28) or (N, 28, 28, 1) uint8 images; returns uint8 (N, 28, 28)."""
+    x = np.asarray(images, dtype="float32").reshape(-1, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
+    for layer in build_layers(cfg):
+        x = np.asarray(layer(x, training=True))
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, config.IMAGE_SIZE, config.IMAGE_SIZE)
+
+
+# ----------------------------------------------------------------------------------------------- presets
+
+
+def presets_dir() -> Path:
+    return config.fashion_home() / "augment_presets"
+
+
+def save_preset(name: str, cfg: AugmentConfig) -> Path:
+    """Save ``cfg`` as a named preset that the training page and ``--augment NAME`` can use."""
+    clean = "".join(c for c in name.strip() if c.isalnum() or c in "-_")
+    if not clean:
+        raise ValueError("a preset name needs at least one letter, digit, '-' or '_'")
+    presets_dir().mkdir(parents=True, exist_ok=True)
+    path = presets_dir() / f"{clean}.json"
+    path.write_text(cfg.to_json())
+    return path
+
+
+def list_presets() -> list[str]:
+    folder = presets_dir()
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def load_preset(name: str) -> AugmentConfig:
+    path = presets_dir() / f"{name}.json"
+    if not path.is_file():
+        available = ", ".join(list_presets()) or "none saved yet"
+        raise ValueError(f"no augmentation preset named '{name}' (available: {available})")
+    return AugmentConfig.from_json(path.read_text())
