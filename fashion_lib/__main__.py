@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
-from fashion_lib import config, data
+from fashion_lib import config, data, runs
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -36,12 +38,112 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0 if src.verified else 1
 
 
+def _augment_arg(value: str):
+    """An augmentation preset name, or a JSON object of AugmentConfig fields."""
+    from fashion_lib import augment
+
+    if value.strip().startswith("{"):
+        return augment.AugmentConfig.from_json(value)
+    return augment.load_preset(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (``--input-size`` for ``input_size``), defaults from the dataclass."""
+    from fashion_lib import models, train
+
+    choices = {
+        "model": models.MODEL_NAMES,
+        "optimizer": train.OPTIMIZERS,
+        "interpolation": models.INTERPOLATIONS,
+        "lr_schedule": ("plateau", "cosine", "constant"),
+    }
+    for f in dataclasses.fields(train.TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.name == "augment":
+            parser.add_argument(
+                flag,
+                type=_augment_arg,
+                default=None,
+                help="augmentation preset name or JSON, e.g. '{\"rotation\": 0.05}'",
+            )
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(
+                flag,
+                type=type(default),
+                default=default,
+                choices=choices.get(f.name),
+                help=train.FIELD_HELP.get(f.name),
+            )
+
+
+def config_from_args(args: argparse.Namespace):
+    from fashion_lib import train
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(train.TrainConfig)}
+    if values["augment"] is None:
+        del values["augment"]
+    return train.TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model; print the run folder at the end."""
+    from fashion_lib import models, train
+
+    try:
+        if args.resume:
+            folder = train.train(run_dir=runs.resolve_run(args.resume))
+        else:
+            cfg = config_from_args(args)
+            folder = train.train(run_dir=args.run_dir) if args.run_dir else train.train(cfg)
+    except (ValueError, FileNotFoundError, models.WeightsUnavailableError, data.FashionDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
+    status = runs.read_status(folder)
+    print(f"\nstatus: {status['state']}")
+    if "test_accuracy" in summary:
+        print(
+            f"test accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}, "
+            f"wall time {summary['wall_seconds']:.1f} s, weights: {summary['weights']}"
+        )
+    print(f"run folder: {folder}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List runs (newest first) and shipped models."""
+    found = runs.list_runs()
+    if not found:
+        print(f"no runs yet under {config.runs_dir()}")
+    for info in found:
+        acc = f"{info.test_accuracy:.4f}" if info.test_accuracy is not None else "-"
+        state = "shipped" if info.shipped else info.state
+        print(f"{info.run_id:<48} {info.model:<16} {state:<10} {acc:>7}  {info.folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fashion_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="find, verify and summarise the dataset")
     p.add_argument("--no-download", action="store_true", help="never download; fail if no local copy")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model into a new run folder",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_flags(p)
+    p.add_argument("--run-dir", type=Path, help="train into this prepared run folder (config read from it)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or folder)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="list runs and shipped models")
+    p.set_defaults(func=cmd_runs)
     return parser
 
 

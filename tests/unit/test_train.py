@@ -1,0 +1,234 @@
+"""Training engine: config round-trip, one-epoch runs of every model, run folders, resume, stop, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from fashion_lib import augment, config, models, runs, train
+
+TINY = {"subset": 200, "test_subset": 50, "epochs": 1, "batch_size": 32, "input_size": 32}
+
+
+def tiny(**overrides) -> train.TrainConfig:
+    return train.TrainConfig(**{**TINY, **overrides})
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def test_config_round_trips_through_json():
+    cfg = tiny(model="mobilenet_v2", fine_tune=True, augment=augment.AugmentConfig(rotation=0.05, seed=3))
+    again = train.TrainConfig.from_json(cfg.to_json())
+    assert again == cfg and isinstance(again.augment, augment.AugmentConfig)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model", "resnet", "model must be one of"),
+        ("input_size", 8, "input size"),
+        ("subset", 5, "subset"),
+        ("epochs", 0, "epochs"),
+        ("optimizer", "lion", "optimizer"),
+    ],
+)
+def test_invalid_config_says_what_is_wrong(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**{field: value})
+
+
+def test_fine_tuning_the_baseline_is_refused():
+    with pytest.raises(ValueError, match="transfer models"):
+        tiny(fine_tune=True)
+
+
+def test_unknown_config_field_is_refused():
+    with pytest.raises(ValueError, match="unknown training settings: colour"):
+        train.TrainConfig.from_dict({"colour": "red"})
+
+
+def test_subsets_and_splits_follow_the_config(dataset):
+    splits = train.make_splits(tiny(subset=1000, val_fraction=0.2, test_subset=100), dataset)
+    assert len(splits.x_train) == 800 and len(splits.x_val) == 200 and len(splits.x_test) == 100
+    assert splits.x_train.shape[1:] == (28, 28, 1) and splits.x_train.dtype == np.uint8
+    assert np.array_equal(np.bincount(splits.y_val, minlength=10), np.full(10, 20))
+    assert len(np.intersect1d(splits.train_index, splits.val_index)) == 0
+
+
+# ----------------------------------------------------------------------------------- one-epoch runs
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [tiny(model="baseline"), tiny(model="efficientnet_b0"), tiny(model="mobilenet_v2", feature_cache=False)],
+    ids=["baseline", "efficientnet_b0-cached-features", "mobilenet_v2-end-to-end"],
+)
+def test_each_model_trains_one_epoch_into_a_complete_run_folder(cfg, dataset):
+    folder = train.train(cfg)
+    assert runs.read_status(folder)["state"] == "completed"
+    assert train.TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG_FILE)) == cfg
+    metrics = runs.read_metrics(folder)
+    assert [row["epoch"] for row in metrics] == [1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(metrics[0])
+    summary = runs.read_json(folder / runs.SUMMARY_FILE)
+    assert summary["training_images"] == 180 and summary["test_images"] == 50
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and len(summary["per_class_f1"]) == 10
+    assert summary["feature_cache"] == cfg.uses_feature_cache()
+    assert summary["model_size_bytes"] == (folder / "model.keras").stat().st_size
+    assert summary["latency_ms_per_image_batched"] > 0
+    if cfg.model != "baseline":
+        assert summary["weights"] == "no ImageNet weights"
+        assert "random-init" in folder.name
+        assert summary["parameters"]["stage1"]["backbone_trainable"] == 0
+    # the saved model is self-contained and reproduces the saved predictions
+    saved = np.load(folder / runs.PREDICTIONS_FILE)
+    model = models.load_model(folder / "model.keras")
+    x_test = dataset.x_test[saved["test_index"]][..., None].astype("float32")
+    assert np.allclose(np.asarray(model(x_test)), saved["probabilities"], atol=1e-5)
+    assert np.array_equal(saved["labels"], dataset.y_test[saved["test_index"]])
+    # the accuracy in the summary is computed from those predictions
+    assert summary["test_accuracy"] == pytest.approx(
+        np.mean(saved["probabilities"].argmax(1) == saved["labels"])
+    )
+
+
+def test_feature_cached_head_gives_the_same_predictions_as_the_full_model(dataset):
+    cfg = tiny(model="mobilenet_v2", seed=5)
+    folder = train.train(cfg)
+    model = models.load_model(folder / "model.keras")
+    weights = models.resolve_weights(cfg.model, cfg.weights)
+    cache = train.FeatureCache(config.cache_dir() / "features" / train.feature_cache_key(cfg, weights), 1280)
+    splits = train.make_splits(cfg, dataset)
+    cached = cache.get(splits.train_index[:20], splits.x_train_full, extractor=None)  # all cached already
+    via_cache = np.asarray(models.head_model(model)(cached))
+    full = np.asarray(model(splits.x_train[:20].astype("float32")))
+    assert np.allclose(via_cache, full, atol=1e-4)
+
+
+def test_feature_cache_is_reused_by_a_second_run(dataset):
+    first = train.train(tiny(model="efficientnet_b0", seed=11))
+    second = train.train(tiny(model="efficientnet_b0", seed=11, learning_rate=3e-3))
+    s1 = runs.read_json(first / runs.SUMMARY_FILE)
+    s2 = runs.read_json(second / runs.SUMMARY_FILE)
+    assert s2["feature_extraction_seconds"] < s1["feature_extraction_seconds"] / 3
+
+
+def test_fine_tuning_continues_from_stage_one_with_the_top_layers_unfrozen(dataset):
+    folder = train.train(tiny(model="mobilenet_v2", fine_tune=True, fine_tune_layers=10, fine_tune_epochs=1))
+    metrics = runs.read_metrics(folder)
+    assert [(r["stage"], r["epoch"]) for r in metrics] == [(1, 1), (2, 2)]
+    assert metrics[1]["learning_rate"] == pytest.approx(1e-4)
+    params = runs.read_json(folder / runs.SUMMARY_FILE)["parameters"]
+    assert params["stage1"]["backbone_trainable"] == 0 < params["stage2"]["backbone_trainable"]
+    assert folder.name.endswith("-ft")
+
+
+# ------------------------------------------------------------------------------- resume and stop
+
+
+class CrashAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("power cut")
+
+
+class FirstEpochSeen(keras.callbacks.Callback):
+    first = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if FirstEpochSeen.first is None:
+            FirstEpochSeen.first = epoch
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(dataset):
+    cfg = tiny(epochs=3, early_stopping_patience=0)
+    folder = train.start_run(cfg)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train.train(run_dir=folder, extra_callbacks=[CrashAtEpoch(2)])
+    status = runs.read_status(folder)
+    assert status["state"] == "failed" and "power cut" in status["error"]
+    assert [r["epoch"] for r in runs.read_metrics(folder)] == [1, 2]
+
+    train.train(run_dir=folder, extra_callbacks=[FirstEpochSeen()])
+    assert FirstEpochSeen.first == 2  # started at the third epoch, from the backup
+    assert [r["epoch"] for r in runs.read_metrics(folder)] == [1, 2, 3]
+    assert runs.read_status(folder)["state"] == "completed"
+
+
+class RequestStopAtBatch(keras.callbacks.Callback):
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 1:
+            runs.request_stop(self.folder)
+
+
+def test_a_stop_request_ends_the_run_gracefully_with_the_model_saved(dataset):
+    cfg = tiny(epochs=5, early_stopping_patience=0)
+    folder = train.start_run(cfg)
+    train.train(run_dir=folder, extra_callbacks=[RequestStopAtBatch(folder)])
+    assert runs.read_status(folder)["state"] == "stopped"
+    assert len(runs.read_metrics(folder)) == 1  # stopped inside the first epoch
+    assert (folder / "model.keras").is_file() and (folder / runs.SUMMARY_FILE).is_file()
+    assert runs.read_json(folder / runs.SUMMARY_FILE)["stopped_early_by_user"] is True
+    assert not runs.stop_requested(folder)
+
+
+# ----------------------------------------------------------------------------------- command line
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fashion_lib", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=config.REPO_ROOT,
+        timeout=300,
+    )
+
+
+def test_cli_trains_a_tiny_config_end_to_end_and_lists_the_run():
+    done = cli(
+        "train",
+        "--model",
+        "baseline",
+        "--subset",
+        "200",
+        "--test-subset",
+        "50",
+        "--epochs",
+        "1",
+        "--augment",
+        json.dumps({"rotation": 0.05, "seed": 1}),
+        "--seed",
+        "3",
+    )
+    assert done.returncode == 0, done.stderr
+    folder_line = [line for line in done.stdout.splitlines() if line.startswith("run folder: ")][-1]
+    folder = folder_line.removeprefix("run folder: ")
+    cfg = train.TrainConfig.from_dict(
+        runs.read_json(config.runs_dir() / os.path.basename(folder) / "config.json")
+    )
+    assert cfg.seed == 3 and cfg.augment.rotation == 0.05
+    listed = cli("runs")
+    assert os.path.basename(folder) in listed.stdout
+
+
+def test_cli_rejects_a_bad_config_with_a_clear_message():
+    done = cli("train", "--model", "baseline", "--subset", "5")
+    assert done.returncode == 2
+    assert "subset must be 0 (all) or 20–60000" in done.stderr and "Traceback" not in done.stderr
