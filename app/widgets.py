@@ -1,10 +1,13 @@
-"""UI pieces shared by pages: cached dataset, data-source banner."""
+"""UI pieces shared by pages: the cached dataset and heavy statistics, data-source banner, image grid."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from fashion_lib import data
+from fashion_lib import config, data, stats
+
+GRID_SCALE = 3  # 28 px images are shown at 84 px, upscaled without smoothing
 
 
 @st.cache_resource(show_spinner="Loading and verifying Fashion-MNIST…")
@@ -25,6 +28,41 @@ def dataset_or_stop() -> data.FashionMNIST:
         raise  # unreachable: st.stop() raises
 
 
+@st.cache_resource(show_spinner="Computing pixel statistics…")
+def pixel_statistics() -> dict:
+    """Histograms, per-class table, mean/std images and their correlation, over the training set."""
+    ds = _cached_dataset()
+    means = stats.class_mean_images(ds.x_train, ds.y_train)
+    return {
+        "histograms": stats.pixel_histograms(ds.x_train, ds.y_train),
+        "table": stats.per_class_pixel_table(ds.x_train, ds.y_train),
+        "means": means,
+        "stds": stats.class_std_images(ds.x_train, ds.y_train),
+        "correlation": stats.mean_image_correlation(means),
+    }
+
+
+@st.cache_resource(show_spinner="Computing PCA of all training images…")
+def pca_embedding() -> stats.Embedding:
+    ds = _cached_dataset()
+    return stats.pca_embedding(ds.x_train, ds.y_train)
+
+
+@st.cache_resource(show_spinner="Computing t-SNE (once per machine; it is kept on disk)…")
+def tsne_embedding(n: int) -> stats.Embedding:
+    ds = _cached_dataset()
+    return stats.tsne_embedding(ds.x_train, ds.y_train, n=n)
+
+
+@st.cache_resource(show_spinner="Running each model's input pipeline…")
+def normalized_sample(model: str) -> tuple[np.ndarray, np.ndarray]:
+    """(raw pixels, model input values) of a fixed balanced sample of 500 training images."""
+    ds = _cached_dataset()
+    idx = data.stratified_subset(ds.y_train, 500, seed=0)
+    raw = ds.x_train[idx]
+    return raw, stats.normalized_pixels(raw, model)
+
+
 def data_source_banner(ds: data.FashionMNIST) -> None:
     """One line that says where the data came from and whether it was verified."""
     src = ds.source
@@ -34,3 +72,22 @@ def data_source_banner(ds: data.FashionMNIST) -> None:
         f"{mark} Data: {len(ds.y_train):,} train + {len(ds.y_test):,} test images from {src.description} "
         f"(`{src.folder}`), {origin}."
     )
+
+
+def upscale(image: np.ndarray, factor: int = GRID_SCALE) -> np.ndarray:
+    return np.kron(np.asarray(image, dtype=np.uint8), np.ones((factor, factor), dtype=np.uint8))
+
+
+def image_grid(images: np.ndarray, captions: list[str], columns: int = 10, key: str | None = None) -> None:
+    """Images in rows of ``columns``, each with its caption (e.g. its index) underneath."""
+    with st.container(key=key):
+        for start in range(0, len(images), columns):
+            cols = st.columns(columns)
+            for col, image, caption in zip(
+                cols, images[start : start + columns], captions[start : start + columns], strict=False
+            ):
+                col.image(upscale(image), caption=caption)
+
+
+def class_label(c: int) -> str:
+    return config.CLASS_NAMES[c]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,17 +89,35 @@ def config_from_args(args: argparse.Namespace):
     return train.TrainConfig(**values)
 
 
+def _say_waiting(active) -> None:
+    name = active.name if active else "another run"
+    print(f"{name} is training on this machine; waiting for it to finish (status: queued)…", flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; print the run folder at the end."""
-    from fashion_lib import models, train
+    from fashion_lib import export, jobs, models, train
 
     try:
         if args.resume:
-            folder = train.train(run_dir=runs.resolve_run(args.resume))
+            folder = runs.resolve_run(args.resume)
+            with jobs.training_lock(folder, wait=not args.no_wait, on_wait=_say_waiting):
+                folder = train.train(run_dir=folder)
         else:
             cfg = config_from_args(args)
-            folder = train.train(run_dir=args.run_dir) if args.run_dir else train.train(cfg)
-    except (ValueError, FileNotFoundError, models.WeightsUnavailableError, data.FashionDataError) as exc:
+            folder = args.run_dir or train.start_run(cfg)
+            if not args.run_dir:  # the exact command, for the model card of a shipped model
+                command = "python -m fashion_lib " + shlex.join(sys.argv[1:])
+                (folder / export.COMMAND_FILE).write_text(command + "\n")
+            with jobs.training_lock(folder, wait=not args.no_wait, on_wait=_say_waiting):
+                folder = train.train(run_dir=folder)
+    except (
+        ValueError,
+        FileNotFoundError,
+        models.WeightsUnavailableError,
+        data.FashionDataError,
+        jobs.JobBusyError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
@@ -109,7 +128,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"test accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}, "
             f"wall time {summary['wall_seconds']:.1f} s, weights: {summary['weights']}"
         )
+    for stage, counts in summary.get("parameters", {}).items():
+        print(
+            f"{stage} parameters: total {counts['total']:,}, trainable {counts['trainable']:,} "
+            f"(backbone trainable {counts['backbone_trainable']:,})"
+        )
     print(f"run folder: {folder}")
+    return 0
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    """Copy a completed run into cached_models/NAME with its model card."""
+    from fashion_lib import export
+
+    try:
+        target = export.ship_run(runs.resolve_run(args.run), args.name)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"shipped to {target}")
     return 0
 
 
@@ -140,7 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.add_argument("--run-dir", type=Path, help="train into this prepared run folder (config read from it)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or folder)")
+    p.add_argument("--no-wait", action="store_true", help="fail instead of waiting while another run trains")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ship", help="copy a completed run into cached_models/ with its model card")
+    p.add_argument("run", help="run id or folder")
+    p.add_argument("--name", default="baseline", help="folder name under cached_models/")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("runs", help="list runs and shipped models")
     p.set_defaults(func=cmd_runs)

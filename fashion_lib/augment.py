@@ -104,6 +104,90 @@ def augment_batch(images: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, config.IMAGE_SIZE, config.IMAGE_SIZE)
 
 
+# ------------------------------------------------------------------------------------ label-meaning risks
+
+ROTATION_LIMIT = 30 / 360  # beyond ±30° a garment lies on its side, which no catalogue photo shows
+ZOOM_LIMIT = 0.3  # zooming in further crops away sleeves and collars, the cues between Shirt and T-shirt
+TRANSLATION_LIMIT = 0.2  # shifting further pushes part of the item out of the frame
+
+
+@dataclass(frozen=True)
+class LabelRisk:
+    """A setting strong enough to change what an image shows, with classes that show it best."""
+
+    setting: str
+    message: str
+    example_classes: tuple[str, ...]
+    worst_case: AugmentConfig  # the transform at its extreme, applied the same way to every example
+
+
+def label_risks(cfg: AugmentConfig) -> list[LabelRisk]:
+    """Warnings computed from the settings, for transforms that would break the label's meaning."""
+    risks = []
+    if cfg.flip_vertical:
+        risks.append(
+            LabelRisk(
+                "vertical flip",
+                "Vertical flips turn shoes and bags upside down: no Fashion-MNIST image looks like that, so "
+                "the model spends capacity on views it will never be tested on.",
+                ("Ankle boot", "Sneaker", "Bag"),
+                AugmentConfig(flip_vertical=True),
+            )
+        )
+    if cfg.rotation > ROTATION_LIMIT:
+        risks.append(
+            LabelRisk(
+                "rotation",
+                f"Rotations up to ±{cfg.rotation * 360:.0f}° lay garments on their side (advised: ±30°): "
+                "a trouser on its side no longer looks like the catalogue view the label describes.",
+                ("Trouser", "Dress", "Ankle boot"),
+                AugmentConfig(rotation=cfg.rotation),
+            )
+        )
+    if cfg.zoom > ZOOM_LIMIT:
+        risks.append(
+            LabelRisk(
+                "zoom",
+                f"Zooming in by up to {cfg.zoom:.0%} crops away sleeves and collars — the cues that separate "
+                "Shirt, T-shirt/top and Pullover.",
+                ("Shirt", "T-shirt/top", "Pullover"),
+                AugmentConfig(zoom=cfg.zoom),
+            )
+        )
+    if cfg.translation > TRANSLATION_LIMIT:
+        risks.append(
+            LabelRisk(
+                "translation",
+                f"Shifts of up to {cfg.translation:.0%} of the image push part of the item out of the frame.",
+                ("Sandal", "Coat", "Bag"),
+                AugmentConfig(translation=cfg.translation),
+            )
+        )
+    return risks
+
+
+def apply_extreme(images: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """Apply each set transform of ``cfg`` at its full strength (not a random draw): the worst case."""
+    import keras
+
+    x = np.asarray(images, dtype="float32").reshape(-1, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
+    if cfg.flip_vertical:
+        x = x[:, ::-1]
+    if cfg.flip_horizontal:
+        x = x[:, :, ::-1]
+    fixed = []
+    if cfg.rotation:
+        fixed.append(keras.layers.RandomRotation((cfg.rotation, cfg.rotation), fill_mode="constant"))
+    if cfg.zoom:
+        fixed.append(keras.layers.RandomZoom((-cfg.zoom, -cfg.zoom), fill_mode="constant"))
+    if cfg.translation:
+        t = (cfg.translation, cfg.translation)
+        fixed.append(keras.layers.RandomTranslation(t, t, fill_mode="constant"))
+    for layer in fixed:
+        x = np.asarray(layer(x, training=True))
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, config.IMAGE_SIZE, config.IMAGE_SIZE)
+
+
 # ----------------------------------------------------------------------------------------------- presets
 
 

@@ -131,36 +131,56 @@ def weights_help(model_name: str) -> str:
 
 
 def build_baseline(seed: int = 0):
-    """The shallow 3-block CNN trained from scratch on 28×28×1 (the project's scientific baseline)."""
+    """The shallow 3-block CNN trained from scratch on 28×28×1 (the project's scientific baseline).
+
+    Three blocks of 3×3 convolution → BatchNormalization → ReLU → 2×2 max-pooling (32, 64, 128 filters),
+    then Flatten → Dropout → Dense(128) → Dropout → Dense softmax: about 242,000 parameters."""
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((config.IMAGE_SIZE, config.IMAGE_SIZE, 1), name="pixels")
-    x = layers.Rescaling(1.0 / 255, name="adapter_rescale")(inputs)
+    x = build_adapter(inputs, BASELINE)
     for i, filters in enumerate((32, 64, 128), start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn")(x)
         x = layers.Activation("relu", name=f"conv{i}_relu")(x)
-        if i < 3:
-            x = layers.MaxPooling2D(name=f"conv{i}_pool")(x)
-    x = layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = layers.Dropout(0.3, name="head_dropout")(x)
+        x = layers.MaxPooling2D(name=f"conv{i}_pool")(x)
+    x = layers.Flatten(name="head_flatten")(x)
+    x = layers.Dropout(0.3, name="head_dropout1")(x)
     x = layers.Dense(128, activation="relu", name="head_hidden")(x)
+    x = layers.Dropout(0.3, name="head_dropout")(x)
     outputs = layers.Dense(config.NUM_CLASSES, activation="softmax", name="head_dense")(x)
     return keras.Model(inputs, outputs, name=BASELINE)
 
 
-def build_adapter(inputs, model_name: str, input_size: int, interpolation: str = "bilinear"):
-    """28×28×1 raw pixels → ``input_size``² × 3 in the range the backbone expects."""
+def build_adapter(
+    inputs, model_name: str, input_size: int = DEFAULT_INPUT_SIZE, interpolation: str = "bilinear"
+):
+    """Raw 28×28×1 pixels (0–255) → what the model's first learned layer expects.
+
+    Baseline: ÷ 255 at 28×28. Transfer models: resized to ``input_size``², gray copied to 3 channels, in the
+    backbone's own input range."""
     from keras import layers
 
+    if model_name == BASELINE:
+        return layers.Rescaling(1.0 / 255, name="adapter_rescale")(inputs)
     x = layers.Resizing(input_size, input_size, interpolation=interpolation, name="adapter_resize")(inputs)
     x = layers.Concatenate(name="adapter_rgb")([x, x, x])
     if model_name == MOBILENET_V2:
         # MobileNetV2's preprocess_input: [0, 255] → [-1, 1]. EfficientNet rescales inside the network.
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="adapter_rescale")(x)
     return x
+
+
+def input_pipeline(model_name: str, input_size: int = DEFAULT_INPUT_SIZE):
+    """Raw pixels → what the model's first learned layer sees: the same adapter layers the model uses."""
+    import keras
+
+    inputs = keras.Input((config.IMAGE_SIZE, config.IMAGE_SIZE, 1), name="pixels")
+    return keras.Model(
+        inputs, build_adapter(inputs, model_name, input_size), name=f"{model_name}_input_pipeline"
+    )
 
 
 def build_head(features, dropout: float = 0.3):

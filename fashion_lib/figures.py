@@ -1,0 +1,137 @@
+"""Pure functions that build plotly figures from arrays and tables (no Streamlit, no computation of
+statistics: those come from ``stats``, ``evaluate`` and the run folders)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from fashion_lib import config
+
+# One colour per class, the same on every chart.
+CLASS_COLORS = dict(zip(config.CLASS_NAMES, px.colors.qualitative.T10, strict=True))
+
+
+def class_distribution_chart(table: pd.DataFrame) -> go.Figure:
+    """Grouped bars of images per class for each split, labelled with the share of the split."""
+    fig = px.bar(
+        table,
+        x="class",
+        y="count",
+        color="split",
+        barmode="group",
+        text=table["share"].map(lambda s: f"{s:.1%}"),
+        category_orders={"class": list(config.CLASS_NAMES)},
+        labels={"count": "images", "class": ""},
+    )
+    fig.update_traces(textposition="outside", cliponaxis=False)
+    fig.update_layout(height=380, legend_title_text="", margin=dict(t=30, b=10))
+    return fig
+
+
+def intensity_histogram(hist: pd.DataFrame, classes: list[str], log_y: bool = False) -> go.Figure:
+    """Share of pixels at each intensity 0–255, one line per chosen class (or 'all classes')."""
+    shown = hist[hist["class"].isin(classes)]
+    fig = px.line(
+        shown,
+        x="intensity",
+        y="share",
+        color="class",
+        log_y=log_y,
+        color_discrete_map={**CLASS_COLORS, "all classes": "#444"},
+        labels={"share": "share of pixels", "intensity": "pixel intensity (0 = black background)"},
+    )
+    fig.update_layout(height=360, margin=dict(t=30, b=10))
+    return fig
+
+
+def image_facets(
+    images: np.ndarray,
+    titles: list[str],
+    colorscale: str = "gray_r",
+    zmid: float | None = None,
+    columns: int = 5,
+    height: int = 330,
+) -> go.Figure:
+    """Small images side by side, one facet each, sharing one colour scale."""
+    kwargs = {"color_continuous_midpoint": zmid} if zmid is not None else {}
+    fig = px.imshow(
+        np.asarray(images), facet_col=0, facet_col_wrap=columns, color_continuous_scale=colorscale, **kwargs
+    )
+    for annotation in fig.layout.annotations:
+        annotation.text = titles[int(annotation.text.split("=")[1])]
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(height=height, margin=dict(t=30, b=0, l=0, r=0))
+    return fig
+
+
+def correlation_heatmap(corr: np.ndarray) -> go.Figure:
+    """Class × class correlation of the mean images, with the values written in the cells."""
+    names = list(config.CLASS_NAMES)
+    fig = px.imshow(
+        corr,
+        x=names,
+        y=names,
+        zmin=-1,
+        zmax=1,
+        color_continuous_scale="RdBu_r",
+        text_auto=".2f",
+        aspect="equal",
+    )
+    fig.update_layout(height=520, margin=dict(t=30, b=10))
+    return fig
+
+
+def difference_image(mean_a: np.ndarray, mean_b: np.ndarray, name_a: str, name_b: str) -> go.Figure:
+    """Mean of A, mean of B and A − B (red: brighter in A, blue: brighter in B)."""
+    diff = mean_a - mean_b
+    limit = float(np.abs(diff).max()) or 1.0
+
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=(name_a, name_b, f"{name_a} − {name_b}"), horizontal_spacing=0.04
+    )
+    for col, image in ((1, mean_a), (2, mean_b)):
+        fig.add_trace(go.Heatmap(z=image, colorscale="gray_r", zmin=0, zmax=255, showscale=False), 1, col)
+    fig.add_trace(
+        go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, colorbar=dict(title="A − B")), 1, 3
+    )
+    fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(height=320, margin=dict(t=40, b=0, l=0, r=0))
+    return fig
+
+
+def embedding_scatter(coords: np.ndarray, labels: np.ndarray, index: np.ndarray, title: str) -> go.Figure:
+    """2-D embedding coloured by class; each point carries its training-set index as customdata."""
+    fig = go.Figure()
+    for c, name in enumerate(config.CLASS_NAMES):
+        mask = labels == c
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[mask, 0],
+                y=coords[mask, 1],
+                mode="markers",
+                name=name,
+                marker=dict(size=4, color=CLASS_COLORS[name], opacity=0.7),
+                customdata=index[mask],
+                hovertemplate=f"{name}<br>index %{{customdata}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title, height=560, dragmode="lasso", legend=dict(itemsizing="constant"), margin=dict(t=40, b=10)
+    )
+    return fig
+
+
+def value_histograms(before: np.ndarray, after: np.ndarray, after_label: str) -> go.Figure:
+    """Raw pixel values next to what the model's input pipeline makes of them."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("raw pixels (uint8)", after_label))
+    fig.add_trace(go.Histogram(x=before.ravel(), nbinsx=64, marker_color="#888", showlegend=False), 1, 1)
+    fig.add_trace(go.Histogram(x=after.ravel(), nbinsx=64, marker_color="#1f77b4", showlegend=False), 1, 2)
+    fig.update_yaxes(type="log", title_text="pixels (log)")
+    fig.update_layout(height=280, margin=dict(t=40, b=10))
+    return fig

@@ -1,0 +1,242 @@
+"""EDA statistics over uint8 image arrays (pure numpy / pandas / scikit-learn; no Streamlit).
+
+Heavy results (per-class pixel statistics, PCA, t-SNE) are computed once: the app caches them per process,
+and the embeddings are also kept on disk under ``$FASHION_HOME/cache`` so they are computed once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fashion_lib import config, data
+
+# --------------------------------------------------------------------------------- class distribution
+
+
+@dataclass(frozen=True)
+class BalanceVerdict:
+    max_min_ratio: float
+    chi_square: float
+    p_value: float
+
+    @property
+    def balanced(self) -> bool:
+        return self.max_min_ratio < 1.5 and self.p_value > 0.05
+
+    def sentence(self, split: str) -> str:
+        state = "balanced" if self.balanced else "imbalanced"
+        return (
+            f"{split}: {state} — largest/smallest class ratio {self.max_min_ratio:.2f}, "
+            f"chi-square against equal shares {self.chi_square:.2f} (p = {self.p_value:.3g})."
+        )
+
+
+def class_distribution(labels_by_split: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Long table: split, class, count, share (of that split)."""
+    rows = []
+    for split, labels in labels_by_split.items():
+        counts = np.bincount(labels, minlength=config.NUM_CLASSES)
+        for c, n in enumerate(counts):
+            rows.append(
+                {"split": split, "class": config.CLASS_NAMES[c], "count": int(n), "share": n / counts.sum()}
+            )
+    return pd.DataFrame(rows)
+
+
+def balance_verdict(labels: np.ndarray) -> BalanceVerdict:
+    """Max/min class-count ratio and a chi-square goodness-of-fit test against equal class shares."""
+    from scipy.stats import chisquare
+
+    counts = np.bincount(labels, minlength=config.NUM_CLASSES)
+    result = chisquare(counts)
+    ratio = float(counts.max() / counts.min()) if counts.min() > 0 else float("inf")
+    return BalanceVerdict(ratio, float(result.statistic), float(result.pvalue))
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+
+def sample_indices(
+    labels: np.ndarray, classes: list[int], per_class: int, seed: int
+) -> dict[int, np.ndarray]:
+    """``per_class`` random image indices of each class in ``classes`` (sorted), chosen by ``seed``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in classes:
+        pool = np.flatnonzero(labels == c)
+        out[c] = np.sort(rng.choice(pool, size=min(per_class, len(pool)), replace=False))
+    return out
+
+
+# ---------------------------------------------------------------------------------- pixel statistics
+
+
+def pixel_histograms(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """Counts of each intensity 0–255, overall and per class. Columns: intensity, class, count, share."""
+    frames = []
+    flat = images.reshape(len(images), -1)
+    groups = [("all classes", flat)] + [
+        (config.CLASS_NAMES[c], flat[labels == c]) for c in range(config.NUM_CLASSES)
+    ]
+    for name, pixels in groups:
+        counts = np.bincount(pixels.ravel(), minlength=256)
+        frames.append(
+            pd.DataFrame(
+                {"intensity": np.arange(256), "class": name, "count": counts, "share": counts / counts.sum()}
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_class_pixel_table(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """Per class: mean and standard deviation of pixel intensity, fraction of zero pixels, image count."""
+    rows = []
+    flat = images.reshape(len(images), -1)
+    for c in range(config.NUM_CLASSES):
+        pixels = flat[labels == c]
+        rows.append(
+            {
+                "class": config.CLASS_NAMES[c],
+                "images": len(pixels),
+                "mean": float(pixels.mean()),
+                "std": float(pixels.std()),
+                "zero fraction": float((pixels == 0).mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def class_mean_images(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(10, 28, 28) float64: the mean image of each class."""
+    return np.stack([images[labels == c].mean(axis=0, dtype=np.float64) for c in range(config.NUM_CLASSES)])
+
+
+def class_std_images(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(10, 28, 28) float64: the pixel-wise standard deviation of each class."""
+    return np.stack([images[labels == c].std(axis=0, dtype=np.float64) for c in range(config.NUM_CLASSES)])
+
+
+def mean_image_correlation(means: np.ndarray) -> np.ndarray:
+    """(10, 10) Pearson correlation between the classes' mean images (flattened)."""
+    return np.corrcoef(means.reshape(len(means), -1))
+
+
+def most_correlated_pairs(corr: np.ndarray, top: int = 5) -> pd.DataFrame:
+    """The ``top`` class pairs with the highest correlation, highest first."""
+    i, j = np.triu_indices(len(corr), k=1)
+    order = np.argsort(-corr[i, j])[:top]
+    return pd.DataFrame(
+        {
+            "class A": [config.CLASS_NAMES[a] for a in i[order]],
+            "class B": [config.CLASS_NAMES[b] for b in j[order]],
+            "correlation": corr[i, j][order],
+        }
+    )
+
+
+def pair_correlation(corr: np.ndarray, a: str, b: str) -> float:
+    return float(corr[config.CLASS_NAMES.index(a), config.CLASS_NAMES.index(b)])
+
+
+# ---------------------------------------------------------------------------------------- embeddings
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """2-D coordinates of some training images: ``index`` are their positions in the training set."""
+
+    method: str
+    coords: np.ndarray  # (n, 2)
+    index: np.ndarray  # (n,)
+    labels: np.ndarray  # (n,)
+    explained_variance: tuple[float, float] | None = None
+
+
+def _cache_path(name: str, **params) -> Path:
+    key = hashlib.sha256(repr(sorted(params.items())).encode() + data.DATA_FINGERPRINT.encode()).hexdigest()[
+        :16
+    ]
+    return config.cache_dir() / "embeddings" / f"{name}-{key}.npz"
+
+
+def _load_or_compute(path: Path, compute) -> dict[str, np.ndarray]:
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                return {k: stored[k] for k in stored.files}
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # a damaged cache file is recomputed, never trusted
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **result)
+    tmp.replace(path)
+    return result
+
+
+def pca_embedding(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Embedding:
+    """PCA of all given images (pixels scaled to [0, 1]) to two components; cached on disk."""
+    from sklearn.decomposition import PCA
+
+    def compute():
+        pca = PCA(n_components=2, svd_solver="randomized", random_state=seed)
+        coords = pca.fit_transform(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+        return {"coords": coords.astype(np.float32), "ratio": pca.explained_variance_ratio_}
+
+    stored = _load_or_compute(_cache_path("pca", n=len(images), seed=seed), compute)
+    ratio = tuple(float(r) for r in stored["ratio"])
+    return Embedding("PCA", stored["coords"], np.arange(len(images)), np.asarray(labels), ratio)
+
+
+def tsne_cache_path(n: int, seed: int) -> Path:
+    return _cache_path("tsne", n=n, seed=seed)
+
+
+def tsne_embedding(images: np.ndarray, labels: np.ndarray, n: int = 5000, seed: int = 0) -> Embedding:
+    """t-SNE of a stratified subset of ``n`` images (PCA to 50 dimensions first); cached on disk."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    index = data.stratified_subset(labels, n, seed)
+
+    def compute():
+        x = images[index].reshape(len(index), -1).astype(np.float32) / 255.0
+        reduced = PCA(n_components=50, random_state=seed).fit_transform(x)
+        coords = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(reduced)
+        return {"coords": coords.astype(np.float32), "index": index}
+
+    stored = _load_or_compute(tsne_cache_path(n, seed), compute)
+    return Embedding("t-SNE", stored["coords"], stored["index"], np.asarray(labels)[stored["index"]])
+
+
+def class_mix(labels: np.ndarray) -> pd.DataFrame:
+    """How many of each class a selection holds (classes with none are left out), most first."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=config.NUM_CLASSES)
+    table = pd.DataFrame({"class": config.CLASS_NAMES, "count": counts})
+    table = table[table["count"] > 0].sort_values("count", ascending=False, kind="stable")
+    table["share"] = table["count"] / max(1, counts.sum())
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------- normalization
+
+
+NORMALIZATION = {
+    "baseline": "÷ 255 inside the model (Rescaling 1/255) → [0, 1]",
+    "efficientnet_b0": "unchanged 0–255: EfficientNet rescales inside its own graph",
+    "mobilenet_v2": "÷ 127.5 − 1 inside the model (MobileNetV2's preprocess_input) → [-1, 1]",
+}
+
+
+def normalized_pixels(images: np.ndarray, model: str, input_size: int = 32) -> np.ndarray:
+    """What the model's own input pipeline (the layers inside the saved model) makes of raw pixels."""
+    from fashion_lib import models
+
+    pipeline = models.input_pipeline(model, input_size)
+    x = images.reshape(-1, config.IMAGE_SIZE, config.IMAGE_SIZE, 1).astype(np.float32)
+    return np.asarray(pipeline(x, training=False))

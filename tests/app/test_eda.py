@@ -1,0 +1,67 @@
+"""EDA page (AppTest): renders every section from real data; widgets change what is shown."""
+
+from __future__ import annotations
+
+
+def markdown_text(at) -> str:
+    return "\n".join(md.value for md in at.markdown)
+
+
+def test_eda_renders_every_section_without_errors(eda_page):
+    at = eda_page
+    assert not at.exception
+    assert [t.label for t in at.tabs] == [
+        "Classes",
+        "Samples",
+        "Pixel intensity",
+        "Class similarity",
+        "Embedding",
+        "Normalization",
+    ]
+    text = markdown_text(at)
+    assert "Train: balanced — largest/smallest class ratio 1.00" in text
+    assert "Shirt / Pullover mean-image correlation:" in text
+
+
+def test_balance_and_correlation_numbers_come_from_the_data(eda_page, dataset):
+    import numpy as np
+
+    from fashion_lib import stats
+
+    means = stats.class_mean_images(dataset.x_train, dataset.y_train)
+    r = np.corrcoef(means[6].ravel(), means[2].ravel())[0, 1]
+    assert f"**{r:.3f}**" in markdown_text(eda_page)
+
+
+def test_new_samples_button_changes_the_samples(eda_page):
+    at = eda_page
+    before = [img.caption for img in at.get("imgs")] if at.get("imgs") else None
+    seed_before = at.session_state["eda_seed"]
+    at.button[0].click().run()
+    assert at.session_state["eda_seed"] == seed_before + 1
+    after = [img.caption for img in at.get("imgs")] if at.get("imgs") else None
+    assert before != after or before is None
+
+
+def test_choosing_fewer_classes_and_images_shrinks_the_grid(eda_page):
+    at = eda_page
+    at.multiselect(key="eda_classes").set_value(["Shirt", "Pullover"]).slider(key="eda_per_class").set_value(
+        2
+    )
+    at.run()
+    captions = [md.value for md in at.markdown if md.value in ("**Shirt**", "**Pullover**", "**Coat**")]
+    assert captions == ["**Pullover**", "**Shirt**"]
+
+
+def test_difference_view_follows_the_chosen_classes(eda_page):
+    at = eda_page
+    at.selectbox(key="diff_a").set_value("Sneaker").selectbox(key="diff_b").set_value("Ankle boot").run()
+    assert any("mean absolute difference" in c.value for c in at.caption)
+    assert not at.exception
+
+
+def test_embedding_switches_to_tsne_without_computing_until_asked(eda_page):
+    at = eda_page
+    at.radio(key="embedding_method").set_value("t-SNE").run()
+    assert not at.exception
+    assert any("t-SNE has not been computed" in i.value for i in at.info) or at.button(key="tsne_go") is None

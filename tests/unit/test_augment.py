@@ -1,0 +1,73 @@
+"""Augmentation config: JSON round-trip, identity, seeded reproducibility, label-risk warnings, presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fashion_lib import augment
+
+
+@pytest.fixture(scope="module")
+def images(dataset):
+    return dataset.x_train[:8]
+
+
+def test_config_round_trips_through_json():
+    cfg = augment.AugmentConfig(
+        flip_horizontal=True, rotation=0.05, zoom=0.1, translation=0.1, contrast=0.2, seed=7
+    )
+    assert augment.AugmentConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_zero_strength_config_is_the_identity(images):
+    cfg = augment.AugmentConfig()
+    assert cfg.is_identity and augment.build_layers(cfg) == []
+    assert np.array_equal(augment.augment_batch(images, cfg), images)
+
+
+def test_seeded_runs_are_reproducible_and_seeds_differ(images):
+    cfg = augment.AugmentConfig(rotation=0.1, zoom=0.2, translation=0.1, seed=3)
+    first, again = augment.augment_batch(images, cfg), augment.augment_batch(images, cfg)
+    assert np.array_equal(first, again)
+    other = augment.augment_batch(
+        images, augment.AugmentConfig(rotation=0.1, zoom=0.2, translation=0.1, seed=4)
+    )
+    assert not np.array_equal(first, other)
+    assert not np.array_equal(first, images)
+
+
+def test_horizontal_flip_of_a_known_image():
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, :, :5] = 255  # a bar on the left edge
+    flipped = augment.apply_extreme(image, augment.AugmentConfig(flip_horizontal=True))
+    assert flipped[0, :, -5:].min() == 255 and flipped[0, :, :-5].max() == 0
+
+
+def test_out_of_range_strength_is_refused():
+    with pytest.raises(ValueError, match="rotation"):
+        augment.AugmentConfig(rotation=0.9)
+
+
+def test_label_risks_follow_the_settings():
+    assert augment.label_risks(augment.AugmentConfig(flip_horizontal=True, rotation=0.05)) == []
+    risks = augment.label_risks(augment.AugmentConfig(flip_vertical=True, rotation=0.25, zoom=0.4))
+    assert [r.setting for r in risks] == ["vertical flip", "rotation", "zoom"]
+    assert "Ankle boot" in risks[0].example_classes and "90°" in risks[1].message
+
+
+def test_vertical_flip_worst_case_turns_a_boot_upside_down(dataset):
+    boot = dataset.x_train[dataset.y_train == 9][:1]
+    flipped = augment.apply_extreme(boot, augment.AugmentConfig(flip_vertical=True))
+    assert np.array_equal(flipped[0], boot[0][::-1])
+
+
+def test_presets_save_list_and_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    cfg = augment.AugmentConfig(rotation=0.05, seed=2)
+    augment.save_preset("gentle", cfg)
+    assert augment.list_presets() == ["gentle"] and augment.load_preset("gentle") == cfg
+    with pytest.raises(ValueError, match="no augmentation preset named 'wild'"):
+        augment.load_preset("wild")
+    with pytest.raises(ValueError, match="preset name"):
+        augment.save_preset("  /// ", cfg)
