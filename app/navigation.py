@@ -24,6 +24,30 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry(
         "home.py", "Home", ":material/home:", "What the app does, where the data came from, models and runs."
     ),
+    PageEntry(
+        "eda.py",
+        "Explore the data",
+        ":material/query_stats:",
+        "Class balance, samples, pixel statistics, class similarity, PCA / t-SNE, normalization.",
+    ),
+    PageEntry(
+        "augmentation.py",
+        "Augmentation",
+        ":material/auto_fix_high:",
+        "Preview random transforms, see when they break a label, save presets for training.",
+    ),
+    PageEntry(
+        "training.py",
+        "Train",
+        ":material/model_training:",
+        "Launch training in the background and watch live learning curves; stop, resume, delete runs.",
+    ),
+    PageEntry(
+        "comparison.py",
+        "Compare models",
+        ":material/compare_arrows:",
+        "Baseline vs EfficientNetB0 vs MobileNetV2, measured; the pitfall lab that reproduces a collapse.",
+    ),
 )
 
 

@@ -91,3 +91,44 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 10, key: 
 
 def class_label(c: int) -> str:
     return config.CLASS_NAMES[c]
+
+
+def duration(seconds: float | None) -> str:
+    """'45 s', '3 min 20 s', '1 h 05 min'."""
+    if seconds is None:
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def weights_status(model: str, weights: str) -> str:
+    """One line on what 'imagenet' or 'none' will mean for this model on this machine."""
+    from fashion_lib import models
+
+    if weights == "none":
+        return f"Random initialisation: results are labelled '{models.NO_WEIGHTS_LABEL}'."
+    try:
+        resolved = models.resolve_weights(model, "imagenet")
+    except models.WeightsUnavailableError as exc:
+        return f":material/error: {exc}"
+    if resolved.path is not None:
+        return f":material/check_circle: {resolved.label} weights found: `{resolved.path}`"
+    return (
+        ":material/cloud_download: No local ImageNet weights: Keras will try to download them (needs "
+        f"internet). {models.weights_help(model)}"
+    )
+
+
+def summary_line(summary: dict) -> str:
+    """Test accuracy, macro-F1, parameters and times of a finished run, in one line."""
+    params = summary["parameters"]["stage1"]
+    return (
+        f"Test accuracy **{summary['test_accuracy']:.2%}**, macro-F1 {summary['macro_f1']:.3f} on "
+        f"{summary['test_images']:,} test images · {params['total']:,} parameters "
+        f"({params['trainable']:,} trainable in stage 1) · wall time {duration(summary['wall_seconds'])} · "
+        f"weights: {summary['weights']}"
+    )

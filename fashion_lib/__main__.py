@@ -57,6 +57,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         "optimizer": train.OPTIMIZERS,
         "interpolation": models.INTERPOLATIONS,
         "lr_schedule": ("plateau", "cosine", "constant"),
+        "input_scaling": train.INPUT_SCALINGS,
     }
     for f in dataclasses.fields(train.TrainConfig):
         flag = "--" + f.name.replace("_", "-")

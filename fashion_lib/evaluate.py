@@ -78,3 +78,46 @@ def diagnose_curves(rows: list[dict]) -> CurveDiagnosis:
         verdict = "good fit"
     epoch = int(rows[best].get("epoch", best + 1))
     return CurveDiagnosis(verdict, epoch, len(rows), gap, rise, still_improving)
+
+
+# ------------------------------------------------------------------------------------- collapse detection
+
+COLLAPSE_SHARE = 0.5  # one class taking at least half of all predictions
+CHANCE_MARGIN = 0.05  # accuracy within 5 points of chance (10 %)
+
+
+@dataclass(frozen=True)
+class CollapseReport:
+    predicted_counts: np.ndarray  # test images predicted as each class
+    top_class: str
+    top_share: float
+    accuracy: float
+
+    @property
+    def collapsed(self) -> bool:
+        chance = 1.0 / config.NUM_CLASSES
+        return self.top_share >= COLLAPSE_SHARE or self.accuracy <= chance + CHANCE_MARGIN
+
+    def sentence(self) -> str:
+        if self.collapsed:
+            return (
+                f"Collapse: {self.top_share:.0%} of predictions are '{self.top_class}' and accuracy is "
+                f"{self.accuracy:.1%} (chance is 10 %)."
+            )
+        return (
+            f"No collapse: the most predicted class, '{self.top_class}', takes {self.top_share:.0%} of "
+            f"predictions; accuracy {self.accuracy:.1%}."
+        )
+
+
+def collapse_report(y_true: np.ndarray, probs: np.ndarray) -> CollapseReport:
+    """Predicted-class distribution, and whether one class dominates or accuracy is near chance."""
+    pred = np.asarray(probs).argmax(axis=1)
+    counts = np.bincount(pred, minlength=config.NUM_CLASSES)
+    top = int(np.argmax(counts))
+    return CollapseReport(
+        counts,
+        config.CLASS_NAMES[top],
+        float(counts[top] / len(pred)),
+        float(np.mean(pred == np.asarray(y_true))),
+    )

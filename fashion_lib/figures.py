@@ -106,7 +106,9 @@ def difference_image(mean_a: np.ndarray, mean_b: np.ndarray, name_a: str, name_b
 
 
 def embedding_scatter(coords: np.ndarray, labels: np.ndarray, index: np.ndarray, title: str) -> go.Figure:
-    """2-D embedding coloured by class; each point carries its training-set index as customdata."""
+    """2-D embedding coloured by class; each point carries its training-set index as customdata.
+
+    No drag mode is set: Streamlit then makes a click select a point (in box or lasso mode it does not)."""
     fig = go.Figure()
     for c, name in enumerate(config.CLASS_NAMES):
         mask = labels == c
@@ -122,7 +124,10 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, index: np.ndarray,
             )
         )
     fig.update_layout(
-        title=title, height=560, dragmode="lasso", legend=dict(itemsizing="constant"), margin=dict(t=40, b=10)
+        title=title,
+        height=560,
+        legend=dict(itemsizing="constant"),
+        margin=dict(t=40, b=10),
     )
     return fig
 
@@ -134,4 +139,95 @@ def value_histograms(before: np.ndarray, after: np.ndarray, after_label: str) ->
     fig.add_trace(go.Histogram(x=after.ravel(), nbinsx=64, marker_color="#1f77b4", showlegend=False), 1, 2)
     fig.update_yaxes(type="log", title_text="pixels (log)")
     fig.update_layout(height=280, margin=dict(t=40, b=10))
+    return fig
+
+
+def learning_curves(rows: list[dict], title: str = "") -> go.Figure:
+    """Loss and accuracy per epoch, train (solid) and validation (dashed); the fine-tuning stage shaded."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.08)
+    if rows:
+        epochs = [r["epoch"] for r in rows]
+        for col, metric in ((1, "loss"), (2, "accuracy")):
+            for prefix, dash, name in (("", "solid", "train"), ("val_", "dash", "validation")):
+                values = [r.get(prefix + metric) for r in rows]
+                fig.add_trace(
+                    go.Scatter(
+                        x=epochs,
+                        y=values,
+                        mode="lines+markers",
+                        name=name,
+                        legendgroup=name,
+                        showlegend=col == 1,
+                        line=dict(dash=dash, color="#1f77b4" if not prefix else "#ff7f0e"),
+                    ),
+                    1,
+                    col,
+                )
+        stage2 = [r["epoch"] for r in rows if r.get("stage") == 2]
+        if stage2:
+            for col in (1, 2):
+                fig.add_vrect(
+                    x0=stage2[0] - 0.5,
+                    x1=stage2[-1] + 0.5,
+                    fillcolor="#2ca02c",
+                    opacity=0.08,
+                    line_width=0,
+                    row=1,
+                    col=col,
+                )
+            fig.add_annotation(
+                x=stage2[0] - 0.5,
+                y=1.0,
+                yref="paper",
+                text="fine-tuning →",
+                showarrow=False,
+                xanchor="left",
+                font=dict(color="#2ca02c"),
+            )
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_layout(title=title, height=360, margin=dict(t=60, b=10))
+    return fig
+
+
+def overlaid_curves(curves: dict[str, list[dict]], metric: str = "val_accuracy") -> go.Figure:
+    """One line per run of ``metric`` against the epoch."""
+    fig = go.Figure()
+    for name, rows in curves.items():
+        fig.add_trace(
+            go.Scatter(
+                x=[r["epoch"] for r in rows], y=[r.get(metric) for r in rows], mode="lines+markers", name=name
+            )
+        )
+    fig.update_layout(
+        height=360, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin=dict(t=30, b=10)
+    )
+    return fig
+
+
+def per_class_f1_bars(f1: pd.DataFrame) -> go.Figure:
+    """Grouped bars: per-class F1 (long table with columns run, class, F1)."""
+    fig = px.bar(
+        f1,
+        x="class",
+        y="F1",
+        color="run",
+        barmode="group",
+        category_orders={"class": list(config.CLASS_NAMES)},
+    )
+    fig.update_layout(height=380, yaxis_range=[0, 1], legend_title_text="", margin=dict(t=30, b=10))
+    return fig
+
+
+def accuracy_vs_cost(table: pd.DataFrame, cost: str) -> go.Figure:
+    """Test accuracy against a cost column (training seconds or parameters), one labelled point per run."""
+    fig = px.scatter(table, x=cost, y="test accuracy", color="model", text="run", log_x=True)
+    fig.update_traces(textposition="top center", marker=dict(size=12))
+    fig.update_layout(height=380, yaxis_tickformat=".0%", margin=dict(t=30, b=10))
+    return fig
+
+
+def prediction_histogram(counts: np.ndarray, title: str) -> go.Figure:
+    """How many test images were predicted as each class."""
+    fig = px.bar(x=list(config.CLASS_NAMES), y=counts, labels={"x": "predicted class", "y": "test images"})
+    fig.update_layout(title=title, height=300, margin=dict(t=40, b=10))
     return fig

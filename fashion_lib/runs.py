@@ -188,3 +188,122 @@ def resolve_run(name_or_path: str, runs_root: Path | None = None) -> Path:
         if (candidate / CONFIG_FILE).is_file():
             return candidate
     raise FileNotFoundError(f"no run named '{name_or_path}' (see `python -m fashion_lib runs`)")
+
+
+# ------------------------------------------------------------------------------------ live progress
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is, for a progress bar: a fraction, an ETA in seconds (None when unknown), a phrase."""
+
+    fraction: float
+    eta_seconds: float | None
+    text: str
+
+
+def progress_summary(folder: Path) -> Progress:
+    """Read ``progress.json`` and the metrics so far and turn them into a fraction and an ETA."""
+    import time
+
+    p = read_json(folder / PROGRESS_FILE) or {}
+    phase = p.get("phase", "starting")
+    if phase == "done":
+        return Progress(1.0, 0.0, "done")
+    if phase != "training":
+        batch, batches = p.get("batch"), p.get("batches")
+        if batch and batches:
+            started = p.get("phase_started")
+            rate = batch / (time.time() - started) if started and time.time() > started else None
+            eta = (batches - batch) / rate if rate else None
+            return Progress(batch / batches, eta, f"{phase}: {batch:,} / {batches:,}")
+        return Progress(0.0, None, phase)
+    epoch, epochs = int(p.get("epoch", 1)), int(p.get("epochs", 1))
+    batch, batches = int(p.get("batch", 0)), max(1, int(p.get("batches", 1)))
+    stage_rows = [r for r in read_metrics(folder) if r.get("stage") == p.get("stage")]
+    epoch_seconds = (
+        sum(r["seconds"] for r in stage_rows) / len(stage_rows)
+        if stage_rows
+        else (p.get("epoch_elapsed", 0.0) / batch * batches if batch else None)
+    )
+    within = batch / batches
+    fraction = min(1.0, (epoch - 1 + within) / epochs)
+    eta = (epochs - epoch + 1 - within) * epoch_seconds if epoch_seconds else None
+    stage = "fine-tuning" if p.get("stage") == 2 else "training"
+    return Progress(fraction, eta, f"{stage}: epoch {epoch} of {epochs}, batch {batch} of {batches}")
+
+
+def delete_run(folder: Path, runs_root: Path | None = None) -> None:
+    """Delete a user's run folder (never a shipped model, never outside the runs folder)."""
+    import shutil
+
+    root = (runs_root or config.runs_dir()).resolve()
+    folder = folder.resolve()
+    if folder.parent != root:
+        raise ValueError(f"{folder} is not a run folder under {root}; shipped models cannot be deleted here")
+    shutil.rmtree(folder)
+
+
+# ------------------------------------------------------------------------------------------ comparison
+
+
+def comparable_runs() -> list[RunInfo]:
+    """Runs with a summary (completed or stopped), newest first, then the shipped models."""
+    return [r for r in list_runs() if (r.folder / SUMMARY_FILE).is_file()]
+
+
+def default_comparison(candidates: list[RunInfo]) -> list[RunInfo]:
+    """The newest run of each model family; a family with no run of the user's falls back to a shipped one."""
+    chosen: dict[str, RunInfo] = {}
+    for info in candidates:  # user runs come first, newest first
+        if info.model not in chosen and info.state == "completed":
+            chosen[info.model] = info
+    return list(chosen.values())
+
+
+def comparison_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
+    """One row per run: what it is, what it cost and how well it does, read from its summary."""
+    rows = []
+    for info in infos:
+        s = read_json(info.folder / SUMMARY_FILE) or {}
+        params = s.get("parameters", {})
+        final = params.get("stage2") or params.get("stage1") or {}
+        rows.append(
+            {
+                "run": info.run_id,
+                "model": s.get("display_name", info.model),
+                "weights": s.get("weights"),
+                "input size": s.get("input_size"),
+                "training images": s.get("training_images"),
+                "parameters": final.get("total"),
+                "trainable (stage 1)": params.get("stage1", {}).get("trainable"),
+                "trainable (fine-tuning)": params.get("stage2", {}).get("trainable"),
+                "feature extraction s": s.get("feature_extraction_seconds"),
+                "stage 1 s": s.get("stage1_seconds"),
+                "stage 2 s": s.get("stage2_seconds"),
+                "wall time s": s.get("wall_seconds"),
+                "epochs": s.get("epochs_run"),
+                "test accuracy": s.get("test_accuracy"),
+                "macro-F1": s.get("macro_f1"),
+                "latency ms/image": s.get("latency_ms_per_image_batched"),
+                "size MB": s["model_size_bytes"] / 1e6 if "model_size_bytes" in s else None,
+            }
+        )
+    return rows
+
+
+def per_class_f1(infos: list[RunInfo]) -> list[dict[str, Any]]:
+    rows = []
+    for info in infos:
+        s = read_json(info.folder / SUMMARY_FILE) or {}
+        for name, value in s.get("per_class_f1", {}).items():
+            rows.append({"run": info.run_id, "class": name, "F1": value})
+    return rows
+
+
+def load_predictions(folder: Path) -> tuple[Any, Any]:
+    """(probabilities, labels) saved by a run for its test images."""
+    import numpy as np
+
+    with np.load(folder / PREDICTIONS_FILE) as saved:
+        return saved["probabilities"], saved["labels"]

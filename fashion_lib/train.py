@@ -28,6 +28,7 @@ import numpy as np
 from fashion_lib import augment, config, data, evaluate, models, runs
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+INPUT_SCALINGS = ("raw", "divide_by_255")
 
 FIELD_HELP = {
     "input_size": "transfer models: the size the 28×28 input is resized to inside the model (32–224)",
@@ -40,6 +41,7 @@ FIELD_HELP = {
     "fine_tune_layers": "how many top backbone layers to unfreeze (BatchNormalization stays frozen)",
     "early_stopping_patience": "epochs without validation-loss improvement before stopping (0 = off)",
     "feature_cache": "frozen backbone, no augmentation: train the head on cached backbone features",
+    "input_scaling": "raw (correct: models scale inside) or divide_by_255 (reproduces the prototype's bug)",
 }
 FEATURE_BATCH = 256
 PROGRESS_INTERVAL_S = 0.5
@@ -68,6 +70,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-4
     early_stopping_patience: int = 3  # epochs without val-loss improvement; 0 = off
     feature_cache: bool = True
+    input_scaling: str = "raw"  # "divide_by_255" reproduces the original prototype's bug (pitfall lab)
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -96,6 +99,8 @@ class TrainConfig:
             problems.append("learning rates must be in (0, 1]")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            problems.append(f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}")
         if self.lr_schedule not in ("plateau", "cosine", "constant"):
             problems.append("lr_schedule must be plateau, cosine or constant")
         if self.fine_tune and self.model == models.BASELINE:
@@ -132,6 +137,11 @@ class TrainConfig:
         return self.model in models.TRANSFER_MODELS
 
     @property
+    def pixel_scale(self) -> float:
+        """What the pipeline multiplies raw pixels by before the model: 1, or 1/255 for the bug."""
+        return 1.0 / 255.0 if self.input_scaling == "divide_by_255" else 1.0
+
+    @property
     def model_input_size(self) -> int:
         return self.input_size if self.is_transfer else config.IMAGE_SIZE
 
@@ -140,13 +150,14 @@ class TrainConfig:
 
     def run_tag(self, weights_label: str) -> str:
         if not self.is_transfer:
-            return ""
+            return "div255" if self.input_scaling == "divide_by_255" else ""
         weights = (
             "imagenet"
             if weights_label.startswith("ImageNet")
             else ("random-init" if weights_label == models.NO_WEIGHTS_LABEL else "custom-weights")
         )
-        return f"{self.input_size}px-{weights}{'-ft' if self.fine_tune else ''}"
+        bug = "-div255" if self.input_scaling == "divide_by_255" else ""
+        return f"{self.input_size}px-{weights}{bug}{'-ft' if self.fine_tune else ''}"
 
 
 class StopRequested(Exception):
@@ -212,8 +223,10 @@ def make_dataset(
     batch_size: int,
     shuffle_seed: int | None = None,
     aug: augment.AugmentConfig | None = None,
+    scale: float = 1.0,
 ):
-    """A tf.data pipeline of raw uint8 images → float32 batches (augmented when asked), prefetched.
+    """A tf.data pipeline of raw uint8 images → float32 batches (augmented when asked, then multiplied by
+    ``scale``, which is 1 except in the pitfall lab), prefetched.
 
     Resizing to the model's input size happens inside the model, batch by batch, so memory stays bounded at
     any input size."""
@@ -234,6 +247,8 @@ def make_dataset(
             return tf.clip_by_value(a, 0.0, 255.0), b
 
         ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    if scale != 1.0:
+        ds = ds.map(lambda a, b: (a * scale, b), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -395,6 +410,7 @@ def feature_cache_key(cfg: TrainConfig, weights: models.ResolvedWeights) -> str:
         weights_id,
         data.DATA_FINGERPRINT,
         keras.__version__,
+        cfg.input_scaling,
     )
     text = "|".join(map(str, parts))
     if weights.keras_arg is None:
@@ -414,12 +430,15 @@ class FeatureCache:
         self.features = np.load(self.path, mmap_mode="r+")
         self.done = np.load(self.done_path)
 
-    def get(self, index: np.ndarray, images: np.ndarray, extractor, on_batch=None) -> np.ndarray:
+    def get(
+        self, index: np.ndarray, images: np.ndarray, extractor, on_batch=None, scale: float = 1.0
+    ) -> np.ndarray:
         """Features for ``index`` (positions in the full training set), computing the missing ones."""
         missing = index[~self.done[index]]
         for start in range(0, len(missing), FEATURE_BATCH):
             chunk = missing[start : start + FEATURE_BATCH]
-            self.features[chunk] = np.asarray(extractor(images[chunk].astype(np.float32), training=False))
+            batch = images[chunk].astype(np.float32) * scale
+            self.features[chunk] = np.asarray(extractor(batch, training=False))
             self.done[chunk] = True
             if on_batch is not None:
                 on_batch(start + len(chunk), len(missing))
@@ -443,9 +462,12 @@ def _train_head_on_features(
         config.cache_dir() / "features" / feature_cache_key(cfg, weights), int(extractor.output.shape[-1])
     )
 
+    phase_started = {}
+
     def progress(done: int, total: int, split: str):
         if runs.stop_requested(folder):
             raise StopRequested
+        phase_started.setdefault(split, time.time())
         runs.write_json(
             folder / runs.PROGRESS_FILE,
             {
@@ -453,16 +475,25 @@ def _train_head_on_features(
                 "phase": f"extracting {split} features",
                 "batch": done,
                 "batches": total,
+                "phase_started": phase_started[split],
                 "time": time.time(),
             },
         )
 
     started = time.perf_counter()
     f_train = cache.get(
-        splits.train_index, splits.x_train_full, extractor, lambda d, t: progress(d, t, "train")
+        splits.train_index,
+        splits.x_train_full,
+        extractor,
+        lambda d, t: progress(d, t, "train"),
+        cfg.pixel_scale,
     )
     f_val = cache.get(
-        splits.val_index, splits.x_train_full, extractor, lambda d, t: progress(d, t, "validation")
+        splits.val_index,
+        splits.x_train_full,
+        extractor,
+        lambda d, t: progress(d, t, "validation"),
+        cfg.pixel_scale,
     )
     timings["feature_extraction_seconds"] = time.perf_counter() - started
     head = models.head_model(model)
@@ -512,9 +543,9 @@ def measure_latency(model, images: np.ndarray, batch: int = 256, repeats: int = 
     }
 
 
-def predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict(model, images: np.ndarray, batch_size: int = 256, scale: float = 1.0) -> np.ndarray:
     out = [
-        np.asarray(model(images[i : i + batch_size].astype(np.float32), training=False))
+        np.asarray(model(images[i : i + batch_size].astype(np.float32) * scale, training=False))
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(out).astype(np.float32)
@@ -602,8 +633,10 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
             except StopRequested:
                 stopped = True
         else:
-            train_data = make_dataset(splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment)
-            val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size)
+            train_data = make_dataset(
+                splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale
+            )
+            val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size, scale=cfg.pixel_scale)
             _, stopped = _fit(
                 model,
                 cfg,
@@ -626,8 +659,10 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
         params["stage2"] = models.parameter_counts(model)
         started = time.perf_counter()
         epochs_done = len([r for r in runs.read_metrics(folder) if r.get("stage") == 1])
-        train_data = make_dataset(splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment)
-        val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size)
+        train_data = make_dataset(
+            splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale
+        )
+        val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size, scale=cfg.pixel_scale)
         _, stopped = _fit(
             model,
             cfg,
@@ -646,7 +681,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
     runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "evaluating on the test set", "time": time.time()})
     model_path = _save_model_atomically(model, folder)
     started = time.perf_counter()
-    probs = predict(model, splits.x_test)
+    probs = predict(model, splits.x_test, scale=cfg.pixel_scale)
     timings["test_prediction_seconds"] = time.perf_counter() - started
     np.savez_compressed(
         folder / runs.PREDICTIONS_FILE,
@@ -665,6 +700,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
         "epochs_run": len(runs.read_metrics(folder)),
         "parameters": params,
         "feature_cache": cfg.uses_feature_cache(),
+        "input_scaling": cfg.input_scaling,
         **{k: round(v, 3) for k, v in timings.items()},
         "wall_seconds": round(time.perf_counter() - wall_started, 3),
         **evaluate.classification_summary(splits.y_test, probs),
@@ -678,3 +714,42 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
     runs.write_json(folder / runs.SUMMARY_FILE, summary)
     runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "done", "time": time.time()})
     return "stopped" if stopped else "completed"
+
+
+# --------------------------------------------------------------------------------------- time estimate
+
+# Forward throughput (images/s, batch 64) measured on the project's 2-core CPU machines, by input size.
+FORWARD_SPEED = {
+    models.EFFICIENTNET_B0: {32: 1385, 64: 672, 96: 379, 128: 121, 224: 41},
+    models.MOBILENET_V2: {32: 2105, 64: 1020, 96: 421, 128: 320, 224: 94},
+}
+BASELINE_TRAIN_SPEED = 2000  # images/s, training the baseline CNN on the same machines
+FINE_TUNE_SLOWDOWN = 2.5  # fine-tuning runs the backbone forward and part of it backward
+
+
+def forward_speed(model: str, size: int) -> float:
+    table = FORWARD_SPEED[model]
+    sizes = sorted(table)
+    return float(np.exp(np.interp(np.log(size), np.log(sizes), np.log([table[s] for s in sizes]))))
+
+
+def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> dict[str, float]:
+    """Rough seconds per stage on a 2-core CPU like the development machine (all epochs, no early stop)."""
+    n_pool = cfg.subset or 60000
+    n_train = round(n_pool * (1 - cfg.val_fraction))
+    n_test = cfg.test_subset or 10000
+    if not cfg.is_transfer:
+        return {"training": cfg.epochs * n_pool / BASELINE_TRAIN_SPEED, "test predictions": n_test / 20000}
+    speed = forward_speed(cfg.model, cfg.input_size)
+    out = {}
+    if cfg.uses_feature_cache():
+        out["feature extraction"] = 0.0 if feature_cache_ready else n_pool / speed
+        out["head training"] = cfg.epochs * n_pool / 50000
+    else:
+        out["stage 1 (frozen backbone)"] = cfg.epochs * n_pool / speed * 1.2
+    if cfg.fine_tune:
+        out["stage 2 (fine-tuning)"] = (
+            cfg.fine_tune_epochs * (n_train * FINE_TUNE_SLOWDOWN + n_pool - n_train) / speed
+        )
+    out["test predictions"] = n_test / speed
+    return out

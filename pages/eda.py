@@ -41,7 +41,7 @@ with tab_samples:
     button_col.button("New samples", on_click=new_samples, icon=":material/shuffle:")
     images, labels = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
     picked = stats.sample_indices(
-        labels, [NAMES.index(n) for n in chosen], per_class, st.session_state.eda_seed
+        labels, sorted(NAMES.index(n) for n in chosen), per_class, st.session_state.eda_seed
     )
     st.caption(f"Captions are {split}-set indices, to cite an image.")
     for c, idx in picked.items():
@@ -127,12 +127,13 @@ with tab_embedding:
             st.info("t-SNE has not been computed on this machine yet.")
     if embedding is not None:
         st.caption("Click a point to see its image; drag a box or lasso to see a gallery of the selection.")
-        event = st.plotly_chart(
-            figures.embedding_scatter(embedding.coords, embedding.labels, embedding.index, title),
-            on_select="rerun",
-            selection_mode=("points", "box", "lasso"),
-            key=f"embedding_{method}",
-        )
+        with st.container(key="embedding_chart"):
+            event = st.plotly_chart(
+                figures.embedding_scatter(embedding.coords, embedding.labels, embedding.index, title),
+                on_select="rerun",
+                selection_mode=("points", "box", "lasso"),
+                key=f"embedding_{method}",
+            )
         selected = np.array(
             [int(p["customdata"]) for p in event.selection.points if "customdata" in p], dtype=int
         )

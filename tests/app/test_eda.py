@@ -45,9 +45,8 @@ def test_new_samples_button_changes_the_samples(eda_page):
 
 def test_choosing_fewer_classes_and_images_shrinks_the_grid(eda_page):
     at = eda_page
-    at.multiselect(key="eda_classes").set_value(["Shirt", "Pullover"]).slider(key="eda_per_class").set_value(
-        2
-    )
+    at.multiselect(key="eda_classes").set_value(["Shirt", "Pullover"])
+    at.slider(key="eda_per_class").set_value(2)
     at.run()
     captions = [md.value for md in at.markdown if md.value in ("**Shirt**", "**Pullover**", "**Coat**")]
     assert captions == ["**Pullover**", "**Shirt**"]
@@ -55,7 +54,9 @@ def test_choosing_fewer_classes_and_images_shrinks_the_grid(eda_page):
 
 def test_difference_view_follows_the_chosen_classes(eda_page):
     at = eda_page
-    at.selectbox(key="diff_a").set_value("Sneaker").selectbox(key="diff_b").set_value("Ankle boot").run()
+    at.selectbox(key="diff_a").set_value("Sneaker")
+    at.selectbox(key="diff_b").set_value("Ankle boot")
+    at.run()
     assert any("mean absolute difference" in c.value for c in at.caption)
     assert not at.exception
 

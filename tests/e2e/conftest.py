@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 from fashion_lib.config import REPO_ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-SCREENSHOTS = REPO_ROOT / "test-results" / "screenshots"
+SCREENSHOTS = REPO_ROOT / "test-screenshots"  # pytest-playwright empties test-results/ at each start
 STARTUP_TIMEOUT_S = 60
 
 
@@ -95,6 +95,23 @@ def app_url(tmp_path_factory) -> str:
         yield url
     finally:
         stop(proc)
+        stop_training_jobs()
+
+
+def stop_training_jobs() -> None:
+    """A test that failed mid-run must not leave a training job holding the machine's training lock."""
+    from fashion_lib import jobs, runs
+
+    active = jobs.active_run()
+    if active is not None:
+        jobs.stop(active)
+        deadline = time.monotonic() + 60
+        while jobs.active_run() is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if jobs.active_run() is not None:
+            pid = runs.read_status(active).get("pid")
+            if pid:
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -134,9 +151,10 @@ def wait_for_script(page: Page) -> None:
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60_000)
 
 
-def open_page(page: Page, url: str, expected_text: str) -> None:
+def open_page(page: Page, url: str, title: str) -> None:
+    """Go to ``url`` and wait until the page titled ``title`` has rendered."""
     page.goto(url)
-    expect(page.get_by_text(expected_text).first).to_be_visible()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
     wait_for_script(page)
 
 

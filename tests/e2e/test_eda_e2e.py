@@ -10,7 +10,7 @@ from fashion_lib import data, stats
 from tests.e2e.conftest import open_page, screenshot, wait_for_script
 
 # Pixel position of data point (x, y) inside the plot div, from plotly's own axis objects.
-POINT_TO_PIXELS = """([el, x, y]) => {
+POINT_TO_PIXELS = """(el, [x, y]) => {
     const plot = el.querySelector('.js-plotly-plot');
     const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis;
     const box = plot.getBoundingClientRect();
@@ -54,7 +54,7 @@ def test_eda_charts_render(page: Page, app_url: str):
 def test_clicking_an_embedding_point_shows_that_image(page: Page, app_url: str, dataset):
     open_page(page, f"{app_url}/eda", "Explore the data")
     open_tab(page, "Embedding")
-    chart = page.locator(".stPlotlyChart").filter(has=page.locator(".js-plotly-plot")).last
+    chart = page.locator(".st-key-embedding_chart")
     expect(chart.locator(".js-plotly-plot")).to_be_visible()
     page.wait_for_timeout(500)
     index, x, y = isolated_point(dataset)
@@ -68,10 +68,11 @@ def test_clicking_an_embedding_point_shows_that_image(page: Page, app_url: str, 
 def test_box_selection_shows_a_gallery_with_its_class_mix(page: Page, app_url: str):
     open_page(page, f"{app_url}/eda", "Explore the data")
     open_tab(page, "Embedding")
-    plot = page.locator(".js-plotly-plot").last
+    plot = page.locator(".st-key-embedding_chart .js-plotly-plot")
     expect(plot).to_be_visible()
     page.wait_for_timeout(500)
-    page.locator(".modebar-btn[data-attr='dragmode'][data-val='select']").last.click(force=True)
+    plot.hover()
+    plot.locator(".modebar-btn[data-attr='dragmode'][data-val='select']").click()
     drag = plot.locator(".nsewdrag").first.bounding_box()
     cx, cy = drag["x"] + drag["width"] / 2, drag["y"] + drag["height"] / 2
     page.mouse.move(cx - 60, cy - 60)

@@ -152,3 +152,18 @@ def test_real_mobilenet_weights_load_when_the_shared_folder_has_them(monkeypatch
     kernel = pretrained.get_layer("Conv1").get_weights()[0]
     assert not np.allclose(kernel, random.get_layer("Conv1").get_weights()[0])
     assert models.resolve_weights("mobilenet_v2", "imagenet").label == "ImageNet (rebuilt)"
+
+
+def test_shipped_baseline_is_self_contained_and_its_card_is_honest(dataset):
+    from fashion_lib import runs
+
+    folder = config.CACHED_MODELS_DIR / "baseline"
+    card = runs.read_json(folder / "card.json")
+    probs, labels = runs.load_predictions(folder)
+    assert card["test_accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == labels)))
+    assert np.array_equal(labels, dataset.y_test)
+    model = models.load_model(folder / "model.keras")
+    x = dataset.x_test[:64][..., None].astype("float32")
+    assert np.allclose(np.asarray(model(x)), probs[:64], atol=1e-4)
+    assert card["command"].startswith("python -m fashion_lib train --model baseline")
+    assert card["data_fingerprint"] == "bc3b3a15d36c7b48"

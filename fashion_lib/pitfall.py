@@ -1,0 +1,89 @@
+"""The pitfall lab: reproduce the original prototype's failure next to the fixed pipeline.
+
+The prototype trained EfficientNet on 1,000 images whose pixels it divided by 255 first — but EfficientNet
+rescales 0–255 inputs inside its own graph, so every image arrived nearly black, and the model collapsed to
+about 10 % accuracy. The lab trains the same small preset twice, with and without the extra division, and
+the page shows both results as they come out of the runs. Nothing here is typed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fashion_lib import config, jobs, models, runs, train
+
+LAB_FILE = "pitfall_lab.json"
+LAB_SETTINGS = {
+    "subset": 1000,
+    "test_subset": 2000,
+    "epochs": 10,
+    "input_size": 96,
+    "learning_rate": 1e-3,
+    "early_stopping_patience": 0,
+    "seed": 7,
+}
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    model: str
+    weights: str
+    note: str
+
+
+def plan() -> LabPlan:
+    """EfficientNetB0 with ImageNet weights when they are on this machine; otherwise MobileNetV2 with its
+    local ImageNet weights (same failure: it also scales inside its graph); otherwise EfficientNetB0 from
+    random initialisation, saying that then even the fix has little to stand on."""
+    for model, note in (
+        (models.EFFICIENTNET_B0, "EfficientNetB0 with ImageNet weights, as in the prototype."),
+        (
+            models.MOBILENET_V2,
+            "EfficientNetB0's ImageNet weights are not on this machine, so the lab uses "
+            "MobileNetV2's: it also scales pixels inside its graph ([0, 255] → [-1, 1]), so "
+            "dividing by 255 first breaks it the same way.",
+        ),
+    ):
+        try:
+            if models.resolve_weights(model, "imagenet").path is not None:
+                return LabPlan(model, "imagenet", note)
+        except models.WeightsUnavailableError:
+            continue
+    return LabPlan(
+        models.EFFICIENTNET_B0,
+        "none",
+        "No ImageNet weights on this machine: EfficientNetB0 from random initialisation (labelled "
+        "'no ImageNet weights'). Frozen random features are weak, so the fixed pipeline cannot shine "
+        "either; with ImageNet weights the contrast is stark.",
+    )
+
+
+def configs(lab: LabPlan) -> dict[str, train.TrainConfig]:
+    base = {**LAB_SETTINGS, "model": lab.model, "weights": lab.weights}
+    return {
+        "prototype (pixels ÷ 255 before the model)": train.TrainConfig(**base, input_scaling="divide_by_255"),
+        "fixed (raw pixels; the model scales inside)": train.TrainConfig(**base, input_scaling="raw"),
+    }
+
+
+def lab_file() -> Path:
+    return config.fashion_home() / LAB_FILE
+
+
+def start() -> dict[str, str]:
+    """Create and queue both runs; remember them as the current lab."""
+    lab = plan()
+    started = {}
+    for label, cfg in configs(lab).items():
+        folder = train.start_run(cfg)
+        jobs.start(folder, queue=True)
+        started[label] = folder.name
+    lab_file().parent.mkdir(parents=True, exist_ok=True)
+    runs.write_json(lab_file(), {"runs": started, "note": lab.note})
+    return started
+
+
+def current() -> dict | None:
+    """The last lab started on this machine: {'runs': {label: run id}, 'note': …}, or None."""
+    return runs.read_json(lab_file())

@@ -1,0 +1,105 @@
+"""Baseline versus EfficientNetB0 versus MobileNetV2: the measured comparison, and the pitfall lab."""
+
+import pandas as pd
+import streamlit as st
+
+from app import widgets
+from fashion_lib import config, evaluate, figures, jobs, pitfall, runs
+
+st.title("Compare models")
+st.markdown(
+    "Every number comes from the runs' own summaries: test accuracy and macro-F1 on the saved test "
+    "predictions, parameters counted from the models, times measured while training."
+)
+
+candidates = runs.comparable_runs()
+if not candidates:
+    st.info("No finished runs and no shipped model yet: train one on the Train page.")
+else:
+    labels = {r.run_id: r for r in candidates}
+    defaults = [r.run_id for r in runs.default_comparison(candidates)]
+    chosen_ids = st.multiselect(
+        "Runs to compare",
+        list(labels),
+        default=defaults,
+        key="cmp_runs",
+        format_func=lambda rid: f"{rid} (shipped)" if labels[rid].shipped else rid,
+    )
+    chosen = [labels[rid] for rid in chosen_ids]
+    if not chosen:
+        st.info("Pick at least one run.")
+    else:
+        table = pd.DataFrame(runs.comparison_table(chosen))
+        with st.container(key="cmp_table"):
+            st.dataframe(
+                table,
+                hide_index=True,
+                column_config={
+                    "test accuracy": st.column_config.NumberColumn(format="percent"),
+                    "macro-F1": st.column_config.NumberColumn(format="%.4f"),
+                    "latency ms/image": st.column_config.NumberColumn(format="%.3f"),
+                    "size MB": st.column_config.NumberColumn(format="%.2f"),
+                    **{
+                        c: st.column_config.NumberColumn(format="%.0f")
+                        for c in table.columns
+                        if c.endswith(" s")
+                    },
+                },
+            )
+        metric = st.radio(
+            "Curves", ["val_accuracy", "val_loss", "accuracy", "loss"], horizontal=True, key="cmp_metric"
+        )
+        curves = {r.run_id: runs.read_metrics(r.folder) for r in chosen}
+        st.plotly_chart(figures.overlaid_curves(curves, metric), key="cmp_curves")
+        st.markdown("**Per-class F1**")
+        st.plotly_chart(figures.per_class_f1_bars(pd.DataFrame(runs.per_class_f1(chosen))), key="cmp_f1")
+        st.markdown("**Accuracy against cost**")
+        left, right = st.columns(2)
+        left.plotly_chart(figures.accuracy_vs_cost(table, "wall time s"), key="cmp_time")
+        right.plotly_chart(figures.accuracy_vs_cost(table, "parameters"), key="cmp_params")
+
+st.divider()
+st.header("Pitfall lab")
+st.markdown(
+    "The original prototype reached **10.5 %** accuracy. It trained on 1,000 images and divided the pixels "
+    "by 255 *before* an EfficientNet — which already rescales 0–255 inside its own graph, so every image "
+    "arrived nearly black. One click trains that preset and the fixed one side by side (about a minute on "
+    "this machine, in the background, one after the other)."
+)
+lab = pitfall.plan()
+st.caption(lab.note)
+if st.button("Run the pitfall lab", icon=":material/science:", key="lab_start"):
+    pitfall.start()
+    st.toast("Both lab runs are queued.")
+
+current = pitfall.current()
+
+
+def show_lab(current: dict) -> None:
+    cols = st.columns(len(current["runs"]))
+    for col, (label, run_id) in zip(cols, current["runs"].items(), strict=True):
+        folder = config.runs_dir() / run_id
+        state = jobs.effective_state(folder) if folder.exists() else "deleted"
+        col.markdown(f"**{label}**  \n`{run_id}` — {state}")
+        if state in ("queued", "running"):
+            col.progress(runs.progress_summary(folder).fraction)
+        elif state == "completed":
+            probs, labels = runs.load_predictions(folder)
+            report = evaluate.collapse_report(labels, probs)
+            col.metric("Test accuracy", f"{report.accuracy:.1%}")
+            (col.error if report.collapsed else col.success)(report.sentence())
+            col.plotly_chart(
+                figures.prediction_histogram(report.predicted_counts, "predicted classes"),
+                key=f"lab_hist_{run_id}",
+            )
+        elif state == "failed":
+            col.error(runs.read_status(folder).get("error") or "failed")
+
+
+if current:
+    folders = [config.runs_dir() / rid for rid in current["runs"].values()]
+    if any(f.exists() and jobs.effective_state(f) in ("queued", "running") for f in folders):
+        st.fragment(show_lab, run_every=1.0)(current)
+    else:
+        show_lab(current)
+widgets.data_source_banner(widgets.dataset_or_stop())

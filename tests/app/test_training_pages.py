@@ -1,0 +1,138 @@
+"""Train and Compare pages (AppTest): with no runs, with a shipped model, a completed run and a failed run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from fashion_lib import config, export, pitfall, runs, train
+from tests.app.conftest import page_test
+from tests.unit.test_train import tiny
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, dataset):
+    """One tiny completed baseline run, trained once for this module."""
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ["FASHION_HOME"]
+    os.environ["FASHION_HOME"] = str(home)
+    try:
+        folder = train.train(tiny(epochs=2))
+    finally:
+        os.environ["FASHION_HOME"] = old
+    return folder
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty FASHION_HOME and no shipped models."""
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(config, "CACHED_MODELS_DIR", tmp_path / "cached_models")
+    return tmp_path
+
+
+@pytest.fixture
+def completed(home, trained_run):
+    return shutil.copytree(trained_run, config.runs_dir() / trained_run.name)
+
+
+@pytest.fixture
+def failed(home):
+    folder = runs.create_run(tiny().to_dict(), "20260101-000000-baseline-failed")
+    runs.set_status(folder, "failed", error="RuntimeError: out of memory while building the model")
+    return folder
+
+
+@pytest.fixture
+def shipped(home, trained_run):
+    return export.ship_run(trained_run, "baseline", target_root=config.CACHED_MODELS_DIR)
+
+
+# ------------------------------------------------------------------------------------------ Train page
+
+
+def test_train_page_with_no_runs_offers_the_form_and_an_estimate(home, dataset):
+    at = page_test("training.py").run()
+    assert not at.exception
+    assert any("Estimated time on this machine" in md.value for md in at.markdown)
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_train_page_with_a_shipped_model_only_still_works(shipped, dataset):
+    at = page_test("training.py").run()
+    assert not at.exception and any("No runs yet" in i.value for i in at.info)
+
+
+def test_train_page_shows_a_completed_run_with_its_diagnosis(completed, dataset):
+    at = page_test("training.py").run()
+    assert not at.exception
+    text = "\n".join(md.value for md in at.markdown)
+    assert "status: **completed**" in text
+    summary = runs.read_json(completed / runs.SUMMARY_FILE)
+    assert f"Test accuracy **{summary['test_accuracy']:.2%}**" in text
+    assert any(i.value.startswith("**Diagnosis**") for i in at.info)
+
+
+def test_train_page_shows_a_failed_runs_error_text(failed, dataset):
+    at = page_test("training.py").run()
+    assert not at.exception
+    assert "The run failed: RuntimeError: out of memory" in at.error[0].value
+    assert "Traceback" not in at.error[0].value
+
+
+def test_changing_the_form_updates_the_estimate(home, dataset):
+    at = page_test("training.py").run()
+
+    def estimate():
+        return next(md.value for md in at.markdown if "Estimated time" in md.value)
+
+    before = estimate()
+    at.selectbox(key="tr_model").set_value("mobilenet_v2").run()
+    assert estimate() != before and "feature extraction" in estimate()
+
+
+def test_deleting_a_run_needs_confirmation(completed, dataset):
+    at = page_test("training.py").run()
+    assert at.button(key="tr_delete").disabled
+    at.checkbox(key="tr_delete_sure").check().run()
+    at.button(key="tr_delete").click().run()
+    assert not completed.exists()
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+# ---------------------------------------------------------------------------------------- Compare page
+
+
+def test_compare_page_with_no_runs_says_so(home, dataset):
+    at = page_test("comparison.py").run()
+    assert not at.exception and any("No finished runs" in i.value for i in at.info)
+
+
+def test_compare_page_defaults_to_the_shipped_model(shipped, dataset):
+    at = page_test("comparison.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["baseline"]
+
+
+def test_compare_page_compares_a_run_with_the_shipped_model(completed, shipped, failed, dataset):
+    at = page_test("comparison.py").run()
+    assert not at.exception
+    assert at.multiselect(key="cmp_runs").value == [completed.name]  # newest per family
+    at.multiselect(key="cmp_runs").set_value([completed.name, "baseline"]).run()
+    table = at.dataframe[0].value
+    assert list(table["run"]) == [completed.name, "baseline"]
+    assert failed.name not in at.multiselect(key="cmp_runs").options
+    summary = runs.read_json(completed / runs.SUMMARY_FILE)
+    assert table.iloc[0]["test accuracy"] == summary["test_accuracy"]
+
+
+def test_pitfall_lab_results_come_from_the_lab_runs(completed, dataset):
+    runs.write_json(pitfall.lab_file(), {"runs": {"fixed": completed.name}, "note": "test"})
+    at = page_test("comparison.py").run()
+    assert not at.exception
+    summary = runs.read_json(completed / runs.SUMMARY_FILE)
+    assert any(m.value == f"{summary['test_accuracy']:.1%}" for m in at.metric)
+    assert any("collapse" in (e.value + "").lower() for e in [*at.error, *at.success])

@@ -1,0 +1,73 @@
+"""Train and Compare pages in a real browser: launch a tiny run from the form, watch the curves grow,
+reload mid-run and still see it live, stop it; the comparison table shows two runs."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from fashion_lib import runs, train
+from tests.e2e.conftest import open_page, screenshot, wait_for_script
+from tests.unit.test_train import tiny
+
+CURVE_POINTS = """() => {
+    const plot = document.querySelector('.st-key-live .js-plotly-plot');
+    return plot && plot.data && plot.data.length ? plot.data[0].x.length : 0;
+}"""
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    page.get_by_label(label, exact=True).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_for_script(page)
+
+
+def curve_points(page: Page) -> int:
+    return page.evaluate(CURVE_POINTS)
+
+
+def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset):
+    open_page(page, f"{app_url}/training", "Train a model")
+    choose(page, "Training images", "5,000")
+    choose(page, "Test images", "500")
+    page.get_by_label("Epochs", exact=True).fill("100")
+    page.get_by_label("Epochs", exact=True).press("Enter")
+    wait_for_script(page)
+    page.get_by_label("Early-stopping patience (0 = off)").fill("0")
+    page.get_by_label("Early-stopping patience (0 = off)").press("Enter")
+    wait_for_script(page)
+    page.get_by_role("button", name="Launch training").click()
+
+    expect(page.get_by_text("status: running")).to_be_visible(timeout=90_000)
+    page.wait_for_function(f"() => ({CURVE_POINTS})() >= 2", timeout=90_000)
+    first = curve_points(page)
+    page.wait_for_function(f"() => ({CURVE_POINTS})() > {first}", timeout=60_000)  # it grows, live
+    screenshot(page, "training-live")
+
+    page.reload()  # the run goes on in its own process; the page finds it again
+    expect(page.get_by_text("status: running")).to_be_visible(timeout=60_000)
+    reloaded = curve_points(page)
+    page.wait_for_function(f"() => ({CURVE_POINTS})() > {reloaded}", timeout=60_000)
+
+    page.locator(".st-key-live").get_by_role("button", name="Stop").click()
+    expect(page.get_by_text("status: stopped")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("Diagnosis")).to_be_visible()
+    screenshot(page, "training-stopped")
+    folder = runs.resolve_run(page.locator(".st-key-live strong").first.inner_text())
+    assert runs.read_status(folder)["state"] == "stopped" and (folder / "model.keras").is_file()
+
+
+def test_comparison_table_shows_two_runs(page: Page, app_url: str, dataset):
+    for seed in (1, 2):
+        train.train(tiny(epochs=1, seed=seed))
+    open_page(page, f"{app_url}/comparison", "Compare models")
+    expect(page.locator(".st-key-cmp_table [data-testid=stDataFrame]")).to_be_visible()
+    grid = page.locator(".st-key-cmp_table [role=grid]")  # the data grid's accessible (off-screen) table
+    expect(grid).to_have_attribute("aria-rowcount", "2")  # header + the one default run
+    # the multiselect defaults to the newest run of each family: add the other one
+    completed = [r.run_id for r in runs.comparable_runs() if not r.shipped and r.state == "completed"]
+    page.get_by_label("Runs to compare").first.click()
+    page.get_by_role("option", name=completed[1]).click()
+    wait_for_script(page)
+    page.keyboard.press("Escape")
+    expect(grid).to_have_attribute("aria-rowcount", "3")  # header + two runs
+    screenshot(page, "comparison")

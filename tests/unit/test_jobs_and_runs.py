@@ -1,0 +1,218 @@
+"""Background jobs (one at a time, stop, interrupted), run registry, diagnosis, collapse, estimates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fashion_lib import config, evaluate, export, jobs, pitfall, runs, train
+from tests.unit.test_train import tiny
+
+
+def wait_for(predicate, timeout=120.0, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+def test_a_background_job_trains_and_a_second_waits_its_turn(dataset):
+    first = train.start_run(tiny(epochs=40, early_stopping_patience=0))
+    second = train.start_run(tiny(epochs=1))
+    p1 = jobs.start(first)
+    assert wait_for(lambda: runs.read_status(first)["state"] == "running")
+    assert jobs.active_run() == first
+    with pytest.raises(jobs.JobBusyError, match=first.name):
+        jobs.start(second)
+    p2 = jobs.start(second, queue=True)
+    time.sleep(1.0)
+    assert jobs.effective_state(second) == "queued"  # waiting for the lock, not training
+    jobs.stop(first)
+    assert p1.wait(timeout=120) == 0
+    assert runs.read_status(first)["state"] == "stopped"
+    assert (first / "model.keras").is_file()
+    assert p2.wait(timeout=180) == 0
+    assert runs.read_status(second)["state"] == "completed"
+    assert jobs.active_run() is None
+
+
+def test_a_run_whose_process_died_is_shown_as_interrupted(tmp_path):
+    folder = runs.create_run({"model": "baseline"}, "dead", runs_root=tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runs.set_status(folder, "running", pid=dead.pid)
+    assert jobs.effective_state(folder) == "interrupted"
+
+
+def test_stopping_a_queued_run_ends_it_at_once(tmp_path):
+    folder = runs.create_run({"model": "baseline"}, "waiting", runs_root=tmp_path)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    runs.set_status(folder, "queued", pid=sleeper.pid)
+    jobs.stop(folder)
+    assert sleeper.wait(timeout=10) != 0
+    assert runs.read_status(folder)["state"] == "stopped"
+
+
+# ----------------------------------------------------------------------------------------- run registry
+
+
+def test_progress_summary_gives_fraction_and_eta(tmp_path):
+    folder = runs.create_run({"model": "baseline"}, "p", runs_root=tmp_path)
+    runs.append_metrics(folder, {"stage": 1, "epoch": 1, "seconds": 10.0})
+    runs.write_json(
+        folder / runs.PROGRESS_FILE,
+        {"stage": 1, "phase": "training", "epoch": 2, "epochs": 4, "batch": 50, "batches": 100},
+    )
+    progress = runs.progress_summary(folder)
+    assert progress.fraction == pytest.approx(1.5 / 4)
+    assert progress.eta_seconds == pytest.approx(25.0)  # 2.5 epochs left at 10 s each
+    assert "epoch 2 of 4" in progress.text
+
+
+def test_delete_removes_a_run_but_never_a_shipped_model(tmp_path):
+    folder = runs.create_run({"model": "baseline"}, "x", runs_root=tmp_path)
+    runs.delete_run(folder, runs_root=tmp_path)
+    assert not folder.exists()
+    with pytest.raises(ValueError, match="cannot be deleted"):
+        runs.delete_run(config.CACHED_MODELS_DIR / "baseline", runs_root=tmp_path)
+
+
+def test_run_ids_never_collide(tmp_path):
+    a = runs.create_run({"model": "m"}, "same", runs_root=tmp_path)
+    b = runs.create_run({"model": "m"}, "same", runs_root=tmp_path)
+    assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_comparison_table_and_shipping_read_the_real_summary(dataset, tmp_path):
+    folder = train.train(tiny())
+    (folder / export.COMMAND_FILE).write_text("python -m fashion_lib train --subset 200\n")
+    info = runs.read_run(folder)
+    row = runs.comparison_table([info])[0]
+    summary = runs.read_json(folder / runs.SUMMARY_FILE)
+    assert (
+        row["test accuracy"] == summary["test_accuracy"]
+        and row["parameters"] == summary["parameters"]["stage1"]["total"]
+    )
+    shipped = export.ship_run(folder, "tiny", target_root=tmp_path)
+    card = json.loads((shipped / "card.json").read_text())
+    assert card["test_accuracy"] == summary["test_accuracy"] and card["command"].startswith(
+        "python -m fashion_lib"
+    )
+    assert "Reproduce with" in (shipped / "README.md").read_text()
+    loaded = runs.read_run(shipped, shipped=True)
+    assert loaded.shipped and loaded.test_accuracy == summary["test_accuracy"]
+
+
+def test_default_comparison_takes_the_newest_completed_run_of_each_family(tmp_path):
+    def info(run_id, model, state="completed", shipped=False):
+        return runs.RunInfo(run_id, tmp_path / run_id, state, model, shipped, 0.9, None)
+
+    candidates = [
+        info("3", "baseline"),
+        info("2", "mobilenet_v2", "stopped"),
+        info("1", "baseline"),
+        info("ship", "baseline", shipped=True),
+        info("m-ship", "mobilenet_v2", shipped=True),
+    ]
+    assert [r.run_id for r in runs.default_comparison(candidates)] == ["3", "m-ship"]
+
+
+# ------------------------------------------------------------------------------------------- diagnosis
+
+
+def rows(train_acc, val_acc, val_loss):
+    return [
+        {"epoch": i + 1, "accuracy": a, "val_accuracy": v, "val_loss": loss, "loss": 0.0}
+        for i, (a, v, loss) in enumerate(zip(train_acc, val_acc, val_loss, strict=True))
+    ]
+
+
+def test_diagnosis_over_fitting_when_validation_loss_turns_up():
+    d = evaluate.diagnose_curves(
+        rows([0.90, 0.95, 0.98, 0.99], [0.90, 0.91, 0.90, 0.89], [0.30, 0.28, 0.33, 0.40])
+    )
+    assert d.verdict == "over-fitting" and d.best_epoch == 2 and d.accuracy_gap == pytest.approx(0.10)
+
+
+def test_diagnosis_under_fitting_when_still_falling():
+    d = evaluate.diagnose_curves(rows([0.60, 0.70, 0.75], [0.62, 0.71, 0.76], [1.0, 0.8, 0.7]))
+    assert d.verdict == "under-fitting" and d.still_improving
+
+
+def test_diagnosis_good_fit_when_converged_and_close():
+    d = evaluate.diagnose_curves(rows([0.90, 0.92, 0.925], [0.90, 0.915, 0.92], [0.30, 0.25, 0.249]))
+    assert d.verdict == "good fit"
+
+
+def test_diagnosis_needs_two_epochs():
+    assert evaluate.diagnose_curves(rows([0.9], [0.9], [0.3])).verdict == "not enough epochs"
+
+
+# -------------------------------------------------------------------------------------------- collapse
+
+
+def test_collapse_report_flags_one_dominant_class():
+    labels = np.repeat(np.arange(10), 10)
+    probs = np.zeros((100, 10))
+    probs[:, 3] = 1.0  # everything predicted as Dress
+    report = evaluate.collapse_report(labels, probs)
+    assert report.collapsed and report.top_class == "Dress" and report.top_share == 1.0
+    assert report.accuracy == pytest.approx(0.1)
+    healthy = evaluate.collapse_report(labels, np.eye(10)[labels])
+    assert not healthy.collapsed and healthy.accuracy == 1.0
+
+
+def test_classification_summary_matches_scikit_learn():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    probs = rng.random((500, 10))
+    summary = evaluate.classification_summary(labels, probs)
+    assert summary["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro"))
+    assert summary["test_accuracy"] == pytest.approx(np.mean(probs.argmax(1) == labels))
+
+
+# ------------------------------------------------------------------------------------------- estimates
+
+
+def test_time_estimate_grows_with_work():
+    small = sum(train.estimate_seconds(tiny(subset=1000, epochs=2)).values())
+    big = sum(train.estimate_seconds(tiny(subset=20000, epochs=2)).values())
+    assert 0 < small < big
+    ft = train.estimate_seconds(tiny(model="mobilenet_v2", fine_tune=True))
+    assert "stage 2 (fine-tuning)" in ft and "feature extraction" in ft
+    assert train.forward_speed("efficientnet_b0", 96) == pytest.approx(379)
+
+
+def test_pitfall_lab_presets_differ_only_in_the_division(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHION_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    lab = pitfall.plan()
+    assert lab.weights == "none" and "random initialisation" in lab.note
+    bug, fixed = pitfall.configs(lab).values()
+    assert bug.input_scaling == "divide_by_255" and fixed.input_scaling == "raw"
+    assert {**bug.to_dict(), "input_scaling": "raw"} == fixed.to_dict()
+    assert bug.subset == 1000
+
+
+def test_divide_by_255_squeezes_the_model_input_to_nearly_one_value(dataset):
+    from fashion_lib import models
+
+    x = dataset.x_train[:16][..., None].astype("float32")
+    pipeline = models.input_pipeline("mobilenet_v2", 32)
+    raw, bug = np.asarray(pipeline(x)), np.asarray(pipeline(x / 255))
+    assert raw.max() - raw.min() > 1.9 and bug.max() - bug.min() < 0.01
+    folder = train.train(tiny(model="mobilenet_v2", input_scaling="divide_by_255"))
+    assert runs.read_json(folder / runs.SUMMARY_FILE)["input_scaling"] == "divide_by_255"
+    assert "div255" in folder.name
