@@ -51,7 +51,7 @@ def intensity_histogram(hist: pd.DataFrame, classes: list[str], log_y: bool = Fa
 def image_facets(
     images: np.ndarray,
     titles: list[str],
-    colorscale: str = "gray_r",
+    colorscale: str = "gray",
     zmid: float | None = None,
     columns: int = 5,
     height: int = 330,
@@ -95,7 +95,7 @@ def difference_image(mean_a: np.ndarray, mean_b: np.ndarray, name_a: str, name_b
         rows=1, cols=3, subplot_titles=(name_a, name_b, f"{name_a} − {name_b}"), horizontal_spacing=0.04
     )
     for col, image in ((1, mean_a), (2, mean_b)):
-        fig.add_trace(go.Heatmap(z=image, colorscale="gray_r", zmin=0, zmax=255, showscale=False), 1, col)
+        fig.add_trace(go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=255, showscale=False), 1, col)
     fig.add_trace(
         go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, colorbar=dict(title="A − B")), 1, 3
     )
@@ -198,6 +198,8 @@ def overlaid_curves(curves: dict[str, list[dict]], metric: str = "val_accuracy")
                 x=[r["epoch"] for r in rows], y=[r.get(metric) for r in rows], mode="lines+markers", name=name
             )
         )
+    if "accuracy" in metric:
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     fig.update_layout(
         height=360, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin=dict(t=30, b=10)
     )
@@ -222,7 +224,7 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str) -> go.Figure:
     """Test accuracy against a cost column (training seconds or parameters), one labelled point per run."""
     fig = px.scatter(table, x=cost, y="test accuracy", color="model", text="run", log_x=True)
     fig.update_traces(textposition="top center", marker=dict(size=12))
-    fig.update_layout(height=380, yaxis_tickformat=".0%", margin=dict(t=30, b=10))
+    fig.update_layout(height=380, yaxis_tickformat=".0%", yaxis_range=[0, 1.05], margin=dict(t=30, b=10))
     return fig
 
 

@@ -22,11 +22,11 @@ for key, value in (("aug_draw", 0), ("aug_sample_seed", 0)):
 
 with st.container(key="aug_controls", border=True):
     c1, c2, c3 = st.columns(3)
-    flip_h = c1.checkbox("Horizontal flip", key="aug_flip_h")
+    flip_h = c1.checkbox("Horizontal flip", value=True, key="aug_flip_h")
     flip_v = c1.checkbox("Vertical flip", key="aug_flip_v")
-    rotation_deg = c2.slider("Rotation (± degrees)", 0, 180, 0, step=5, key="aug_rotation")
-    zoom = c2.slider("Zoom (± share of size)", 0.0, 0.5, 0.0, step=0.05, key="aug_zoom")
-    translation = c3.slider("Translation (± share of size)", 0.0, 0.4, 0.0, step=0.05, key="aug_translation")
+    rotation_deg = c2.slider("Rotation (± degrees)", 0, 180, 10, step=5, key="aug_rotation")
+    zoom = c2.slider("Zoom (± share of size)", 0.0, 0.5, 0.1, step=0.05, key="aug_zoom")
+    translation = c3.slider("Translation (± share of size)", 0.0, 0.4, 0.1, step=0.05, key="aug_translation")
     contrast = c3.slider("Contrast (± factor)", 0.0, 0.9, 0.0, step=0.1, key="aug_contrast")
     seed = c1.number_input("Seed", min_value=0, value=0, step=1, key="aug_seed")
 

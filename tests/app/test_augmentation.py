@@ -9,11 +9,21 @@ def config_caption(at) -> str:
     return next(c.value for c in at.caption if c.value.startswith("Config:"))
 
 
-def test_page_starts_with_the_identity_and_no_warnings(augmentation_page):
+def test_page_starts_with_gentle_settings_and_no_warnings(augmentation_page):
     at = augmentation_page
     assert not at.exception
-    assert "the identity" in config_caption(at)
+    caption = config_caption(at)
+    assert '"flip_horizontal": true' in caption and '"translation": 0.1' in caption
     assert not at.warning and any("No setting is strong enough" in s.value for s in at.success)
+
+
+def test_zero_settings_are_shown_as_the_identity(augmentation_page):
+    at = augmentation_page
+    at.checkbox(key="aug_flip_h").uncheck()
+    for key in ("aug_rotation", "aug_zoom", "aug_translation"):
+        at.slider(key=key).set_value(0)
+    at.run()
+    assert "the identity" in config_caption(at)
 
 
 def test_controls_build_the_config_and_unsafe_settings_warn(augmentation_page):
