@@ -43,6 +43,12 @@ PAGES: tuple[PageEntry, ...] = (
         "Launch training in the background and watch live learning curves; stop, resume, delete runs.",
     ),
     PageEntry(
+        "errors.py",
+        "Error analysis",
+        ":material/grid_on:",
+        "Clickable confusion matrix down to the images, Shirt vs Pullover, calibration, label errors.",
+    ),
+    PageEntry(
         "comparison.py",
         "Compare models",
         ":material/compare_arrows:",

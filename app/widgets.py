@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
@@ -124,11 +126,60 @@ def weights_status(model: str, weights: str) -> str:
 
 
 def summary_line(summary: dict) -> str:
-    """Test accuracy, macro-F1, parameters and times of a finished run, in one line."""
-    params = summary["parameters"]["stage1"]
-    return (
-        f"Test accuracy **{summary['test_accuracy']:.2%}**, macro-F1 {summary['macro_f1']:.3f} on "
-        f"{summary['test_images']:,} test images · {params['total']:,} parameters "
-        f"({params['trainable']:,} trainable in stage 1) · wall time {duration(summary['wall_seconds'])} · "
-        f"weights: {summary['weights']}"
+    """Test accuracy, macro-F1, parameters and times of a finished run, in one line (what is recorded)."""
+    parts = []
+    if "test_accuracy" in summary:
+        n = summary.get("test_images")
+        parts.append(
+            f"Test accuracy **{summary['test_accuracy']:.2%}**" + (f" on {n:,} test images" if n else "")
+        )
+    if "macro_f1" in summary:
+        parts.append(f"macro-F1 {summary['macro_f1']:.3f}")
+    params = summary.get("parameters", {}).get("stage1")
+    if params:
+        parts.append(f"{params['total']:,} parameters ({params['trainable']:,} trainable in stage 1)")
+    if "wall_seconds" in summary:
+        parts.append(f"wall time {duration(summary['wall_seconds'])}")
+    if "weights" in summary:
+        parts.append(f"weights: {summary['weights']}")
+    return " · ".join(parts)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_predictions(folder: str, mtime: float):
+    """A run's saved predictions, cached per file version (``mtime`` keys the cache)."""
+    from fashion_lib import evaluate
+
+    return evaluate.load_predictions(Path(folder))
+
+
+@st.cache_data(show_spinner="Ranking possible label errors (confident learning)…", max_entries=16)
+def run_label_issues(folder: str, mtime: float):
+    from fashion_lib import evaluate
+
+    return evaluate.label_issues(run_predictions(folder, mtime))
+
+
+def predictions_of(folder: Path):
+    return run_predictions(str(folder), (folder / "predictions.npz").stat().st_mtime)
+
+
+def label_issues_of(folder: Path):
+    return run_label_issues(str(folder), (folder / "predictions.npz").stat().st_mtime)
+
+
+def run_picker(label: str, key: str, exclude: str | None = None):
+    """Choose a finished run or a shipped model (newest run first); None when there is none."""
+    from fashion_lib import runs
+
+    candidates = [r for r in runs.comparable_runs() if r.run_id != exclude]
+    if not candidates:
+        return None
+    labels = {r.run_id: r for r in candidates}
+    default = next((r.run_id for r in candidates if r.state == "completed" and not r.shipped), None)
+    default = default or candidates[0].run_id
+    ids = list(labels)
+    chosen = st.selectbox(
+        label, ids, index=ids.index(default), key=key, format_func=lambda rid: labels[rid].label
     )
+    return labels[chosen]

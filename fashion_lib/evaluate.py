@@ -121,3 +121,223 @@ def collapse_report(y_true: np.ndarray, probs: np.ndarray) -> CollapseReport:
         float(counts[top] / len(pred)),
         float(np.mean(pred == np.asarray(y_true))),
     )
+
+
+# ----------------------------------------------------------------------------------------- error analysis
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A run's saved test-set predictions: probabilities (N, 10), true labels and test-set indices."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    test_index: np.ndarray
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probabilities.max(axis=1)
+
+    @property
+    def wrong(self) -> np.ndarray:
+        return self.predicted != self.labels
+
+
+def load_predictions(folder) -> Predictions:
+    """The predictions a run (or shipped model) saved; nothing is recomputed."""
+    with np.load(folder / "predictions.npz") as saved:
+        labels = saved["labels"].astype(int)
+        index = saved["test_index"] if "test_index" in saved.files else np.arange(len(labels))
+        return Predictions(saved["probabilities"].astype(np.float64), labels, index.astype(int))
+
+
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(10, 10) counts: row = true class, column = predicted class."""
+    cm = np.zeros((config.NUM_CLASSES, config.NUM_CLASSES), dtype=int)
+    np.add.at(cm, (np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)), 1)
+    return cm
+
+
+def normalize_rows(cm: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (the share of each true class predicted as each class)."""
+    totals = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
+
+
+def cell_positions(p: Predictions, true_class: int, predicted_class: int) -> np.ndarray:
+    """Positions (into the saved arrays) of the test images in one confusion-matrix cell."""
+    return np.flatnonzero((p.labels == true_class) & (p.predicted == predicted_class))
+
+
+def top_k(probabilities: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, probabilities) of the k most probable classes of each row, most probable first."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(probabilities, order, axis=1)
+
+
+def per_class_report(labels: np.ndarray, predicted: np.ndarray):
+    """Precision, recall, F1 and support per class, then the macro and weighted averages."""
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    classes = list(range(config.NUM_CLASSES))
+    p, r, f, s = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    rows = [
+        {"class": name, "precision": p[i], "recall": r[i], "F1": f[i], "support": int(s[i])}
+        for i, name in enumerate(config.CLASS_NAMES)
+    ]
+    for average in ("macro", "weighted"):
+        ap, ar, af, _ = precision_recall_fscore_support(
+            labels, predicted, labels=classes, average=average, zero_division=0
+        )
+        rows.append(
+            {"class": f"{average} average", "precision": ap, "recall": ar, "F1": af, "support": int(s.sum())}
+        )
+    return pd.DataFrame(rows)
+
+
+def most_confused_pairs(cm: np.ndarray, top: int = 5):
+    """The off-diagonal cells with the most errors, with their share of all errors."""
+    import pandas as pd
+
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    total = off.sum()
+    flat = np.argsort(-off, axis=None, kind="stable")[:top]
+    rows = []
+    for true_c, pred_c in zip(*np.unravel_index(flat, off.shape), strict=True):
+        if off[true_c, pred_c] == 0:
+            break
+        rows.append(
+            {
+                "true": config.CLASS_NAMES[true_c],
+                "predicted": config.CLASS_NAMES[pred_c],
+                "errors": int(off[true_c, pred_c]),
+                "share of all errors": off[true_c, pred_c] / total,
+            }
+        )
+    return pd.DataFrame(rows, columns=["true", "predicted", "errors", "share of all errors"])
+
+
+@dataclass(frozen=True)
+class PairErrors:
+    a_as_b: int
+    b_as_a: int
+    all_errors: int
+
+    @property
+    def share(self) -> float:
+        return (self.a_as_b + self.b_as_a) / self.all_errors if self.all_errors else 0.0
+
+
+def pair_errors(cm: np.ndarray, a: int, b: int) -> PairErrors:
+    """Errors between two classes in both directions, and their share of all errors."""
+    return PairErrors(int(cm[a, b]), int(cm[b, a]), int(cm.sum() - np.trace(cm)))
+
+
+# ------------------------------------------------------------------------------------------- calibration
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10):
+    """Equal-width confidence bins: count, mean confidence and accuracy in each (empty bins left out)."""
+    import pandas as pd
+
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        mask = which == b
+        if mask.any():
+            rows.append(
+                {
+                    "low": edges[b],
+                    "high": edges[b + 1],
+                    "count": int(mask.sum()),
+                    "confidence": float(confidence[mask].mean()),
+                    "accuracy": float(correct[mask].mean()),
+                }
+            )
+    return pd.DataFrame(rows, columns=["low", "high", "count", "confidence", "accuracy"])
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the count-weighted mean gap between accuracy and confidence over the bins."""
+    bins = reliability_bins(confidence, correct, n_bins)
+    n = len(confidence)
+    return float((bins["count"] / n * (bins["accuracy"] - bins["confidence"]).abs()).sum()) if n else 0.0
+
+
+# ------------------------------------------------------------------------------------------ label errors
+
+
+def label_issues(p: Predictions):
+    """Rank test images by how likely their given label is wrong (confident learning, cleanlab).
+
+    The saved probabilities come from a model that never trained on the test images, which is what
+    confident learning needs. Returns one row per image, worst label quality first, with ``flagged`` set
+    for the images cleanlab's label-issue finder reports."""
+    import pandas as pd
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    probs = p.probabilities / p.probabilities.sum(axis=1, keepdims=True)
+    flagged = find_label_issues(p.labels, probs)
+    quality = get_label_quality_scores(p.labels, probs)
+    table = pd.DataFrame(
+        {
+            "position": np.arange(len(p.labels)),
+            "test index": p.test_index,
+            "given label": [config.CLASS_NAMES[c] for c in p.labels],
+            "model says": [config.CLASS_NAMES[c] for c in p.predicted],
+            "model confidence": p.confidence,
+            "label quality": quality,
+            "flagged": flagged,
+        }
+    )
+    return table.sort_values("label quality", kind="stable").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------- tables and compare
+
+
+def misclassified_table(p: Predictions):
+    """Every wrong prediction: test index, true class, predicted class, confidence (most confident first)."""
+    import pandas as pd
+
+    wrong = np.flatnonzero(p.wrong)
+    table = pd.DataFrame(
+        {
+            "test index": p.test_index[wrong],
+            "true": [config.CLASS_NAMES[c] for c in p.labels[wrong]],
+            "predicted": [config.CLASS_NAMES[c] for c in p.predicted[wrong]],
+            "confidence": p.confidence[wrong],
+        }
+    )
+    return table.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class CellComparison:
+    only_a: np.ndarray  # test indices in the cell for run A but not for run B
+    only_b: np.ndarray
+    both: np.ndarray
+
+
+def compare_cell(a: Predictions, b: Predictions, true_class: int, predicted_class: int) -> CellComparison:
+    """Which test images land in the same confusion cell for two runs, and which for only one of them."""
+    if not np.array_equal(a.test_index, b.test_index):
+        raise ValueError(
+            "the two runs were evaluated on different test images; compare runs with the same "
+            "test set (test subset 'all')"
+        )
+    in_a = set(a.test_index[cell_positions(a, true_class, predicted_class)].tolist())
+    in_b = set(b.test_index[cell_positions(b, true_class, predicted_class)].tolist())
+    return CellComparison(
+        np.array(sorted(in_a - in_b), dtype=int),
+        np.array(sorted(in_b - in_a), dtype=int),
+        np.array(sorted(in_a & in_b), dtype=int),
+    )

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fashion_lib import config
+from fashion_lib.evaluate import normalize_rows
 
 # One colour per class, the same on every chart.
 CLASS_COLORS = dict(zip(config.CLASS_NAMES, px.colors.qualitative.T10, strict=True))
@@ -232,4 +233,164 @@ def prediction_histogram(counts: np.ndarray, title: str) -> go.Figure:
     """How many test images were predicted as each class."""
     fig = px.bar(x=list(config.CLASS_NAMES), y=counts, labels={"x": "predicted class", "y": "test images"})
     fig.update_layout(title=title, height=300, margin=dict(t=40, b=10))
+    return fig
+
+
+def confusion_matrix_figure(
+    cm: np.ndarray, normalized: bool = False, selected: tuple[int, int] | None = None, height: int = 620
+) -> go.Figure:
+    """A clickable confusion matrix: coloured cell rectangles (layout shapes) under one square scatter
+    marker per cell, whose customdata is [true, predicted] so a click selects that cell in Streamlit.
+
+    (Streamlit returns no selection for clicks on a plotly Heatmap, so the matrix is not one.)"""
+    from plotly.colors import sample_colorscale
+
+    values = normalize_rows(cm) if normalized else cm.astype(float)
+    names = list(config.CLASS_NAMES)
+    n = len(names)
+    # Colour by share of the row so the diagonal does not wash out the errors.
+    shade = normalize_rows(cm)
+    off = shade.copy()
+    np.fill_diagonal(off, 0)
+    top_error = off.max() or 1.0
+    shapes, xs, ys, texts, custom, text_colors = [], [], [], [], [], []
+    for t in range(n):
+        for p in range(n):
+            level = 1.0 if t == p else min(1.0, shade[t, p] / top_error)
+            scale = "Blues" if t == p else "Reds"
+            color = sample_colorscale(scale, [0.05 + 0.9 * level])[0] if cm[t, p] else "#ffffff"
+            shapes.append(
+                dict(
+                    type="rect",
+                    x0=p - 0.5,
+                    x1=p + 0.5,
+                    y0=t - 0.5,
+                    y1=t + 0.5,
+                    fillcolor=color,
+                    line=dict(color="#dddddd", width=1),
+                    layer="below",
+                )
+            )
+            xs.append(p)
+            ys.append(t)
+            texts.append(f"{values[t, p]:.0%}" if normalized else f"{cm[t, p]:d}")
+            custom.append([t, p])
+            text_colors.append("white" if level > 0.6 and cm[t, p] else "black")
+    if selected is not None:
+        t, p = selected
+        shapes.append(
+            dict(
+                type="rect",
+                x0=p - 0.5,
+                x1=p + 0.5,
+                y0=t - 0.5,
+                y1=t + 0.5,
+                line=dict(color="#111111", width=3),
+                fillcolor="rgba(0,0,0,0)",
+            )
+        )
+    fig = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers+text",
+            text=texts,
+            textfont=dict(color=text_colors, size=12),
+            marker=dict(symbol="square", size=44, color="rgba(0,0,0,0.01)"),
+            customdata=custom,
+            showlegend=False,
+        )
+    )
+    fig.update_traces(
+        hovertemplate=[
+            f"true {names[t]} → predicted {names[p]}: {txt}<extra></extra>"
+            for (t, p), txt in zip(custom, texts, strict=True)
+        ]
+    )
+    fig.update_layout(
+        shapes=shapes,
+        height=height,
+        margin=dict(t=30, l=10, r=10, b=10),
+        xaxis=dict(
+            range=[-0.5, n - 0.5],
+            tickvals=list(range(n)),
+            ticktext=names,
+            title="predicted",
+            side="top",
+            showgrid=False,
+            zeroline=False,
+            fixedrange=True,
+        ),
+        yaxis=dict(
+            range=[n - 0.5, -0.5],
+            tickvals=list(range(n)),
+            ticktext=names,
+            title="true",
+            showgrid=False,
+            zeroline=False,
+            fixedrange=True,
+        ),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def reliability_diagram(bins: pd.DataFrame, ece: float) -> go.Figure:
+    """Accuracy against mean confidence per bin (bar widths are the bins), with the diagonal of perfect
+    calibration."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=(bins["low"] + bins["high"]) / 2,
+            y=bins["accuracy"],
+            width=bins["high"] - bins["low"],
+            name="accuracy",
+            marker_color="#1f77b4",
+            customdata=bins["count"],
+            hovertemplate="accuracy %{y:.1%} over %{customdata} images<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=bins["confidence"],
+            y=bins["confidence"],
+            mode="markers",
+            name="mean confidence",
+            marker=dict(color="#d62728", size=8),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(dash="dash", color="#777")
+        )
+    )
+    fig.update_layout(
+        title=f"Reliability diagram — expected calibration error {ece:.2%}",
+        height=380,
+        xaxis=dict(title="confidence", range=[0, 1]),
+        yaxis=dict(title="accuracy", range=[0, 1]),
+        margin=dict(t=50, b=10),
+    )
+    return fig
+
+
+def confidence_histogram(groups: dict[str, np.ndarray]) -> go.Figure:
+    """Overlaid histograms of the model's confidence, one per named group of predictions."""
+    fig = go.Figure()
+    for name, values in groups.items():
+        fig.add_trace(
+            go.Histogram(
+                x=values,
+                name=f"{name} ({len(values)})",
+                opacity=0.6,
+                xbins=dict(start=0, end=1.0001, size=0.05),
+            )
+        )
+    fig.update_layout(
+        barmode="overlay",
+        height=320,
+        xaxis_title="confidence (top probability)",
+        yaxis_title="test images",
+        margin=dict(t=30, b=10),
+    )
     return fig

@@ -1,0 +1,60 @@
+"""Error-analysis page (AppTest): shipped model, a selected cell, a collapsed run, no runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fashion_lib import config, evaluate, runs
+from tests.app.conftest import page_test
+
+
+@pytest.fixture
+def only_shipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # no user runs: the shipped model is the default
+
+
+def test_error_page_on_the_shipped_model(only_shipped, dataset):
+    at = page_test("errors.py").run()
+    assert not at.exception
+    p = evaluate.load_predictions(config.CACHED_MODELS_DIR / "baseline")
+    cm = evaluate.confusion_counts(p.labels, p.predicted)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Shirt → Pullover"] == str(cm[6, 2]) and metrics["Pullover → Shirt"] == str(cm[2, 6])
+    share = (cm[6, 2] + cm[2, 6]) / (cm.sum() - np.trace(cm))
+    assert metrics["Share of all errors"] == f"{share:.1%}"
+    assert any("Click a cell" in i.value for i in at.info)
+
+
+def test_selected_cell_shows_exactly_its_images(only_shipped, dataset):
+    at = page_test("errors.py")
+    at.session_state["err_cell"] = (6, 2)
+    at.run()
+    p = evaluate.load_predictions(config.CACHED_MODELS_DIR / "baseline")
+    n = int(np.sum((p.labels == 6) & (p.predicted == 2)))
+    assert any(md.value == f"**{n} test images: true Shirt → predicted Pullover**" for md in at.markdown)
+
+
+def test_a_collapsed_run_is_flagged(tmp_path, monkeypatch, dataset):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    folder = runs.create_run({"model": "efficientnet_b0"}, "20260101-000000-efficientnet_b0-collapsed")
+    probs = np.full((10000, 10), 0.01)
+    probs[:, 3] = 0.91  # everything is a Dress
+    np.savez_compressed(
+        folder / runs.PREDICTIONS_FILE,
+        probabilities=probs.astype(np.float32),
+        labels=dataset.y_test,
+        test_index=np.arange(10000),
+    )
+    runs.write_json(folder / runs.SUMMARY_FILE, {"test_accuracy": 0.1})
+    runs.set_status(folder, "completed")
+    at = page_test("errors.py").run()
+    assert not at.exception
+    assert "Collapse detected" in at.error[0].value and "'Dress'" in at.error[0].value
+
+
+def test_no_runs_at_all(tmp_path, monkeypatch, dataset):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    monkeypatch.setattr(config, "CACHED_MODELS_DIR", tmp_path / "none")
+    at = page_test("errors.py").run()
+    assert not at.exception and any("No finished run" in i.value for i in at.info)

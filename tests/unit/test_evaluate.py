@@ -1,0 +1,127 @@
+"""Error-analysis metrics against scikit-learn and on synthetic cases whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import classification_report, confusion_matrix
+
+from fashion_lib import config, evaluate
+
+
+def predictions(labels, predicted, confidence=0.9, index=None) -> evaluate.Predictions:
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    probs = np.full((len(labels), 10), (1 - confidence) / 9)
+    probs[np.arange(len(labels)), predicted] = confidence
+    return evaluate.Predictions(probs, labels, np.arange(len(labels)) if index is None else np.asarray(index))
+
+
+@pytest.fixture(scope="module")
+def random_case():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, 2000)
+    probs = rng.dirichlet(np.ones(10) * 0.3, 2000)
+    probs[np.arange(2000), labels] += 0.5  # mostly right
+    probs /= probs.sum(axis=1, keepdims=True)
+    return evaluate.Predictions(probs, labels, np.arange(2000))
+
+
+def test_confusion_counts_match_scikit_learn(random_case):
+    p = random_case
+    assert np.array_equal(
+        evaluate.confusion_counts(p.labels, p.predicted),
+        confusion_matrix(p.labels, p.predicted, labels=range(10)),
+    )
+
+
+def test_normalized_rows_sum_to_one_and_empty_rows_stay_zero():
+    cm = np.zeros((10, 10), dtype=int)
+    cm[0, 0], cm[0, 1] = 3, 1
+    norm = evaluate.normalize_rows(cm)
+    assert norm[0, 0] == 0.75 and norm[0, 1] == 0.25 and norm[1].sum() == 0
+
+
+def test_per_class_report_matches_scikit_learn(random_case):
+    p = random_case
+    ours = evaluate.per_class_report(p.labels, p.predicted).set_index("class")
+    theirs = classification_report(
+        p.labels,
+        p.predicted,
+        labels=range(10),
+        target_names=config.CLASS_NAMES,
+        output_dict=True,
+        zero_division=0,
+    )
+    for name in [*config.CLASS_NAMES, "macro avg", "weighted avg"]:
+        row = ours.loc[name if "avg" not in name else name.replace("avg", "average")]
+        assert row["precision"] == pytest.approx(theirs[name]["precision"])
+        assert row["recall"] == pytest.approx(theirs[name]["recall"])
+        assert row["F1"] == pytest.approx(theirs[name]["f1-score"])
+        assert row["support"] == theirs[name]["support"]
+
+
+def test_cell_positions_pair_errors_and_confused_pairs_on_a_known_case():
+    # 5 Shirts predicted Pullover, 3 Pullovers predicted Shirt, 2 Coats predicted Shirt, 10 right.
+    labels = [6] * 5 + [2] * 3 + [4] * 2 + [0] * 10
+    predicted = [2] * 5 + [6] * 3 + [6] * 2 + [0] * 10
+    p = predictions(labels, predicted)
+    cm = evaluate.confusion_counts(p.labels, p.predicted)
+    assert list(evaluate.cell_positions(p, 6, 2)) == [0, 1, 2, 3, 4]
+    pair = evaluate.pair_errors(cm, 6, 2)
+    assert (pair.a_as_b, pair.b_as_a, pair.all_errors) == (5, 3, 10) and pair.share == 0.8
+    top = evaluate.most_confused_pairs(cm, 5)
+    assert list(top["errors"]) == [5, 3, 2] and top.iloc[0]["true"] == "Shirt"
+    assert top["share of all errors"].sum() == pytest.approx(1.0)
+
+
+def test_top_k_orders_probabilities():
+    probs = np.array([[0.1, 0.6, 0.3] + [0.0] * 7])
+    classes, values = evaluate.top_k(probs, 3)
+    assert classes.tolist() == [[1, 2, 0]] and values.tolist() == [[0.6, 0.3, 0.1]]
+
+
+def test_calibration_of_known_cases():
+    conf = np.full(100, 0.8)
+    correct = np.arange(100) < 80  # 80 % right at 80 % confidence: perfectly calibrated
+    assert evaluate.expected_calibration_error(conf, correct) == pytest.approx(0.0)
+    overconfident = np.arange(100) < 50
+    assert evaluate.expected_calibration_error(np.full(100, 0.9), overconfident) == pytest.approx(0.4)
+    bins = evaluate.reliability_bins(np.array([0.05, 0.95, 0.95]), np.array([False, True, False]))
+    assert bins["count"].tolist() == [1, 2] and bins["accuracy"].tolist() == [0.0, 0.5]
+
+
+def test_label_issues_find_labels_flipped_on_purpose():
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(10), 50)
+    probs = np.full((500, 10), 0.01)
+    probs[np.arange(500), truth] = 0.91
+    probs += rng.random((500, 10)) * 0.01
+    given = truth.copy()
+    flipped = np.array([3, 77, 150, 260, 499])
+    given[flipped] = (truth[flipped] + 1) % 10  # these labels are wrong; the model is right
+    table = evaluate.label_issues(evaluate.Predictions(probs, given, np.arange(500)))
+    assert set(table.head(5)["test index"]) == set(flipped)
+    flagged = set(table.loc[table["flagged"], "test index"])
+    assert flagged <= set(flipped) and len(flagged) >= 3  # no clean label is accused
+
+
+def test_misclassified_table_lists_every_error_most_confident_first():
+    p = predictions([6, 2, 0], [2, 2, 1], index=[10, 11, 12])
+    p.probabilities[2, 1] = 0.95
+    table = evaluate.misclassified_table(p)
+    assert table["test index"].tolist() == [12, 10]
+    assert table.iloc[1][["true", "predicted"]].tolist() == ["Shirt", "Pullover"]
+
+
+def test_compare_cell_splits_what_each_run_gets_wrong():
+    a = predictions([6, 6, 6, 6], [2, 2, 6, 2])
+    b = predictions([6, 6, 6, 6], [2, 6, 2, 6])
+    cmp = evaluate.compare_cell(a, b, 6, 2)
+    assert cmp.only_a.tolist() == [1, 3] and cmp.only_b.tolist() == [2] and cmp.both.tolist() == [0]
+    with pytest.raises(ValueError, match="different test images"):
+        evaluate.compare_cell(a, predictions([6], [2]), 6, 2)
+
+
+def test_collapse_sentence_names_the_dominant_class():
+    report = evaluate.collapse_report(np.arange(10).repeat(2), np.eye(10)[np.full(20, 8)])
+    assert report.collapsed and "'Bag'" in report.sentence()
