@@ -6,10 +6,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.navigation import PAGES_DIR
 from fashion_lib.config import REPO_ROOT
 
-HOME = str(PAGES_DIR / "home.py")
 MAIN = str(REPO_ROOT / "app" / "main.py")
 
 
@@ -34,7 +32,7 @@ def test_app_entry_point_opens_on_home_with_the_verified_data(dataset):
 
 def test_home_lists_the_settings_with_their_values(monkeypatch, tmp_path):
     monkeypatch.setenv("FASHION_WEIGHTS_DIR", str(tmp_path / "w"))
-    at = AppTest.from_file(HOME, default_timeout=60).run()
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
     settings = at.table[0].value
     assert set(settings.index) >= {"FASHION_MNIST_DIR", "FASHION_HOME", "FASHION_WEIGHTS_DIR"}
     assert settings.loc["FASHION_WEIGHTS_DIR", "value now"] == str(tmp_path / "w")
@@ -48,7 +46,7 @@ def test_home_without_data_explains_how_to_provide_it_instead_of_crashing(monkey
     monkeypatch.setattr(config, "DEBIAN_DATA_DIR", tmp_path / "none2")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("FASHION_MNIST_MIRRORS", "none")
-    at = AppTest.from_file(HOME, default_timeout=60).run()
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
     assert not at.exception
     assert "not available" in at.error[0].value
     shown = at.code[0].value
@@ -66,7 +64,7 @@ def test_home_lists_runs_found_in_the_runs_folder(tmp_path, monkeypatch):
     (run / "config.json").write_text(json.dumps({"model": "baseline"}))
     (run / "status.json").write_text(json.dumps({"state": "failed", "error": "boom"}))
     try:
-        at = AppTest.from_file(HOME, default_timeout=60).run()
+        at = AppTest.from_file(MAIN, default_timeout=60).run()
         table = next(df.value for df in at.dataframe if "run" in df.value.columns)
         assert "20260101-000000-baseline" in set(table["run"])
         assert table.set_index("run").loc["20260101-000000-baseline", "status"] == "failed"
