@@ -7,7 +7,7 @@ what a user previews is exactly what trains. Images stay in the 0–255 range th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AugmentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown augmentation settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        return config.dataclass_from_dict(cls, values, "augmentation settings")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

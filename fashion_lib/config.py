@@ -146,3 +146,13 @@ def current_settings() -> dict[str, str]:
         "FASHION_MNIST_MIRRORS": ", ".join(mirrors()) or "none (downloads disabled)",
         "KERAS_HOME": str(keras_cache_data_dir().parent.parent),
     }
+
+
+def dataclass_from_dict(cls, values: dict, what: str):
+    """Build a config dataclass from a dict, naming any unknown keys (a typo in a JSON file or flag)."""
+    from dataclasses import fields
+
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return cls(**values)

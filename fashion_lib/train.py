@@ -19,7 +19,7 @@ import os
 import platform
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        return config.dataclass_from_dict(cls, values, "training settings")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -387,6 +383,38 @@ def _fit(
     return history, logger.stopped
 
 
+def _fit_on_images(
+    model,
+    cfg: TrainConfig,
+    folder: Path,
+    splits: Splits,
+    stage: int,
+    epochs: int,
+    initial_epoch: int,
+    learning_rate: float,
+    extra_callbacks=(),
+):
+    """One stage trained end to end on images through tf.data (augmented, scaled as the config says)."""
+    train_data = make_dataset(
+        splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale
+    )
+    val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size, scale=cfg.pixel_scale)
+    steps = int(np.ceil(len(splits.x_train) / cfg.batch_size))
+    return _fit(
+        model,
+        cfg,
+        folder,
+        stage,
+        train_data,
+        val_data,
+        epochs,
+        initial_epoch,
+        learning_rate,
+        steps,
+        extra_callbacks,
+    )
+
+
 def _backup_epoch(backup: Path) -> int | None:
     meta = runs.read_json(backup / "training_metadata.json")
     return int(meta["epoch"]) if meta and "epoch" in meta else None
@@ -619,7 +647,6 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
     model = models.build_model(cfg.model, cfg.input_size, cfg.weights, cfg.interpolation, cfg.seed)
     timings: dict[str, float] = {}
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
-    steps = int(np.ceil(len(splits.x_train) / cfg.batch_size))
     stopped = False
 
     stage1_weights = folder / "stage1.weights.h5"
@@ -633,22 +660,8 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
             except StopRequested:
                 stopped = True
         else:
-            train_data = make_dataset(
-                splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale
-            )
-            val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size, scale=cfg.pixel_scale)
-            _, stopped = _fit(
-                model,
-                cfg,
-                folder,
-                1,
-                train_data,
-                val_data,
-                cfg.epochs,
-                0,
-                cfg.learning_rate,
-                steps,
-                extra_callbacks,
+            _, stopped = _fit_on_images(
+                model, cfg, folder, splits, 1, cfg.epochs, 0, cfg.learning_rate, extra_callbacks
             )
         timings["stage1_seconds"] = time.perf_counter() - started
         if not stopped:
@@ -659,21 +672,15 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
         params["stage2"] = models.parameter_counts(model)
         started = time.perf_counter()
         epochs_done = len([r for r in runs.read_metrics(folder) if r.get("stage") == 1])
-        train_data = make_dataset(
-            splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale
-        )
-        val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size, scale=cfg.pixel_scale)
-        _, stopped = _fit(
+        _, stopped = _fit_on_images(
             model,
             cfg,
             folder,
+            splits,
             2,
-            train_data,
-            val_data,
             epochs_done + cfg.fine_tune_epochs,
             epochs_done,
             cfg.fine_tune_learning_rate,
-            steps,
             extra_callbacks,
         )
         timings["stage2_seconds"] = time.perf_counter() - started
