@@ -34,15 +34,16 @@ class LabPlan:
 
 def plan() -> LabPlan:
     """EfficientNetB0 with ImageNet weights when they are on this machine; otherwise MobileNetV2 with its
-    local ImageNet weights (same failure: it also scales inside its graph); otherwise EfficientNetB0 from
+    local ImageNet weights (the same mistake: it also scales inside its graph); otherwise EfficientNetB0 from
     random initialisation, saying that then even the fix has little to stand on."""
     for model, note in (
         (models.EFFICIENTNET_B0, "EfficientNetB0 with ImageNet weights, as in the prototype."),
         (
             models.MOBILENET_V2,
-            "EfficientNetB0's ImageNet weights are not on this machine, so the lab uses "
-            "MobileNetV2's: it also scales pixels inside its graph ([0, 255] → [-1, 1]), so "
-            "dividing by 255 first breaks it the same way.",
+            "EfficientNetB0's ImageNet weights are not on this machine, so the lab uses MobileNetV2's. It "
+            "also scales pixels inside its graph ([0, 255] → [-1, 1]), so dividing by 255 first squeezes "
+            "every image into [-1, -0.992]; EfficientNet squeezes harder (its own ÷ 255 and ImageNet "
+            "normalisation leave differences of about 1e-4).",
         ),
     ):
         try:
