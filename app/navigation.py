@@ -49,6 +49,12 @@ PAGES: tuple[PageEntry, ...] = (
         "Clickable confusion matrix down to the images, Shirt vs Pullover, calibration, label errors.",
     ),
     PageEntry(
+        "gradcam.py",
+        "Grad-CAM",
+        ":material/center_focus_strong:",
+        "Upload product photos: the conversion step by step, the prediction and where the model looked.",
+    ),
+    PageEntry(
         "comparison.py",
         "Compare models",
         ":material/compare_arrows:",

@@ -183,3 +183,16 @@ def run_picker(label: str, key: str, exclude: str | None = None):
         label, ids, index=ids.index(default), key=key, format_func=lambda rid: labels[rid].label
     )
     return labels[chosen]
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
+def _loaded_model(path: str, mtime: float):
+    from fashion_lib import models
+
+    return models.load_model(Path(path))
+
+
+def loaded_model(folder: Path):
+    """A run's model, loaded once per process (and again only when the file changes)."""
+    path = folder / "model.keras"
+    return _loaded_model(str(path), path.stat().st_mtime)

@@ -102,6 +102,12 @@ with st.container(key="cell_gallery"):
             "Order", ["most confident first", "least confident first"], horizontal=True, key="err_order"
         )
         gallery(positions, "cell_images", order)
+        if len(positions):
+            worst = int(p.test_index[positions[np.argmax(p.confidence[positions])]])
+            st.markdown(
+                f"Open any of them on the [Grad-CAM page](/gradcam?test_index={worst}) by its index "
+                f"(this link opens #{worst}, the most confident mistake)."
+            )
         other = widgets.run_picker("Compare this cell with another run", key="err_other", exclude=info.run_id)
         if other is not None:
             try:

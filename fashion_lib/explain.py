@@ -1,0 +1,136 @@
+"""Grad-CAM (Selvaraju et al. 2017), after the keras.io example: which parts of the input raised the score
+of a class, read at the last convolution. Works on the flat models this project builds and on models whose
+backbone is nested as one layer (the classic cause of "Graph disconnected" errors in Grad-CAM tools).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from fashion_lib import models
+
+
+def _is_model(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.Model)
+
+
+def _spatial(layer) -> bool:
+    shape = getattr(layer, "output", None)
+    shape = getattr(shape, "shape", None)
+    return shape is not None and len(shape) == 4 and shape[1] is not None and shape[1] > 1
+
+
+def last_conv_layer(model) -> tuple[str, str | None]:
+    """(layer name, name of the nested backbone holding it or None): the known last convolution of this
+    project's models, else the last layer with a 2-D feature map, looking inside a nested backbone."""
+    names = {layer.name for layer in model.layers}
+    known = models.LAST_CONV_LAYER.get(model.name)
+    if known in names:
+        return known, None
+    for layer in reversed(model.layers):
+        if _is_model(layer):
+            inner = [sub for sub in layer.layers if _spatial(sub)]
+            if inner:
+                return inner[-1].name, layer.name
+        elif _spatial(layer):
+            return layer.name, None
+    raise ValueError(f"model '{model.name}' has no convolutional feature map to explain")
+
+
+def conv_layers(model) -> list[str]:
+    """Layers with a 2-D feature map the user may pick instead of the last one (flat models)."""
+    return [
+        layer.name
+        for layer in model.layers
+        if _spatial(layer)
+        and not _is_model(layer)
+        and not layer.name.startswith(("adapter_", "pixels"))
+        and type(layer).__name__ != "InputLayer"
+    ]
+
+
+@dataclass(frozen=True)
+class GradCam:
+    heatmaps: np.ndarray  # (N, h, w) in [0, 1]: h × w is the feature-map size of the chosen layer
+    probabilities: np.ndarray  # (N, 10)
+    class_index: np.ndarray  # (N,) the class each map explains
+    layer: str
+
+
+@functools.lru_cache(maxsize=8)
+def _grad_model(model, layer: str, nested: str | None):
+    """A callable images → (feature maps, probabilities) that keeps the graph connected."""
+    import keras
+
+    if nested is None:
+        return keras.Model(model.input, [model.get_layer(layer).output, model.output])
+    backbone = model.get_layer(nested)
+    inner = keras.Model(backbone.input, [backbone.get_layer(layer).output, backbone.output])
+    position = [lay.name for lay in model.layers].index(nested)
+    before, after = model.layers[1:position], model.layers[position + 1 :]
+
+    def run(x, training=False):
+        for lay in before:
+            x = lay(x, training=training)
+        maps, x = inner(x, training=training)
+        for lay in after:
+            x = lay(x, training=training)
+        return maps, x
+
+    return run
+
+
+def gradcam(
+    model, images: np.ndarray, class_index: int | np.ndarray | None = None, layer: str | None = None
+) -> GradCam:
+    """Grad-CAM heatmaps of raw-pixel images (N, 28, 28, 1) for the predicted class, or for ``class_index``
+    (one class for all images, or one per image). Heatmaps are ReLU'd and scaled to [0, 1] per image."""
+    import tensorflow as tf
+
+    nested = None
+    if layer is None:
+        layer, nested = last_conv_layer(model)
+    grad_model = _grad_model(model, layer, nested)
+    x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32).reshape(-1, 28, 28, 1))
+    with tf.GradientTape() as tape:
+        maps, probs = grad_model(x, training=False)
+        if class_index is None:
+            chosen = tf.argmax(probs, axis=1)
+        else:
+            chosen = tf.convert_to_tensor(np.broadcast_to(np.asarray(class_index), (x.shape[0],)), tf.int64)
+        scores = tf.gather(probs, chosen, axis=1, batch_dims=1)
+    grads = tape.gradient(scores, maps)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cams = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1)).numpy()
+    peak = cams.reshape(len(cams), -1).max(axis=1).reshape(-1, 1, 1)
+    cams = np.divide(cams, peak, out=np.zeros_like(cams), where=peak > 0)
+    return GradCam(cams.astype(np.float32), probs.numpy(), np.asarray(chosen), layer)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """The heatmap (any size, [0, 1]) resized onto ``image`` (gray or RGB uint8), OpenCV's JET colour map."""
+    base = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    h, w = base.shape[:2]
+    resized = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.cvtColor(
+        cv2.applyColorMap(np.uint8(255 * np.clip(resized, 0, 1)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+    )
+    return cv2.addWeighted(base.astype(np.uint8), 1.0 - opacity, colour, opacity, 0)
+
+
+def model_input_view(model, image28: np.ndarray) -> np.ndarray:
+    """What the backbone sees: the 28×28 image after the model's own resize (uint8 for display)."""
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    if "adapter_resize" not in names:
+        return image28
+    resize = keras.Model(model.input, model.get_layer("adapter_resize").output)
+    out = np.asarray(resize(image28.reshape(1, 28, 28, 1).astype(np.float32)))[0, ..., 0]
+    return np.clip(out, 0, 255).astype(np.uint8)

@@ -1,0 +1,116 @@
+"""Grad-CAM: upload product photos (or take one, or open a test image) and see what the model predicts
+and where it looked — on the 28×28 input, on the model's upscaled input and back on the photo."""
+
+import numpy as np
+import streamlit as st
+
+from app import widgets
+from fashion_lib import config, explain, photos
+
+NAMES = list(config.CLASS_NAMES)
+ZOOM = 6  # 28 px shown at 168 px
+
+st.title("Where does the model look?")
+st.markdown(
+    "Grad-CAM colours the parts of the image that raised the score of a class (red: most). Photos are "
+    "converted the way Fashion-MNIST itself was made — background removed, trimmed, resized, sharpened, "
+    "centred, negated — and each step is shown."
+)
+ds = widgets.dataset_or_stop()
+
+left, right = st.columns(2)
+with left:
+    first = widgets.run_picker("Model", key="cam_run")
+with right:
+    second = None
+    if first is not None and st.checkbox("Compare with a second model", key="cam_compare"):
+        second = widgets.run_picker("Second model", key="cam_run_b", exclude=first.run_id)
+if first is None:
+    st.info("No trained model yet: train one on the Train page.")
+    st.stop()
+chosen_models = [m for m in (first, second) if m is not None]
+
+c1, c2, c3 = st.columns(3)
+target = c1.selectbox("Explain the class", ["predicted class", *NAMES], key="cam_class")
+opacity = c2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+first_model = widgets.loaded_model(first.folder)
+layers = explain.conv_layers(first_model)
+layer_choice = c3.selectbox(
+    "Layer (first model)",
+    ["last convolution (automatic)", *layers],
+    key="cam_layer",
+    help="Earlier layers give finer maps; the last convolution the most class-specific.",
+)
+segment = st.toggle(
+    "Remove busy backgrounds (GrabCut)",
+    value=True,
+    key="cam_segment",
+    help="Off: only the corner-colour trim of the original procedure.",
+)
+
+source = st.radio(
+    "Image", ["Upload photos", "Take a photo", "Test image by index"], horizontal=True, key="cam_source"
+)
+inputs = []  # (name, bytes or None, 28×28 image or None)
+if source == "Upload photos":
+    files = st.file_uploader(
+        "Product photos: JPEG, PNG, WebP or BMP, up to 10 MB each (checked by content, not by name)",
+        accept_multiple_files=True,
+        key="cam_files",
+    )
+    inputs = [(f.name, f.getvalue(), None) for f in files or []]
+elif source == "Take a photo":
+    shot = st.camera_input("Photo of a product", key="cam_camera")
+    if shot is not None:
+        inputs = [("camera", shot.getvalue(), None)]
+else:
+    requested = str(st.query_params.get("test_index", "0"))
+    default = min(int(requested), len(ds.y_test) - 1) if requested.isdigit() else 0
+    index = st.number_input("Test-set index", 0, len(ds.y_test) - 1, default, key="cam_index")
+    inputs = [(f"test image #{index} (true class {NAMES[ds.y_test[index]]})", None, ds.x_test[index])]
+
+if not inputs:
+    st.info("Upload one or several photos to start.")
+
+
+def explain_with(model_info, image28: np.ndarray, conversion) -> None:
+    model = widgets.loaded_model(model_info.folder)
+    class_index = None if target == "predicted class" else NAMES.index(target)
+    layer = None if (layer_choice.startswith("last") or model_info is not first) else layer_choice
+    cam = explain.gradcam(model, image28[None, ..., None], class_index, layer)
+    probs, heat = cam.probabilities[0], cam.heatmaps[0]
+    order = np.argsort(-probs)[:3]
+    st.markdown(f"**{model_info.run_id}** — " + ", ".join(f"{NAMES[c]} **{probs[c]:.1%}**" for c in order))
+    st.caption(
+        f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}`: a {heat.shape[0]}×{heat.shape[1]} "
+        "map" + (" (very coarse: pick an earlier layer or a larger input size)" if heat.shape[0] <= 3 else "")
+    )
+    views = [explain.overlay(widgets.upscale(image28, ZOOM), heat, opacity)]
+    captions = ["on the 28×28 input"]
+    model_view = explain.model_input_view(model, image28)
+    if model_view.shape != image28.shape:
+        views.append(explain.overlay(model_view, heat, opacity))
+        captions.append(f"on the model's {model_view.shape[0]}×{model_view.shape[1]} input")
+    if conversion is not None:
+        photo_heat = photos.map_to_photo(heat, conversion)
+        views.append(explain.overlay(conversion.steps["photo"], photo_heat, opacity))
+        captions.append("back on the photo")
+    st.image(views, caption=captions, width=220)
+
+
+for n, (name, payload, image28) in enumerate(inputs):
+    with st.container(border=True, key=f"cam_item_{n}"):
+        st.markdown(f"**{name}**")
+        conversion = None
+        if payload is not None:
+            try:
+                _, conversion = photos.convert_upload(payload, segment=segment)
+            except photos.PhotoError as exc:
+                st.error(f"{name}: {exc}")
+                continue
+            image28 = conversion.image
+            st.image(list(conversion.steps.values()), caption=list(conversion.steps), width=120)
+        columns = st.columns(len(chosen_models))
+        for column, model_info in zip(columns, chosen_models, strict=True):
+            with column:
+                explain_with(model_info, image28, conversion)

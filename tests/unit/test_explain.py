@@ -1,0 +1,76 @@
+"""Grad-CAM on models whose answer is known, on the shipped model, and inside a nested backbone."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from fashion_lib import config, explain, models
+
+
+@pytest.fixture(scope="module")
+def left_half_model():
+    """A tiny CNN trained on images where only the left half decides the class."""
+    rng = np.random.default_rng(0)
+    n = 1200
+    x = rng.random((n, 28, 28, 1)).astype("float32") * 60  # noise everywhere
+    y = rng.integers(0, 2, n)
+    x[y == 1, 8:20, 2:12] += 180  # class 1: a bright patch on the left
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Rescaling(1 / 255)(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_b")(h)
+    h = keras.layers.GlobalMaxPooling2D()(h)
+    outputs = keras.layers.Dense(10, activation="softmax")(h)
+    model = keras.Model(inputs, outputs, name="left_half")
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=10, batch_size=64, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[1] > 0.95
+    return model, x[y == 1][:20]
+
+
+def test_most_of_the_heatmap_mass_is_on_the_half_that_matters(left_half_model):
+    model, positives = left_half_model
+    cam = explain.gradcam(model, positives, class_index=1)
+    left = cam.heatmaps[:, :, :14].sum()
+    assert left / cam.heatmaps.sum() > 0.8
+    assert cam.layer == "conv_b"
+
+
+def test_heatmaps_are_non_negative_normalised_and_the_right_shape(dataset):
+    model = models.load_model(config.CACHED_MODELS_DIR / "baseline" / "model.keras")
+    cam = explain.gradcam(model, dataset.x_test[:5][..., None])
+    assert cam.heatmaps.shape == (5, 7, 7) and cam.layer == "conv3_relu"
+    assert cam.heatmaps.min() >= 0 and np.allclose(cam.heatmaps.reshape(5, -1).max(axis=1), 1.0)
+    assert np.array_equal(cam.class_index, cam.probabilities.argmax(axis=1))
+    chosen = explain.gradcam(model, dataset.x_test[:2][..., None], class_index=6)
+    assert list(chosen.class_index) == [6, 6]
+    finer = explain.gradcam(model, dataset.x_test[:1][..., None], layer="conv1_relu")
+    assert finer.heatmaps.shape == (1, 28, 28)
+
+
+def test_transfer_models_reach_their_last_convolution():
+    model = models.build_model("mobilenet_v2", 64, "none")
+    cam = explain.gradcam(model, np.zeros((1, 28, 28, 1), "float32") + 100)
+    assert cam.layer == "out_relu" and cam.heatmaps.shape == (1, 2, 2)
+    assert explain.model_input_view(model, np.zeros((28, 28), np.uint8)).shape == (64, 64)
+
+
+def test_last_convolution_is_found_inside_a_nested_backbone():
+    inner_in = keras.Input((28, 28, 1))
+    inner = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="inner_conv")(inner_in)
+    backbone = keras.Model(inner_in, inner, name="backbone")
+    outer_in = keras.Input((28, 28, 1))
+    h = backbone(outer_in)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(outer_in, keras.layers.Dense(10, activation="softmax")(h), name="nested")
+    assert explain.last_conv_layer(model) == ("inner_conv", "backbone")
+    cam = explain.gradcam(model, np.random.default_rng(0).random((2, 28, 28, 1)) * 255)
+    assert cam.heatmaps.shape == (2, 28, 28) and cam.layer == "inner_conv"
+
+
+def test_overlay_keeps_the_image_size():
+    out = explain.overlay(np.zeros((84, 84), np.uint8), np.ones((7, 7), np.float32), 0.5)
+    assert out.shape == (84, 84, 3) and out.dtype == np.uint8 and out[..., 0].max() > 0

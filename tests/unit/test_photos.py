@@ -1,0 +1,208 @@
+"""Photo validation and conversion to the Fashion-MNIST domain, on synthetic photos whose answer is known,
+plus a corpus of 240 malformed files that must each convert or raise the module's own error."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashion_lib import photos
+
+
+def encode(array: np.ndarray, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def silhouette(h=300, w=500, box=(300, 60, 380, 260), colour=(40, 40, 60), background=(255, 255, 255)):
+    """A dark rectangle ('garment') off-centre on a plain background; box is x0, y0, x1, y1."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = background
+    x0, y0, x1, y1 = box
+    img[y0:y1, x0:x1] = colour
+    return img
+
+
+# ---------------------------------------------------------------------------------------- conversion
+
+
+def test_dark_silhouette_on_white_comes_out_centred_light_on_dark_with_its_aspect():
+    _, conv = photos.convert_upload(encode(silhouette(), "PNG"))
+    im = conv.image
+    assert im.shape == (28, 28) and im.dtype == np.uint8
+    assert im[0, 0] == 0 and im[:, :3].max() == 0 and im.max() > 200  # black background, light garment
+    ys, xs = np.nonzero(im > 60)
+    height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    assert height == 28 and abs(width / height - 80 / 200) < 0.1  # the longest edge is 28, aspect kept
+    assert abs((xs.min() + xs.max()) / 2 - 13.5) <= 1.0  # centred
+    x0, y0, x1, y1 = conv.crop_box
+    assert abs(x0 - 300) <= 4 and abs(y0 - 60) <= 4 and abs(x1 - 380) <= 4 and abs(y1 - 260) <= 4
+
+
+def test_coloured_and_noisy_backgrounds_are_removed():
+    rng = np.random.default_rng(0)
+    img = (rng.random((360, 360, 3)) * 50 + np.array([150, 90, 40])).astype(np.uint8)  # wooden-floor-ish
+    cv2.circle(img, (180, 200), 80, (30, 30, 30), -1)
+    _, conv = photos.convert_upload(encode(img, "JPEG", quality=90))
+    x0, y0, x1, y1 = conv.crop_box
+    assert abs(x0 - 100) <= 12 and abs(y0 - 120) <= 12 and abs(x1 - 261) <= 12 and abs(y1 - 281) <= 12
+    assert conv.image[0, 0] == 0 and conv.image[14, 14] > 150
+
+
+def test_transparent_pixels_are_background():
+    rgba = np.zeros((100, 100, 4), np.uint8)
+    rgba[20:80, 40:60] = (200, 30, 30, 255)  # opaque red bar; the rest fully transparent
+    photo = photos.load_photo(encode(rgba, "PNG"))
+    assert photo.alpha is not None
+    conv = photos.to_fashion_mnist(photo)
+    assert conv.mask_method == "transparency" and conv.crop_box == (40, 20, 60, 80)
+
+
+def test_light_product_on_a_dark_background_is_not_lost():
+    img = silhouette(colour=(235, 235, 235), background=(20, 20, 20))
+    conv = photos.to_fashion_mnist(photos.Photo(img))
+    assert conv.image.max() > 200 and conv.image[0, 0] == 0
+
+
+def test_heatmap_maps_back_inside_the_crop_box():
+    _, conv = photos.convert_upload(encode(silhouette(), "PNG"))
+    heat = np.random.default_rng(1).random((7, 7)).astype(np.float32)
+    on_photo = photos.map_to_photo(heat, conv)
+    assert on_photo.shape == conv.photo_shape
+    x0, y0, x1, y1 = conv.crop_box
+    outside = on_photo.copy()
+    outside[y0:y1, x0:x1] = 0
+    assert outside.max() == 0 and on_photo[y0:y1, x0:x1].max() > 0
+
+
+# ---------------------------------------------------------------------------------- real-photo quirks
+
+
+def test_exif_rotated_photo_is_turned_upright():
+    img = silhouette(h=200, w=400, box=(50, 50, 150, 100))  # landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    photo = photos.load_photo(encode(img, "JPEG", exif=exif))
+    assert photo.rgb.shape[:2] == (400, 200)
+
+
+def test_sixteen_bit_png_works():
+    gray16 = silhouette()[..., 0].astype(np.uint16) * 257
+    photo = photos.load_photo(encode(gray16, "PNG"))
+    assert photo.rgb.dtype == np.uint8 and photo.rgb.max() == 255 and photo.rgb.min() == 40
+
+
+def test_cmyk_jpeg_works():
+    cmyk = Image.fromarray(silhouette()).convert("CMYK")
+    buf = io.BytesIO()
+    cmyk.save(buf, "JPEG")
+    photo, conv = photos.convert_upload(buf.getvalue())
+    assert photo.rgb.shape == (300, 500, 3) and conv.image.max() > 200
+
+
+def test_a_huge_but_legitimate_photo_works():
+    big = cv2.resize(silhouette(), (6000, 3600), interpolation=cv2.INTER_NEAREST)
+    _, conv = photos.convert_upload(encode(big, "JPEG", quality=70))
+    assert conv.image.shape == (28, 28) and conv.photo_shape == (3600, 6000)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "empty"),
+        (b"hello, this is not an image", "not an image"),
+        ("gif", "not supported"),
+        ("one_pixel", "only 1 × 1"),
+        ("bomb", "decompression bomb"),
+        ("truncated_png", "truncated or damaged"),
+        ("truncated_jpeg", "truncated or damaged"),
+        ("animated_webp", "animated"),
+    ],
+)
+def test_bad_uploads_get_a_clear_message(payload, message):
+    with pytest.raises(photos.PhotoError, match=message):
+        photos.convert_upload(BAD[payload] if isinstance(payload, str) else payload)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width × height pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _animated_webp() -> bytes:
+    frames = [Image.fromarray(silhouette(colour=(c, c, c))) for c in (30, 90)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+_GOOD_PNG = encode(silhouette(), "PNG")
+_GOOD_JPEG = encode(silhouette(), "JPEG")
+BAD = {
+    "gif": encode(silhouette(), "GIF"),
+    "one_pixel": encode(np.zeros((1, 1, 3), np.uint8), "PNG"),
+    "bomb": png_claiming(50_000, 50_000),
+    "truncated_png": _GOOD_PNG[: len(_GOOD_PNG) // 2],
+    "truncated_jpeg": _GOOD_JPEG[: len(_GOOD_JPEG) // 2],
+    "animated_webp": _animated_webp(),
+}
+
+
+# ------------------------------------------------------------------------------------------ fuzz corpus
+
+
+def malformed_corpus(n: int = 240) -> list[bytes]:
+    """Mutations of valid JPEG, PNG, WebP and BMP files: truncations, flipped bytes, garbage, splices."""
+    rng = np.random.default_rng(2026)
+    seeds = [
+        encode(silhouette(h=60, w=90, box=(30, 10, 60, 50)), fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP")
+    ]
+    corpus = []
+    for i in range(n):
+        base = bytearray(seeds[i % len(seeds)])
+        kind = i % 4
+        if kind == 0:
+            base = base[: int(rng.integers(0, len(base)))]
+        elif kind == 1:
+            for _ in range(int(rng.integers(1, 20))):
+                base[int(rng.integers(0, len(base)))] = int(rng.integers(0, 256))
+        elif kind == 2:
+            base = base[:16] + bytearray(
+                rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8).tobytes()
+            )
+        else:
+            cut = int(rng.integers(8, len(base)))
+            base = base[:cut] + base[cut + int(rng.integers(1, 64)) :]
+        corpus.append(bytes(base))
+    return corpus
+
+
+def test_every_malformed_file_converts_or_raises_the_modules_own_error():
+    outcomes = {"converted": 0, "refused": 0}
+    for payload in malformed_corpus():
+        try:
+            _, conv = photos.convert_upload(payload)
+        except photos.PhotoError as exc:
+            assert str(exc)  # a message for the user
+            outcomes["refused"] += 1
+        else:
+            assert conv.image.shape == (28, 28) and conv.image.dtype == np.uint8
+            outcomes["converted"] += 1
+    assert outcomes["refused"] > 0 and sum(outcomes.values()) == 240
