@@ -196,3 +196,19 @@ def loaded_model(folder: Path):
     """A run's model, loaded once per process (and again only when the file changes)."""
     path = folder / "model.keras"
     return _loaded_model(str(path), path.stat().st_mtime)
+
+
+def thumbnail(image: np.ndarray, size: int = 130) -> np.ndarray:
+    """The image fitted into a size × size square (aspect kept, grey margins); small images stay crisp."""
+    import cv2
+
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    method = cv2.INTER_NEAREST if max(h, w) <= 64 else cv2.INTER_AREA
+    resized = cv2.resize(image, (nw, nh), interpolation=method)
+    canvas = np.full((size, size, *image.shape[2:]), 128, dtype=image.dtype)
+    y, x = (size - nh) // 2, (size - nw) // 2
+    canvas[y : y + nh, x : x + nw] = resized
+    return canvas

@@ -86,6 +86,26 @@ def _grad_model(model, layer: str, nested: str | None):
     return run
 
 
+@functools.lru_cache(maxsize=8)
+def _cam_function(model, layer: str, nested: str | None):
+    """A compiled (tf.function) Grad-CAM for one model and layer: traced once, then fast on every photo."""
+    import tensorflow as tf
+
+    grad_model = _grad_model(model, layer, nested)
+
+    @tf.function(reduce_retracing=True)
+    def run(x, requested):
+        with tf.GradientTape() as tape:
+            maps, probs = grad_model(x, training=False)
+            chosen = tf.where(requested < 0, tf.argmax(probs, axis=1), requested)
+            scores = tf.gather(probs, chosen, axis=1, batch_dims=1)
+        grads = tape.gradient(scores, maps)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1)), probs, chosen
+
+    return run
+
+
 def gradcam(
     model, images: np.ndarray, class_index: int | np.ndarray | None = None, layer: str | None = None
 ) -> GradCam:
@@ -96,32 +116,36 @@ def gradcam(
     nested = None
     if layer is None:
         layer, nested = last_conv_layer(model)
-    grad_model = _grad_model(model, layer, nested)
     x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32).reshape(-1, 28, 28, 1))
-    with tf.GradientTape() as tape:
-        maps, probs = grad_model(x, training=False)
-        if class_index is None:
-            chosen = tf.argmax(probs, axis=1)
-        else:
-            chosen = tf.convert_to_tensor(np.broadcast_to(np.asarray(class_index), (x.shape[0],)), tf.int64)
-        scores = tf.gather(probs, chosen, axis=1, batch_dims=1)
-    grads = tape.gradient(scores, maps)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cams = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1)).numpy()
+    wanted = -1 if class_index is None else class_index
+    requested = tf.convert_to_tensor(np.broadcast_to(np.asarray(wanted, dtype=np.int64), (x.shape[0],)))
+    cams, probs, chosen = (t.numpy() for t in _cam_function(model, layer, nested)(x, requested))
     peak = cams.reshape(len(cams), -1).max(axis=1).reshape(-1, 1, 1)
     cams = np.divide(cams, peak, out=np.zeros_like(cams), where=peak > 0)
-    return GradCam(cams.astype(np.float32), probs.numpy(), np.asarray(chosen), layer)
+    return GradCam(cams.astype(np.float32), probs, chosen, layer)
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """The heatmap (any size, [0, 1]) resized onto ``image`` (gray or RGB uint8), OpenCV's JET colour map."""
-    base = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+def overlay(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    opacity: float = 0.45,
+    region: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """The heatmap (any size, [0, 1]) resized onto ``image`` (gray or RGB uint8) with OpenCV's JET colour
+    map; with ``region`` (x0, y0, x1, y1) only that part of the image is coloured."""
+    base = (image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)).astype(np.uint8)
     h, w = base.shape[:2]
     resized = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     colour = cv2.cvtColor(
         cv2.applyColorMap(np.uint8(255 * np.clip(resized, 0, 1)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
     )
-    return cv2.addWeighted(base.astype(np.uint8), 1.0 - opacity, colour, opacity, 0)
+    blended = cv2.addWeighted(base, 1.0 - opacity, colour, opacity, 0)
+    if region is None:
+        return blended
+    x0, y0, x1, y1 = region
+    out = base.copy()
+    out[y0:y1, x0:x1] = blended[y0:y1, x0:x1]
+    return out
 
 
 def model_input_view(model, image28: np.ndarray) -> np.ndarray:

@@ -93,9 +93,9 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
         captions.append(f"on the model's {model_view.shape[0]}×{model_view.shape[1]} input")
     if conversion is not None:
         photo_heat = photos.map_to_photo(heat, conversion)
-        views.append(explain.overlay(conversion.steps["photo"], photo_heat, opacity))
+        views.append(explain.overlay(conversion.steps["photo"], photo_heat, opacity, conversion.crop_box))
         captions.append("back on the photo")
-    st.image(views, caption=captions, width=220)
+    st.image([widgets.thumbnail(view, 220) for view in views], caption=captions, width=220)
 
 
 for n, (name, payload, image28) in enumerate(inputs):
@@ -109,7 +109,11 @@ for n, (name, payload, image28) in enumerate(inputs):
                 st.error(f"{name}: {exc}")
                 continue
             image28 = conversion.image
-            st.image(list(conversion.steps.values()), caption=list(conversion.steps), width=120)
+            st.image(
+                [widgets.thumbnail(step) for step in conversion.steps.values()],
+                caption=list(conversion.steps),
+                width=130,
+            )
         columns = st.columns(len(chosen_models))
         for column, model_info in zip(columns, chosen_models, strict=True):
             with column:

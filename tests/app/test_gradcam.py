@@ -1,0 +1,55 @@
+"""Grad-CAM page (AppTest): uploads through file_uploader, a bad file next to a good one, test images."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.app.conftest import page_test
+from tests.unit.test_photos import encode, silhouette
+
+
+@pytest.fixture
+def gradcam_page(tmp_path, monkeypatch, dataset):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # the shipped model is the one to explain
+    return page_test("gradcam.py").run()
+
+
+def test_uploading_photos_shows_the_strip_prediction_and_overlays_and_a_bad_file_does_not_spoil_them(
+    gradcam_page,
+):
+    at = gradcam_page
+    assert not at.exception and any("Upload one or several photos" in i.value for i in at.info)
+    at.file_uploader(key="cam_files").set_value(
+        [
+            ("shirt.png", encode(silhouette(), "PNG"), "image/png"),
+            ("notes.jpg", b"not an image", "image/jpeg"),
+        ]
+    )
+    at.run()
+    assert not at.exception
+    assert any(md.value.startswith("**baseline** — ") for md in at.markdown)
+    assert "notes.jpg: this is not an image we can read" in at.error[0].value
+    captions = [c.value for c in at.caption]
+    assert any("a 7×7 map" in c for c in captions)
+
+
+def test_a_test_image_by_index_is_explained(gradcam_page, dataset):
+    at = gradcam_page
+    at.radio(key="cam_source").set_value("Test image by index").run()
+    at.number_input(key="cam_index").set_value(42).run()
+    assert not at.exception
+    from fashion_lib import config
+
+    assert any(
+        f"test image #42 (true class {config.CLASS_NAMES[dataset.y_test[42]]})" in md.value
+        for md in at.markdown
+    )
+
+
+def test_explaining_a_chosen_class_and_an_earlier_layer(gradcam_page):
+    at = gradcam_page
+    at.radio(key="cam_source").set_value("Test image by index").run()
+    at.selectbox(key="cam_class").set_value("Shirt")
+    at.selectbox(key="cam_layer").set_value("conv1_relu")
+    at.run()
+    assert any("Explaining 'Shirt' at layer `conv1_relu`: a 28×28 map" in c.value for c in at.caption)
