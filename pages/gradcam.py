@@ -48,8 +48,10 @@ segment = st.toggle(
     help="Off: only the corner-colour trim of the original procedure.",
 )
 
+SOURCES = ["Upload photos", "Take a photo", "Test image by index"]
+# A link from the error analysis (?test_index=N) opens that test image directly.
 source = st.radio(
-    "Image", ["Upload photos", "Take a photo", "Test image by index"], horizontal=True, key="cam_source"
+    "Image", SOURCES, horizontal=True, key="cam_source", index=2 if "test_index" in st.query_params else 0
 )
 inputs = []  # (name, bytes or None, 28×28 image or None)
 if source == "Upload photos":
