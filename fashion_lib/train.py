@@ -760,3 +760,28 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> dic
         )
     out["test predictions"] = n_test / speed
     return out
+
+
+# Measured here: EfficientNetB0 fine-tuning at 224 px with batch 64 grew past 18.5 GB of memory and was killed
+# by the kernel on the 24 GB machine. Activation memory grows with batch × pixels, so scale from that run.
+MEASURED_PEAK_GB, MEASURED_BATCH, MEASURED_SIZE = 18.5, 64, 224
+MEMORY_WARNING_GB = 12.0
+
+
+def memory_estimate_gb(cfg: TrainConfig) -> float | None:
+    """A rough lower bound of training memory for transfer models trained on images (None otherwise)."""
+    if not cfg.is_transfer or (cfg.uses_feature_cache() and not cfg.fine_tune):
+        return None
+    return MEASURED_PEAK_GB * (cfg.batch_size / MEASURED_BATCH) * (cfg.input_size / MEASURED_SIZE) ** 2
+
+
+def memory_warning(cfg: TrainConfig) -> str | None:
+    estimate = memory_estimate_gb(cfg)
+    if estimate is None or estimate < MEMORY_WARNING_GB:
+        return None
+    safe = max(8, int(cfg.batch_size * MEMORY_WARNING_GB / estimate) // 8 * 8)
+    return (
+        f"At {cfg.input_size} px with batch {cfg.batch_size} this training needs roughly {estimate:.0f} GB "
+        f"or more (fine-tuning at 224 px with batch 64 was killed for lack of memory on a 24 GB machine). "
+        f"Use a batch of {safe} or less, or a smaller input size."
+    )
