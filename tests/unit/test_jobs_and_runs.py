@@ -222,6 +222,11 @@ def test_memory_warning_for_large_image_training_only():
     big = tiny(model="efficientnet_b0", input_size=224, batch_size=64, fine_tune=True)
     assert "killed for lack of memory" in train.memory_warning(big)
     assert "batch of 40 or less" in train.memory_warning(big)
-    assert train.memory_warning(tiny(model="efficientnet_b0", input_size=96, batch_size=64, fine_tune=True)) is None
-    assert train.memory_warning(tiny(model="efficientnet_b0", input_size=224, batch_size=64)) is None  # cached
+    assert (
+        train.memory_warning(tiny(model="efficientnet_b0", input_size=96, batch_size=64, fine_tune=True))
+        is None
+    )
+    assert (
+        train.memory_warning(tiny(model="efficientnet_b0", input_size=224, batch_size=64)) is None
+    )  # cached
     assert train.memory_warning(tiny(input_size=224, batch_size=256)) is None  # the baseline reads 28×28
