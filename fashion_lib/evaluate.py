@@ -285,7 +285,8 @@ def label_issues(p: Predictions):
     from cleanlab.rank import get_label_quality_scores
 
     probs = p.probabilities / p.probabilities.sum(axis=1, keepdims=True)
-    flagged = find_label_issues(p.labels, probs)
+    # n_jobs=1: cleanlab would otherwise fork a process pool from inside the threaded Streamlit server.
+    flagged = find_label_issues(p.labels, probs, n_jobs=1)
     quality = get_label_quality_scores(p.labels, probs)
     table = pd.DataFrame(
         {
