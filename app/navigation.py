@@ -58,7 +58,7 @@ PAGES: tuple[PageEntry, ...] = (
         "comparison.py",
         "Compare models",
         ":material/compare_arrows:",
-        "Baseline vs EfficientNetB0 vs MobileNetV2, measured; the pitfall lab that reproduces a collapse.",
+        "Baseline vs EfficientNetB0 vs MobileNetV2, measured; the pitfall lab (the prototype's ÷255 bug).",
     ),
 )
 

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app.navigation import available_pages
 from app.widgets import dataset_or_stop
-from fashion_lib import config, runs
+from fashion_lib import config, models, runs
 
 st.title("Fashion-MNIST analysis dashboard")
 st.markdown(
@@ -62,7 +62,7 @@ with st.container(key="models"):
                 [
                     {
                         "run": r.run_id,
-                        "model": r.model,
+                        "model": models.DISPLAY_NAMES.get(r.model, r.model),
                         "status": "shipped" if r.shipped else r.state,
                         "test accuracy": r.test_accuracy,
                     }
