@@ -24,7 +24,7 @@ def dataset_or_stop() -> data.FashionMNIST:
         return _cached_dataset()
     except data.FashionDataError as exc:
         st.error("**The Fashion-MNIST data is not available.**")
-        st.code(str(exc), language=None)
+        st.code(str(exc), language=None, wrap_lines=True)
         st.info("Fix it, then reload this page.")
         st.stop()
         raise  # unreachable: st.stop() raises
