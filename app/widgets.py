@@ -18,16 +18,23 @@ def _cached_dataset() -> data.FashionMNIST:
     return data.load()
 
 
-def dataset_or_stop() -> data.FashionMNIST:
-    """The verified dataset; when it cannot be had, show how to provide it and stop the page."""
+def dataset_or_explain() -> data.FashionMNIST | None:
+    """The verified dataset; when it cannot be had, show how to provide it and return None."""
     try:
         return _cached_dataset()
     except data.FashionDataError as exc:
         st.error("**The Fashion-MNIST data is not available.**")
         st.code(str(exc), language=None, wrap_lines=True)
         st.info("Fix it, then reload this page.")
+        return None
+
+
+def dataset_or_stop() -> data.FashionMNIST:
+    """The verified dataset; when it cannot be had, show how to provide it and stop the page."""
+    ds = dataset_or_explain()
+    if ds is None:
         st.stop()
-        raise  # unreachable: st.stop() raises
+    return ds
 
 
 @st.cache_resource(show_spinner="Computing pixel statistics…")

@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(models.TRANSFER_MODELS))
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs at 224 px")
     args = parser.parse_args()
 
-    for model in args.models:
+    for model in [] if args.memory_only else args.models:
         weights = weights_for(model)
         base = train.TrainConfig(
             model=model,

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app.navigation import available_pages
-from app.widgets import dataset_or_stop
+from app.widgets import dataset_or_explain
 from fashion_lib import config, models, runs
 
 st.title("Fashion-MNIST analysis dashboard")
@@ -23,35 +23,36 @@ with st.container(key="pages"):
 
 with st.container(key="data"):
     st.subheader("Data")
-    ds = dataset_or_stop()
-    src = ds.source
-    cols = st.columns(4)
-    cols[0].metric("Training images", f"{len(ds.y_train):,}")
-    cols[1].metric("Test images", f"{len(ds.y_test):,}")
-    cols[2].metric("Classes", config.NUM_CLASSES)
-    cols[3].metric("Load + verify", f"{src.load_seconds:.2f} s")
-    if src.verified:
-        detail = (
-            "bytes identical to Zalando's originals (MD5)"
-            if src.byte_identical
-            else "repacked files, decoded content identical to the originals"
+    ds = dataset_or_explain()
+    if ds is not None:
+        src = ds.source
+        cols = st.columns(4)
+        cols[0].metric("Training images", f"{len(ds.y_train):,}")
+        cols[1].metric("Test images", f"{len(ds.y_test):,}")
+        cols[2].metric("Classes", config.NUM_CLASSES)
+        cols[3].metric("Load + verify", f"{src.load_seconds:.2f} s")
+        if src.verified:
+            detail = (
+                "bytes identical to Zalando's originals (MD5)"
+                if src.byte_identical
+                else "repacked files, decoded content identical to the originals"
+            )
+            st.success(f"Verified: IDX headers, shapes and checksums of all four files pass — {detail}.")
+        st.markdown(f"**Source:** {src.description} — `{src.folder}`")
+        counts = pd.DataFrame(
+            {"class": config.CLASS_NAMES, "train": ds.class_counts("train"), "test": ds.class_counts("test")}
         )
-        st.success(f"Verified: IDX headers, shapes and checksums of all four files pass — {detail}.")
-    st.markdown(f"**Source:** {src.description} — `{src.folder}`")
-    counts = pd.DataFrame(
-        {"class": config.CLASS_NAMES, "train": ds.class_counts("train"), "test": ds.class_counts("test")}
-    )
-    with st.expander("Images per class and file checks"):
-        st.dataframe(counts, hide_index=True)
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {"file": c.name, "content verified": c.content_ok, "original bytes": c.original_bytes}
-                    for c in src.files
-                ]
-            ),
-            hide_index=True,
-        )
+        with st.expander("Images per class and file checks"):
+            st.dataframe(counts, hide_index=True)
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {"file": c.name, "content verified": c.content_ok, "original bytes": c.original_bytes}
+                        for c in src.files
+                    ]
+                ),
+                hide_index=True,
+            )
 
 with st.container(key="models"):
     st.subheader("Models and runs")

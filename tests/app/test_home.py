@@ -52,6 +52,7 @@ def test_home_without_data_explains_how_to_provide_it_instead_of_crashing(monkey
     shown = at.code[0].value
     assert "apt-get install dataset-fashion-mnist" in shown and "FASHION_MNIST_DIR" in shown
     assert not at.metric  # nothing pretends the data is there
+    assert "Models and runs" in [h.value for h in at.subheader]  # the rest of Home still works
 
 
 def test_home_lists_runs_found_in_the_runs_folder(tmp_path, monkeypatch):
