@@ -16,7 +16,7 @@ import sys
 from bench.common import train_and_report
 from fashion_lib import config, models, train
 
-MEMORY_BATCH = 32  # batch 64 at 224 px was killed for lack of memory on the 24 GB machine
+MEMORY_BATCH = 16  # batches of 64 and 32 at 224 px were killed for lack of memory on the 24 GB machine
 
 PEAK_MEMORY_SNIPPET = """
 import resource

@@ -762,9 +762,10 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> dic
     return out
 
 
-# Measured here: EfficientNetB0 fine-tuning at 224 px with batch 64 grew past 18.5 GB of memory and was killed
-# by the kernel on the 24 GB machine. Activation memory grows with batch × pixels, so scale from that run.
-MEASURED_PEAK_GB, MEASURED_BATCH, MEASURED_SIZE = 18.5, 64, 224
+# Measured here: EfficientNetB0 fine-tuning at 224 px was killed by the kernel for lack of memory on the 24 GB
+# machine with batch 64 (at 18.5 GB resident) and again with batch 32. Activation memory grows with
+# batch × pixels, so the estimate scales from "at least 20 GB at batch 32, 224 px".
+MEASURED_PEAK_GB, MEASURED_BATCH, MEASURED_SIZE = 20.0, 32, 224
 MEMORY_WARNING_GB = 12.0
 
 
@@ -782,6 +783,7 @@ def memory_warning(cfg: TrainConfig) -> str | None:
     safe = max(8, int(cfg.batch_size * MEMORY_WARNING_GB / estimate) // 8 * 8)
     return (
         f"At {cfg.input_size} px with batch {cfg.batch_size} this training needs roughly {estimate:.0f} GB "
-        f"or more (fine-tuning at 224 px with batch 64 was killed for lack of memory on a 24 GB machine). "
+        f"or more (fine-tuning at 224 px with batch 64 and with batch 32 was killed for lack of memory on a "
+        f"24 GB machine). "
         f"Use a batch of {safe} or less, or a smaller input size."
     )

@@ -221,7 +221,7 @@ def test_divide_by_255_squeezes_the_model_input_to_nearly_one_value(dataset):
 def test_memory_warning_for_large_image_training_only():
     big = tiny(model="efficientnet_b0", input_size=224, batch_size=64, fine_tune=True)
     assert "killed for lack of memory" in train.memory_warning(big)
-    assert "batch of 40 or less" in train.memory_warning(big)
+    assert "batch of 16 or less" in train.memory_warning(big)
     assert (
         train.memory_warning(tiny(model="efficientnet_b0", input_size=96, batch_size=64, fine_tune=True))
         is None
