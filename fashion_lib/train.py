@@ -43,7 +43,15 @@ FIELD_HELP = {
     "feature_cache": "frozen backbone, no augmentation: train the head on cached backbone features",
     "input_scaling": "raw (correct: models scale inside) or divide_by_255 (reproduces the prototype's bug)",
 }
-FEATURE_BATCH = 256
+FEATURE_BATCH = 256  # images per inference call at 96 px; fewer at larger sizes (see inference_batch)
+
+
+def inference_batch(input_size: int) -> int:
+    """Images per eager inference call: 256 at 96 px and below, scaled down with the pixel count (a Keras
+    functional call keeps every layer's output of the batch alive: 256 images at 224 px took over 16 GB)."""
+    return int(max(16, min(FEATURE_BATCH, FEATURE_BATCH * (96 / max(96, input_size)) ** 2)))
+
+
 PROGRESS_INTERVAL_S = 0.5
 
 
@@ -459,12 +467,18 @@ class FeatureCache:
         self.done = np.load(self.done_path)
 
     def get(
-        self, index: np.ndarray, images: np.ndarray, extractor, on_batch=None, scale: float = 1.0
+        self,
+        index: np.ndarray,
+        images: np.ndarray,
+        extractor,
+        on_batch=None,
+        scale: float = 1.0,
+        step: int = FEATURE_BATCH,
     ) -> np.ndarray:
         """Features for ``index`` (positions in the full training set), computing the missing ones."""
         missing = index[~self.done[index]]
-        for start in range(0, len(missing), FEATURE_BATCH):
-            chunk = missing[start : start + FEATURE_BATCH]
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
             batch = images[chunk].astype(np.float32) * scale
             self.features[chunk] = np.asarray(extractor(batch, training=False))
             self.done[chunk] = True
@@ -515,6 +529,7 @@ def _train_head_on_features(
         extractor,
         lambda d, t: progress(d, t, "train"),
         cfg.pixel_scale,
+        inference_batch(cfg.input_size),
     )
     f_val = cache.get(
         splits.val_index,
@@ -522,6 +537,7 @@ def _train_head_on_features(
         extractor,
         lambda d, t: progress(d, t, "validation"),
         cfg.pixel_scale,
+        inference_batch(cfg.input_size),
     )
     timings["feature_extraction_seconds"] = time.perf_counter() - started
     head = models.head_model(model)
@@ -688,7 +704,8 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
     runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "evaluating on the test set", "time": time.time()})
     model_path = _save_model_atomically(model, folder)
     started = time.perf_counter()
-    probs = predict(model, splits.x_test, scale=cfg.pixel_scale)
+    batch = inference_batch(cfg.model_input_size)
+    probs = predict(model, splits.x_test, batch_size=batch, scale=cfg.pixel_scale)
     timings["test_prediction_seconds"] = time.perf_counter() - started
     np.savez_compressed(
         folder / runs.PREDICTIONS_FILE,
@@ -711,7 +728,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
         **{k: round(v, 3) for k, v in timings.items()},
         "wall_seconds": round(time.perf_counter() - wall_started, 3),
         **evaluate.classification_summary(splits.y_test, probs),
-        **measure_latency(model, splits.x_test),
+        **measure_latency(model, splits.x_test, batch=batch),
         "model_size_bytes": model_path.stat().st_size,
         "library_versions": library_versions(),
         "data_fingerprint": data.DATA_FINGERPRINT,
@@ -762,9 +779,10 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> dic
     return out
 
 
-# Measured here: EfficientNetB0 fine-tuning at 224 px was killed by the kernel for lack of memory on the 24 GB
-# machine with batch 64 (at 18.5 GB resident) and again with batch 32. Activation memory grows with
-# batch × pixels, so the estimate scales from "at least 20 GB at batch 32, 224 px".
+# Measured here: fine-tuning at 224 px was killed by the kernel for lack of memory on the 24 GB machine with
+# batch 64 (18.5 GB resident) and batch 32 — a MobileNetV2 run got through training and died in the test
+# predictions, then done 256 images per call (now fewer at large sizes, see inference_batch). The estimate
+# still scales from "at least 20 GB at batch 32, 224 px" to stay on the safe side.
 MEASURED_PEAK_GB, MEASURED_BATCH, MEASURED_SIZE = 20.0, 32, 224
 MEMORY_WARNING_GB = 12.0
 
