@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fashion_lib import config, data, stats
+from fashion_lib import data, stats
 
 GRID_SCALE = 3  # 28 px images are shown at 84 px, upscaled without smoothing
 
@@ -96,10 +96,6 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 10, key: 
                 cols, images[start : start + columns], captions[start : start + columns], strict=False
             ):
                 col.image(upscale(image), caption=caption)
-
-
-def class_label(c: int) -> str:
-    return config.CLASS_NAMES[c]
 
 
 def duration(seconds: float | None) -> str:

@@ -299,11 +299,3 @@ def per_class_f1(infos: list[RunInfo]) -> list[dict[str, Any]]:
         for name, value in s.get("per_class_f1", {}).items():
             rows.append({"run": info.run_id, "class": name, "F1": value})
     return rows
-
-
-def load_predictions(folder: Path) -> tuple[Any, Any]:
-    """(probabilities, labels) saved by a run for its test images."""
-    import numpy as np
-
-    with np.load(folder / PREDICTIONS_FILE) as saved:
-        return saved["probabilities"], saved["labels"]

@@ -86,8 +86,8 @@ def show_lab(current: dict) -> None:
         if state in ("queued", "running"):
             col.progress(runs.progress_summary(folder).fraction)
         elif state == "completed":
-            probs, labels = runs.load_predictions(folder)
-            report = evaluate.collapse_report(labels, probs)
+            saved = evaluate.load_predictions(folder)
+            report = evaluate.collapse_report(saved.labels, saved.probabilities)
             col.metric("Test accuracy", f"{report.accuracy:.1%}")
             (col.error if report.collapsed else col.success)(report.sentence())
             col.plotly_chart(

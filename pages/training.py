@@ -94,8 +94,9 @@ with st.container(key="train_form", border=True):
         )
     except ValueError as exc:
         problem = str(exc)
-    if cfg is not None and train.memory_warning(cfg):
-        st.warning(train.memory_warning(cfg))
+    warning = train.memory_warning(cfg) if cfg is not None else None
+    if warning:
+        st.warning(warning)
     if cfg is not None:
         estimate = train.estimate_seconds(cfg)
         parts = ", ".join(f"{k} {widgets.duration(v)}" for k, v in estimate.items())

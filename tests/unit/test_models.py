@@ -155,11 +155,12 @@ def test_real_mobilenet_weights_load_when_the_shared_folder_has_them(monkeypatch
 
 
 def test_shipped_baseline_is_self_contained_and_its_card_is_honest(dataset):
-    from fashion_lib import runs
+    from fashion_lib import evaluate, runs
 
     folder = config.CACHED_MODELS_DIR / "baseline"
     card = runs.read_json(folder / "card.json")
-    probs, labels = runs.load_predictions(folder)
+    saved = evaluate.load_predictions(folder)
+    probs, labels = saved.probabilities, saved.labels
     assert card["test_accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == labels)))
     assert np.array_equal(labels, dataset.y_test)
     model = models.load_model(folder / "model.keras")
