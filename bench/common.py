@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from fashion_lib import runs, train
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (user + system, all threads): unlike wall time, other work on the machine
+    does not inflate it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def train_and_report(cfg: train.TrainConfig, label: str) -> dict:
+    before = cpu_seconds()
     folder = train.train(cfg)
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
+    summary["cpu_seconds"] = cpu_seconds() - before
     print_summary(label, folder, summary)
     return summary
 
@@ -29,5 +39,7 @@ def print_summary(label: str, folder: Path, summary: dict) -> None:
         f"macro-F1 {summary.get('macro_f1', float('nan')):.4f}"
     )
     print(f"   times (s):      {timings}")
+    if "cpu_seconds" in summary:
+        print(f"   CPU time:       {summary['cpu_seconds']:.0f} s (all threads, this process)")
     print(f"   epoch times (s): {per_epoch}")
     print(f"   parameters:     {summary.get('parameters')}")

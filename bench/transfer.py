@@ -8,6 +8,7 @@ and labels every line with what was used. Run: python -m bench.transfer [--subse
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import shutil
 import subprocess
@@ -16,14 +17,14 @@ import sys
 from bench.common import train_and_report
 from fashion_lib import config, models, train
 
-MEMORY_BATCH = 16  # batches of 64 and 32 at 224 px were killed for lack of memory on the 24 GB machine
+MEMORY_BATCHES = (32, 128)  # peak memory does not grow with the number of images, only with the batch
 
 PEAK_MEMORY_SNIPPET = """
 import resource
 from fashion_lib import train
-cfg = train.TrainConfig(model={model!r}, input_size=224, weights={weights!r}, subset=2000, test_subset=500,
+cfg = train.TrainConfig(model={model!r}, input_size=224, weights={weights!r}, subset=600, test_subset=200,
                         epochs=1, batch_size={batch}, feature_cache=False, fine_tune=True,
-                        fine_tune_layers=30, fine_tune_epochs=1)
+                        fine_tune_layers={layers}, fine_tune_epochs=1)
 train.train(cfg)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
@@ -45,6 +46,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(models.TRANSFER_MODELS))
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs at 224 px")
+    parser.add_argument("--memory-batches", type=int, nargs="+", default=list(MEMORY_BATCHES))
+    parser.add_argument(
+        "--fine-tune-layers", type=int, default=30, help="memory runs: top layers unfrozen (300 = all)"
+    )
     args = parser.parse_args()
 
     for model in [] if args.memory_only else args.models:
@@ -80,15 +85,17 @@ def main() -> None:
         )
 
     if not args.skip_memory:
-        for model in args.models:
-            snippet = PEAK_MEMORY_SNIPPET.format(model=model, weights=weights_for(model), batch=MEMORY_BATCH)
+        for model, batch in itertools.product(args.models, args.memory_batches):
+            snippet = PEAK_MEMORY_SNIPPET.format(
+                model=model, weights=weights_for(model), batch=batch, layers=args.fine_tune_layers
+            )
             out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)
-            what = f"{model} at 224 px (fine-tuning, batch {MEMORY_BATCH}, 2,000 images)"
+            what = f"{model} at 224 px (fine-tuning the top {args.fine_tune_layers} layers, batch {batch})"
             if out.returncode != 0:
                 print(f"\n-- {what}: the process died (exit {out.returncode}; -9 is an out-of-memory kill)")
                 continue
             peak_mb = float(out.stdout.strip().splitlines()[-1])
-            print(f"\n-- {what}: peak memory {peak_mb:.0f} MB")
+            print(f"\n-- {what}: peak memory {peak_mb:.0f} MB", flush=True)
     print(f"\n(this process: peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
 

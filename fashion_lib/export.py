@@ -72,14 +72,22 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 
 def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
-    """Copy a completed run into ``cached_models/<name>/`` with ``card.json`` and ``README.md``."""
+    """Copy a completed run into ``cached_models/<name>/`` with ``card.json`` and ``README.md``.
+
+    The model is written again without its optimizer state (Adam keeps two numbers per weight): the shipped
+    file is for predictions and is about a third of the run's; the card and summary give its size."""
     card = model_card(folder)
     target = (target_root or config.CACHED_MODELS_DIR) / name
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for file_name in SHIPPED_FILES:
-        shutil.copy2(folder / file_name, target / file_name)
+        if file_name != runs.MODEL_FILE:
+            shutil.copy2(folder / file_name, target / file_name)
+    models.load_model(folder / runs.MODEL_FILE).save(target / runs.MODEL_FILE)
+    card["model_size_bytes"] = (target / runs.MODEL_FILE).stat().st_size
+    summary = runs.read_json(target / runs.SUMMARY_FILE)
+    runs.write_json(target / runs.SUMMARY_FILE, {**summary, "model_size_bytes": card["model_size_bytes"]})
     runs.write_json(target / runs.CARD_FILE, card)
     (target / "README.md").write_text(card_markdown(card))
     return target

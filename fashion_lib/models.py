@@ -130,26 +130,37 @@ def weights_help(model_name: str) -> str:
 # ----------------------------------------------------------------------------------------------- building
 
 
-def build_baseline(seed: int = 0):
-    """The shallow 3-block CNN trained from scratch on 28×28×1 (the project's scientific baseline).
+BASELINE_FILTERS = (16, 64, 128)
+BASELINE_DROPOUT = 0.2
 
-    Three blocks of 3×3 convolution → BatchNormalization → ReLU → 2×2 max-pooling (32, 64, 128 filters),
-    then Flatten → Dropout → Dense(128) → Dropout → Dense softmax: about 242,000 parameters."""
+
+def build_baseline(seed: int = 0):
+    """The shallow 3-layer CNN trained from scratch on 28×28×1 (the project's scientific baseline).
+
+    Three 3×3 convolutions (16, 64, 128 filters), each → BatchNormalization → ReLU, the first two followed by
+    2×2 max-pooling (28 → 14 → 7), then Flatten (7×7×128) → Dropout(0.2) → Dense(128) → Dropout(0.2) → Dense
+    softmax: about 888,000 parameters, most of them in the dense layer.
+
+    Measured on the 2-core CPU: 16 filters in the first layer train about 1.5× faster than 32 (the 28×28
+    layer's normalisation and pooling dominate the cost), which buys epochs within the 5-minute budget;
+    keeping the last 7×7 map instead of pooling it to 3×3 (which drops a row and a column) gave 0.2 points
+    more in the same epochs; dropout 0.2 beat 0.3 by 0.4 points in a 10-epoch run (0.45: 0.3 points less)."""
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((config.IMAGE_SIZE, config.IMAGE_SIZE, 1), name="pixels")
     x = build_adapter(inputs, BASELINE)
-    for i, filters in enumerate((32, 64, 128), start=1):
+    for i, filters in enumerate(BASELINE_FILTERS, start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn")(x)
         x = layers.Activation("relu", name=f"conv{i}_relu")(x)
-        x = layers.MaxPooling2D(name=f"conv{i}_pool")(x)
+        if i < len(BASELINE_FILTERS):
+            x = layers.MaxPooling2D(name=f"conv{i}_pool")(x)
     x = layers.Flatten(name="head_flatten")(x)
-    x = layers.Dropout(0.3, name="head_dropout1")(x)
+    x = layers.Dropout(BASELINE_DROPOUT, name="head_dropout1")(x)
     x = layers.Dense(128, activation="relu", name="head_hidden")(x)
-    x = layers.Dropout(0.3, name="head_dropout")(x)
+    x = layers.Dropout(BASELINE_DROPOUT, name="head_dropout")(x)
     outputs = layers.Dense(config.NUM_CLASSES, activation="softmax", name="head_dense")(x)
     return keras.Model(inputs, outputs, name=BASELINE)
 

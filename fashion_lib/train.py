@@ -39,6 +39,7 @@ FIELD_HELP = {
     "lr_schedule": "plateau: reduce on validation-loss plateau; cosine: cosine decay; constant",
     "fine_tune": "stage 2: unfreeze the top layers of the backbone and continue at a lower learning rate",
     "fine_tune_layers": "how many top backbone layers to unfreeze (BatchNormalization stays frozen)",
+    "label_smoothing": "share of each target spread evenly over all classes (0 = plain cross-entropy)",
     "early_stopping_patience": "epochs without validation-loss improvement before stopping (0 = off)",
     "feature_cache": "frozen backbone, no augmentation: train the head on cached backbone features",
     "input_scaling": "raw (correct: models scale inside) or divide_by_255 (reproduces the prototype's bug)",
@@ -76,6 +77,7 @@ class TrainConfig:
     fine_tune_layers: int = 30
     fine_tune_epochs: int = 3
     fine_tune_learning_rate: float = 1e-4
+    label_smoothing: float = 0.0  # 0.1 moves 10 % of each target's weight evenly onto all classes
     early_stopping_patience: int = 3  # epochs without val-loss improvement; 0 = off
     feature_cache: bool = True
     input_scaling: str = "raw"  # "divide_by_255" reproduces the original prototype's bug (pitfall lab)
@@ -105,6 +107,8 @@ class TrainConfig:
             problems.append(f"batch size must be 1–4096, got {self.batch_size}")
         if not (0 < self.learning_rate <= 1 and 0 < self.fine_tune_learning_rate <= 1):
             problems.append("learning rates must be in (0, 1]")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.input_scaling not in INPUT_SCALINGS:
@@ -346,11 +350,19 @@ def _fit(
     import keras
 
     schedule = _learning_rate(cfg, learning_rate, epochs - initial_epoch, steps)
-    model.compile(
-        optimizer=_optimizer(cfg.optimizer, schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    if cfg.label_smoothing:
+        # Keras smooths one-hot targets only: the pipelines carry class indices, turned one-hot here.
+        import tensorflow as tf
+
+        def one_hot(x, y):
+            return x, tf.one_hot(tf.cast(y, tf.int32), config.NUM_CLASSES)
+
+        train_data, val_data = train_data.map(one_hot), val_data.map(one_hot)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss, accuracy = "sparse_categorical_crossentropy", "accuracy"
+    model.compile(optimizer=_optimizer(cfg.optimizer, schedule), loss=loss, metrics=[accuracy])
     logger = _callbacks()(folder, stage, epochs, steps)
     backup = folder / runs.BACKUP_DIR / f"stage{stage}"
     callbacks = [keras.callbacks.BackupAndRestore(str(backup)), logger]
@@ -779,29 +791,53 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> dic
     return out
 
 
-# Measured here: fine-tuning at 224 px was killed by the kernel for lack of memory on the 24 GB machine with
-# batch 64 (18.5 GB resident) and batch 32 — a MobileNetV2 run got through training and died in the test
-# predictions, then done 256 images per call (now fewer at large sizes, see inference_batch). The estimate
-# still scales from "at least 20 GB at batch 32, 224 px" to stay on the safe side.
-MEASURED_PEAK_GB, MEASURED_BATCH, MEASURED_SIZE = 20.0, 32, 224
-MEMORY_WARNING_GB = 12.0
+# Peak resident memory (GiB) of fine-tuning at 224 px by batch size: EfficientNetB0 (the larger of the two
+# backbones) with every layer unfrozen, the worst case, measured on the 24 GB development machine (`python -m
+# bench.transfer --memory-only --fine-tune-layers 300`). Memory grows with the batch and the pixel count;
+# TensorFlow, the data and the weights stay. (With the top 30 layers unfrozen the peak stayed at 6.0 GiB
+# from batch 16 to 128.)
+MEMORY_AT_224 = {32: 6.3, 128: 10.3}
+MEMORY_SHARE = 0.6  # warn when the estimate passes this share of the machine's memory
+
+
+def machine_memory_gb() -> float:
+    """This machine's memory, or the container's limit when that is lower."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            limits.append(int(Path(path).read_text().strip()))
+    return min(limits) / 2**30
+
+
+def _memory_model() -> tuple[float, float]:
+    """(fixed GB, GB per image at 224 px) from the two measurements."""
+    (b1, m1), (b2, m2) = sorted(MEMORY_AT_224.items())
+    per_image = (m2 - m1) / (b2 - b1)
+    return m1 - b1 * per_image, per_image
 
 
 def memory_estimate_gb(cfg: TrainConfig) -> float | None:
-    """A rough lower bound of training memory for transfer models trained on images (None otherwise)."""
+    """Estimated peak memory of transfer models trained on images (None when no backbone trains on images)."""
     if not cfg.is_transfer or (cfg.uses_feature_cache() and not cfg.fine_tune):
         return None
-    return MEASURED_PEAK_GB * (cfg.batch_size / MEASURED_BATCH) * (cfg.input_size / MEASURED_SIZE) ** 2
+    fixed, per_image = _memory_model()
+    return fixed + per_image * cfg.batch_size * (cfg.input_size / 224) ** 2
 
 
 def memory_warning(cfg: TrainConfig) -> str | None:
     estimate = memory_estimate_gb(cfg)
-    if estimate is None or estimate < MEMORY_WARNING_GB:
+    available = machine_memory_gb()
+    limit = MEMORY_SHARE * available
+    if estimate is None or estimate < limit:
         return None
-    safe = max(8, int(cfg.batch_size * MEMORY_WARNING_GB / estimate) // 8 * 8)
+    fixed, per_image = _memory_model()
+    safe = int((limit - fixed) / (per_image * (cfg.input_size / 224) ** 2))
+    advice = (
+        f"Use a batch of {safe // 8 * 8 if safe >= 8 else safe} or less, or a smaller input size."
+        if safe >= 1
+        else "Use a smaller input size."
+    )
     return (
-        f"At {cfg.input_size} px with batch {cfg.batch_size} this training needs roughly {estimate:.0f} GB "
-        f"or more (fine-tuning at 224 px with batch 64 and with batch 32 was killed for lack of memory on a "
-        f"24 GB machine). "
-        f"Use a batch of {safe} or less, or a smaller input size."
+        f"At {cfg.input_size} px with batch {cfg.batch_size} this training needs roughly {estimate:.0f} GB; "
+        f"this machine has {available:.0f} GB and the system may stop the run for lack of memory. {advice}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from fashion_lib import config, evaluate, export, jobs, pitfall, runs, train
+from fashion_lib import config, evaluate, export, jobs, models, pitfall, runs, train
 from tests.unit.test_train import tiny
 
 
@@ -109,6 +110,13 @@ def test_comparison_table_and_shipping_read_the_real_summary(dataset, tmp_path):
         "python -m fashion_lib"
     )
     assert "Reproduce with" in (shipped / "README.md").read_text()
+    # shipped without optimizer state: smaller, the same predictions, its real size on the card
+    shipped_model = shipped / runs.MODEL_FILE
+    assert card["model_size_bytes"] == shipped_model.stat().st_size < summary["model_size_bytes"]
+    assert runs.read_json(shipped / runs.SUMMARY_FILE)["model_size_bytes"] == card["model_size_bytes"]
+    x = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1)).astype("float32")
+    original, again = models.load_model(folder / runs.MODEL_FILE), models.load_model(shipped_model)
+    assert np.allclose(np.asarray(original(x)), np.asarray(again(x)), atol=1e-6)
     loaded = runs.read_run(shipped, shipped=True)
     assert loaded.shipped and loaded.test_accuracy == summary["test_accuracy"]
 
@@ -218,15 +226,36 @@ def test_divide_by_255_squeezes_the_model_input_to_nearly_one_value(dataset):
     assert "div255" in folder.name
 
 
-def test_memory_warning_for_large_image_training_only():
-    big = tiny(model="efficientnet_b0", input_size=224, batch_size=64, fine_tune=True)
-    assert "killed for lack of memory" in train.memory_warning(big)
-    assert "batch of 16 or less" in train.memory_warning(big)
+def test_memory_warning_for_large_image_training_only(monkeypatch):
+    monkeypatch.setattr(train, "machine_memory_gb", lambda: 24.0)
+    big = tiny(model="efficientnet_b0", input_size=224, batch_size=256, fine_tune=True)
+    message = train.memory_warning(big)
+    assert "this machine has 24 GB" in message
+    safe = int(message.split("Use a batch of ")[1].split()[0])
+    # the advised batch fits under the warning line and a batch 8 larger does not
+    assert train.memory_warning(dataclasses.replace(big, batch_size=safe)) is None
+    assert train.memory_warning(dataclasses.replace(big, batch_size=safe + 8)) is not None
     assert (
         train.memory_warning(tiny(model="efficientnet_b0", input_size=96, batch_size=64, fine_tune=True))
         is None
     )
     assert (
-        train.memory_warning(tiny(model="efficientnet_b0", input_size=224, batch_size=64)) is None
+        train.memory_warning(tiny(model="efficientnet_b0", input_size=224, batch_size=256)) is None
     )  # cached
     assert train.memory_warning(tiny(input_size=224, batch_size=256)) is None  # the baseline reads 28×28
+    monkeypatch.setattr(train, "machine_memory_gb", lambda: 1024.0)
+    assert train.memory_warning(big) is None  # a bigger machine is not warned
+
+
+def test_memory_estimate_grows_with_batch_and_pixels():
+    (b1, m1), (b2, m2) = sorted(train.MEMORY_AT_224.items())
+
+    def estimate(size, batch):
+        return train.memory_estimate_gb(
+            tiny(model="mobilenet_v2", input_size=size, batch_size=batch, fine_tune=True)
+        )
+
+    assert estimate(224, b1) == pytest.approx(m1) and estimate(224, b2) == pytest.approx(m2)
+    assert estimate(112, 4 * b2) == pytest.approx(m2)  # a quarter of the pixels, four times the batch
+    assert estimate(224, 2 * b2) > m2
+    assert train.machine_memory_gb() > 1

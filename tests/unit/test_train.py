@@ -37,6 +37,7 @@ def test_config_round_trips_through_json():
         ("subset", 5, "subset"),
         ("epochs", 0, "epochs"),
         ("optimizer", "lion", "optimizer"),
+        ("label_smoothing", 1.0, "label smoothing"),
     ],
 )
 def test_invalid_config_says_what_is_wrong(field, value, message):
@@ -97,6 +98,17 @@ def test_each_model_trains_one_epoch_into_a_complete_run_folder(cfg, dataset):
     assert summary["test_accuracy"] == pytest.approx(
         np.mean(saved["probabilities"].argmax(1) == saved["labels"])
     )
+
+
+@pytest.mark.parametrize("model", ["baseline", "mobilenet_v2"], ids=["on-images", "on-cached-features"])
+def test_label_smoothing_trains_on_one_hot_targets_and_keeps_the_accuracy_metric(model, dataset):
+    folder = train.train(tiny(model=model, label_smoothing=0.1, epochs=2))
+    metrics = runs.read_metrics(folder)
+    assert runs.read_status(folder)["state"] == "completed" and len(metrics) == 2
+    # smoothed targets never reach zero loss: the floor is their entropy, 0.50 nats for 0.1 over 10 classes
+    floor = -(0.91 * np.log(0.91) + 9 * 0.01 * np.log(0.01))
+    assert all(row["loss"] > floor and 0 <= row["val_accuracy"] <= 1 for row in metrics)
+    assert runs.read_json(folder / runs.CONFIG_FILE)["label_smoothing"] == 0.1
 
 
 def test_feature_cached_head_gives_the_same_predictions_as_the_full_model(dataset):
