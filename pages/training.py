@@ -6,7 +6,6 @@ import streamlit as st
 from app import widgets
 from fashion_lib import augment, evaluate, figures, jobs, models, runs, train
 
-TERMINAL = ("completed", "failed", "stopped", "interrupted")
 SUBSETS = {"all 60,000": 0, "20,000 (balanced)": 20000, "10,000": 10000, "5,000": 5000, "1,000": 1000}
 TEST_SUBSETS = {"all 10,000": 0, "2,000": 2000, "500": 500}
 
@@ -70,6 +69,13 @@ with st.container(key="train_form", border=True):
     )
     patience = d3.number_input("Early-stopping patience (0 = off)", 0, 20, 3, key="tr_patience")
     seed = d3.number_input("Seed", 0, 10**6, 42, key="tr_seed")
+    smoothing = d3.select_slider(
+        "Label smoothing",
+        [0.0, 0.05, 0.1, 0.2],
+        value=0.0,
+        key="tr_smoothing",
+        help=train.FIELD_HELP["label_smoothing"],
+    )
 
     cfg, problem = None, None
     try:
@@ -89,6 +95,7 @@ with st.container(key="train_form", border=True):
             fine_tune_layers=int(ft_layers),
             fine_tune_epochs=int(ft_epochs),
             fine_tune_learning_rate=float(ft_lr),
+            label_smoothing=float(smoothing),
             early_stopping_patience=int(patience),
             seed=int(seed),
         )
@@ -174,11 +181,10 @@ def show_run(folder) -> None:
             summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
             if summary:
                 st.markdown(widgets.summary_line(summary))
-    if state in ("running", "queued") and st.session_state.get("tr_live_state") != state:
-        st.session_state.tr_live_state = state
-    elif state in TERMINAL and st.session_state.get("tr_live_state") in ("running", "queued"):
-        st.session_state.tr_live_state = state
-        st.rerun()  # the run just ended: redraw the whole page (diagnosis, run list)
+    seen = st.session_state.get("tr_live_state")
+    st.session_state.tr_live_state = (folder.name, state)
+    if seen and seen[0] == folder.name and seen[1] != state:
+        st.rerun()  # the run started or ended: redraw the whole page (diagnosis, run list)
 
 
 if jobs.effective_state(folder) in ("running", "queued"):

@@ -42,6 +42,8 @@ def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset):
     first = curve_points(page)
     page.wait_for_function(f"() => ({CURVE_POINTS})() > {first}", timeout=60_000)  # it grows, live
     screenshot(page, "training-live")
+    run_list = page.locator("[data-testid=stDataFrame] [role=grid]").last
+    expect(run_list).to_contain_text("running", timeout=30_000)  # the whole page followed the start
 
     page.reload()  # the run goes on in its own process; the page finds it again
     expect(page.get_by_text("status: running")).to_be_visible(timeout=60_000)
@@ -52,6 +54,7 @@ def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset):
     expect(page.get_by_text("status: stopped")).to_be_visible(timeout=90_000)
     expect(page.get_by_text("Diagnosis")).to_be_visible()
     screenshot(page, "training-stopped")
+    expect(run_list).to_contain_text("stopped")
     folder = runs.resolve_run(page.locator(".st-key-live strong").first.inner_text())
     assert runs.read_status(folder)["state"] == "stopped" and (folder / "model.keras").is_file()
 
