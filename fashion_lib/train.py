@@ -826,9 +826,11 @@ def memory_estimate_gb(cfg: TrainConfig) -> float | None:
 
 def memory_warning(cfg: TrainConfig) -> str | None:
     estimate = memory_estimate_gb(cfg)
+    if estimate is None:
+        return None
     available = machine_memory_gb()
     limit = MEMORY_SHARE * available
-    if estimate is None or estimate < limit:
+    if estimate < limit:
         return None
     fixed, per_image = _memory_model()
     safe = int((limit - fixed) / (per_image * (cfg.input_size / 224) ** 2))
