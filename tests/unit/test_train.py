@@ -63,6 +63,25 @@ def test_subsets_and_splits_follow_the_config(dataset):
     assert len(np.intersect1d(splits.train_index, splits.val_index)) == 0
 
 
+def test_training_pipeline_shows_every_image_once_per_epoch_in_a_new_order_without_the_autotuner():
+    n = 300
+    labels = np.arange(n)  # each label names its image
+    images = (labels % 256).astype(np.uint8).reshape(n, 1, 1, 1).repeat(28, 1).repeat(28, 2)
+    pipeline = train.make_dataset(images, labels, batch_size=64, shuffle_seed=7)
+    epochs = []
+    for _ in range(2):
+        batches = [(x.numpy(), y.numpy()) for x, y in pipeline]
+        assert all(x.dtype == np.float32 and np.array_equal(x[:, 5, 5, 0], y % 256) for x, y in batches)
+        epochs.append(np.concatenate([y for _, y in batches]))
+    assert [sorted(order) for order in epochs] == [list(range(n))] * 2
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+    again = np.concatenate([y.numpy() for _, y in train.make_dataset(images, labels, 64, shuffle_seed=7)])
+    assert np.array_equal(again, epochs[0])  # the same seed gives the same order
+    # The autotuner made the first step of many epochs wait 15–20 s on the 2-core machine (see
+    # train.without_autotune; measured in bench.baseline_full's epoch times).
+    assert pipeline.options().autotune.enabled is False
+
+
 # ----------------------------------------------------------------------------------- one-epoch runs
 
 
