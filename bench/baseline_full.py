@@ -3,6 +3,7 @@
 Target: ≥ 93.0 % test accuracy in ≤ 5 min on 2 CPU cores. The recipe is the one the shipped model was
 trained with (see cached_models/baseline/README.md); run: python -m bench.baseline_full
 [--batch-size 64 --learning-rate 0.0015]: smaller batches gave 0.2 points more and took a quarter longer.
+[--compute-dtype bfloat16]: mixed precision, about 11 % faster per step here (AVX512-BF16/AMX CPU).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import train_and_report
-from fashion_lib import train
+from fashion_lib import models, train
 
 RECIPE = {
     "model": "baseline",
@@ -21,6 +22,7 @@ RECIPE = {
     "label_smoothing": 0.1,
     "val_fraction": 0.05,
     "seed": 42,
+    "compute_dtype": "float32",
 }
 
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=RECIPE["seed"])
     parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
     parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
+    parser.add_argument("--compute-dtype", choices=models.COMPUTE_DTYPES, default=RECIPE["compute_dtype"])
     args = parser.parse_args()
     cfg = train.TrainConfig(
         **{
@@ -38,6 +41,7 @@ def main() -> None:
             "seed": args.seed,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
+            "compute_dtype": args.compute_dtype,
         }
     )
     summary = train_and_report(cfg, "baseline CNN, full training set")

@@ -89,6 +89,8 @@ def test_changing_the_form_updates_the_estimate(home, dataset):
         return next(md.value for md in at.markdown if "Estimated time" in md.value)
 
     before = estimate()
+    at.checkbox(key="tr_bf16").check().run()  # the baseline trains faster in bfloat16
+    assert estimate() != before and "training" in estimate()
     at.selectbox(key="tr_model").set_value("mobilenet_v2").run()
     assert estimate() != before and "feature extraction" in estimate()
 

@@ -168,3 +168,19 @@ def test_shipped_baseline_is_self_contained_and_its_card_is_honest(dataset):
     assert np.allclose(np.asarray(model(x)), probs[:64], atol=1e-4)
     assert card["command"].startswith("python -m fashion_lib train --model baseline")
     assert card["data_fingerprint"] == "bc3b3a15d36c7b48"
+
+
+def test_bfloat16_model_computes_in_bfloat16_and_its_float32_copy_keeps_every_weight():
+    mixed = models.build_model("baseline", compute_dtype="bfloat16", seed=3)
+    assert keras.config.dtype_policy().name == "float32"  # only the layers built inside changed
+    assert mixed.get_layer("conv2").compute_dtype == "bfloat16"
+    assert mixed.get_layer("head_dense").compute_dtype == "float32"  # probabilities stay float32
+    exact = models.as_float32(mixed)
+    assert {layer.dtype_policy.name for layer in exact.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(mixed.get_weights(), exact.get_weights(), strict=True))
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1)).astype("float32")
+    # the same function up to bfloat16's 8-bit mantissa
+    assert np.allclose(np.asarray(mixed(pixels)), np.asarray(exact(pixels)), atol=0.05)
+    assert models.as_float32(exact) is exact
+    with pytest.raises(ValueError, match="compute dtype"):
+        models.build_model("baseline", compute_dtype="float16")

@@ -38,6 +38,7 @@ def test_config_round_trips_through_json():
         ("epochs", 0, "epochs"),
         ("optimizer", "lion", "optimizer"),
         ("label_smoothing", 1.0, "label smoothing"),
+        ("compute_dtype", "float16", "compute dtype"),
     ],
 )
 def test_invalid_config_says_what_is_wrong(field, value, message):
@@ -128,6 +129,20 @@ def test_label_smoothing_trains_on_one_hot_targets_and_keeps_the_accuracy_metric
     floor = -(0.91 * np.log(0.91) + 9 * 0.01 * np.log(0.01))
     assert all(row["loss"] > floor and 0 <= row["val_accuracy"] <= 1 for row in metrics)
     assert runs.read_json(folder / runs.CONFIG_FILE)["label_smoothing"] == 0.1
+
+
+@pytest.mark.parametrize("model", ["baseline", "mobilenet_v2"], ids=["on-images", "on-cached-features"])
+def test_bfloat16_training_saves_a_float32_model_that_reproduces_the_run_predictions(model, dataset):
+    folder = train.train(tiny(model=model, compute_dtype="bfloat16", subset=300))
+    assert runs.read_status(folder)["state"] == "completed" and folder.name.endswith("bf16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    saved = models.load_model(folder / "model.keras")
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    predictions = np.load(folder / runs.PREDICTIONS_FILE)
+    x_test = dataset.x_test[predictions["test_index"]][..., None].astype("float32")
+    assert np.allclose(np.asarray(saved(x_test)), predictions["probabilities"], atol=1e-5)
+    summary = runs.read_json(folder / runs.SUMMARY_FILE)
+    assert summary["compute_dtype"] == "bfloat16" and 0 <= summary["test_accuracy"] <= 1
 
 
 def test_feature_cached_head_gives_the_same_predictions_as_the_full_model(dataset):
