@@ -307,6 +307,14 @@ def check_input_size(size: int) -> None:
         )
 
 
+def fold_temperature(model, temperature: float) -> None:
+    """Divide the model's logits by ``temperature``, in place: the softmax output layer's kernel and bias
+    scaled by 1/T give softmax(z / T) with no extra layer, so the saved model stays self-contained."""
+    layer = model.get_layer("head_dense")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel / temperature, bias / temperature])
+
+
 # ------------------------------------------------------------------------------------ stages and parts
 
 

@@ -40,6 +40,8 @@ FIELD_HELP = {
     "fine_tune": "stage 2: unfreeze the top layers of the backbone and continue at a lower learning rate",
     "fine_tune_layers": "how many top backbone layers to unfreeze (BatchNormalization stays frozen)",
     "label_smoothing": "share of each target spread evenly over all classes (0 = plain cross-entropy)",
+    "temperature_scaling": "after training, fit one temperature on the validation split and fold it into "
+    "the output layer, so confidences match accuracy (predicted classes unchanged)",
     "compute_dtype": "float32, or bfloat16: mixed precision with float32 weights, faster on CPUs with "
     "AVX512-BF16/AMX (the saved model computes in float32)",
     "early_stopping_patience": "epochs without validation-loss improvement before stopping (0 = off)",
@@ -83,6 +85,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-4
     label_smoothing: float = 0.0  # 0.1 moves 10 % of each target's weight evenly onto all classes
     compute_dtype: str = "float32"  # "bfloat16": mixed precision while training
+    temperature_scaling: bool = True  # calibrate the output on the validation split after training
     early_stopping_patience: int = 3  # epochs without val-loss improvement; 0 = off
     feature_cache: bool = True
     input_scaling: str = "raw"  # "divide_by_255" reproduces the original prototype's bug (pitfall lab)
@@ -747,11 +750,19 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
         )
         timings["stage2_seconds"] = time.perf_counter() - started
 
-    runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "evaluating on the test set", "time": time.time()})
     model = models.as_float32(model)  # what is saved, evaluated and explained computes in float32
+    batch = inference_batch(cfg.model_input_size)
+    calibration = {}
+    if cfg.temperature_scaling:
+        runs.write_json(
+            folder / runs.PROGRESS_FILE, {"phase": "calibrating on the validation split", "time": time.time()}
+        )
+        started = time.perf_counter()
+        calibration = calibrate(model, cfg, splits, batch)
+        timings["calibration_seconds"] = time.perf_counter() - started
+    runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "evaluating on the test set", "time": time.time()})
     model_path = _save_model_atomically(model, folder)
     started = time.perf_counter()
-    batch = inference_batch(cfg.model_input_size)
     probs = predict(model, splits.x_test, batch_size=batch, scale=cfg.pixel_scale)
     timings["test_prediction_seconds"] = time.perf_counter() - started
     np.savez_compressed(
@@ -773,6 +784,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
         "feature_cache": cfg.uses_feature_cache(),
         "input_scaling": cfg.input_scaling,
         "compute_dtype": cfg.compute_dtype,
+        **calibration,
         **{k: round(v, 3) for k, v in timings.items()},
         "wall_seconds": round(time.perf_counter() - wall_started, 3),
         **evaluate.classification_summary(splits.y_test, probs),
@@ -786,6 +798,28 @@ def _train_stages(cfg: TrainConfig, folder: Path, extra_callbacks=()) -> str:
     runs.write_json(folder / runs.SUMMARY_FILE, summary)
     runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "done", "time": time.time()})
     return "stopped" if stopped else "completed"
+
+
+CALIBRATION_IMAGES = 2000  # validation images the temperature is fitted on (one number needs few)
+
+
+def calibrate(model, cfg: TrainConfig, splits: Splits, batch: int) -> dict[str, float]:
+    """Temperature scaling: fit T on (up to CALIBRATION_IMAGES of) the validation split and fold it into the
+    model's output layer. Returns T and the validation ECE before and after."""
+    n = len(splits.x_val)
+    pick = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: min(n, CALIBRATION_IMAGES)])
+    labels = splits.y_val[pick]
+    probs = predict(model, splits.x_val[pick], batch_size=batch, scale=cfg.pixel_scale)
+    temperature = evaluate.fit_temperature(probs, labels)
+    models.fold_temperature(model, temperature)
+    return {
+        "temperature": round(temperature, 4),
+        "calibration_images": len(pick),
+        "validation_ece_before": round(evaluate.calibration_error(probs, labels), 4),
+        "validation_ece_after": round(
+            evaluate.calibration_error(evaluate.temperature_scaled(probs, temperature), labels), 4
+        ),
+    }
 
 
 # --------------------------------------------------------------------------------------- time estimate
@@ -826,6 +860,8 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> dic
         out["stage 2 (fine-tuning)"] = (
             cfg.fine_tune_epochs * (n_train * FINE_TUNE_SLOWDOWN + n_pool - n_train) / speed
         )
+    if cfg.temperature_scaling:
+        out["calibration"] = min(n_pool - n_train, CALIBRATION_IMAGES) / speed
     out["test predictions"] = n_test / speed
     return out
 

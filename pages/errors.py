@@ -169,7 +169,10 @@ with st.expander("Calibration", expanded=False):
     bins = evaluate.reliability_bins(p.confidence, correct, 10)
     ece = evaluate.expected_calibration_error(p.confidence, correct, 10)
     st.plotly_chart(figures.reliability_diagram(bins, ece), key="reliability")
-    st.caption(f"Mean confidence {p.confidence.mean():.1%} against accuracy {correct.mean():.1%}.")
+    st.caption(
+        f"Mean confidence {p.confidence.mean():.1%} against accuracy {correct.mean():.1%}. "
+        + evaluate.temperature_sentence(summary)
+    )
 
 # ------------------------------------------------------------------------------------ collapse detector
 with st.expander("Predicted-class distribution (collapse detector)", expanded=collapse.collapsed):

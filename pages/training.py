@@ -70,6 +70,12 @@ with st.container(key="train_form", border=True):
     bfloat16 = d2.checkbox(
         "bfloat16 compute (mixed precision)", key="tr_bf16", help=train.FIELD_HELP["compute_dtype"]
     )
+    calibrate = d2.checkbox(
+        "Calibrate confidences (temperature scaling)",
+        value=True,
+        key="tr_calibrate",
+        help=train.FIELD_HELP["temperature_scaling"],
+    )
     patience = d3.number_input("Early-stopping patience (0 = off)", 0, 20, 3, key="tr_patience")
     seed = d3.number_input("Seed", 0, 10**6, 42, key="tr_seed")
     smoothing = d3.select_slider(
@@ -100,6 +106,7 @@ with st.container(key="train_form", border=True):
             fine_tune_learning_rate=float(ft_lr),
             label_smoothing=float(smoothing),
             compute_dtype="bfloat16" if bfloat16 else "float32",
+            temperature_scaling=bool(calibrate),
             early_stopping_patience=int(patience),
             seed=int(seed),
         )

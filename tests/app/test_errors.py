@@ -24,6 +24,8 @@ def test_error_page_on_the_shipped_model(only_shipped, dataset):
     share = (cm[6, 2] + cm[2, 6]) / (cm.sum() - np.trace(cm))
     assert metrics["Share of all errors"] == f"{share:.1%}"
     assert any("Click a cell" in i.value for i in at.info)
+    summary = runs.read_json(config.CACHED_MODELS_DIR / "baseline" / runs.SUMMARY_FILE)
+    assert any(evaluate.temperature_sentence(summary) in c.value for c in at.caption)
 
 
 def test_selected_cell_shows_exactly_its_images(only_shipped, dataset):

@@ -90,6 +90,41 @@ def test_calibration_of_known_cases():
     assert bins["count"].tolist() == [1, 2] and bins["accuracy"].tolist() == [0.0, 0.5]
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.0])
+def test_temperature_scaling_recovers_a_known_temperature_and_keeps_the_predicted_classes(true_temperature):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, (20000, 10))
+    calibrated = softmax(logits)
+    labels = np.array([rng.choice(10, p=row) for row in calibrated])  # labels drawn from the model itself
+    distorted = softmax(logits * true_temperature)  # 2: over-confident, 0.5: under-confident
+    fitted = evaluate.fit_temperature(distorted, labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.05)
+    repaired = evaluate.temperature_scaled(distorted, fitted)
+    assert np.allclose(repaired, calibrated, atol=0.02)
+    assert np.array_equal(repaired.argmax(axis=1), distorted.argmax(axis=1))
+    assert evaluate.calibration_error(repaired, labels) < evaluate.calibration_error(distorted, labels) / 3
+    assert evaluate.calibration_error(repaired, labels) < 0.02
+
+
+def test_temperature_sentence_reports_the_fit_or_its_absence():
+    fitted = {
+        "temperature": 0.8123,
+        "calibration_images": 2000,
+        "validation_ece_before": 0.071,
+        "validation_ece_after": 0.0123,
+    }
+    assert evaluate.temperature_sentence(fitted).startswith(
+        "Temperature scaling: T = 0.81, fitted on 2,000 validation images (their calibration error 7.1% "
+        "before, 1.2% after)"
+    )
+    assert "not temperature-scaled" in evaluate.temperature_sentence({"test_accuracy": 0.9})
+
+
 def test_label_issues_find_labels_flipped_on_purpose():
     rng = np.random.default_rng(0)
     truth = np.repeat(np.arange(10), 50)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from fashion_lib import config, models
+from fashion_lib import config, evaluate, models
 
 SIZE = 32  # the smallest input the backbones take: fast on CPU
 
@@ -184,3 +184,13 @@ def test_bfloat16_model_computes_in_bfloat16_and_its_float32_copy_keeps_every_we
     assert models.as_float32(exact) is exact
     with pytest.raises(ValueError, match="compute dtype"):
         models.build_model("baseline", compute_dtype="float16")
+
+
+def test_folding_a_temperature_divides_the_logits():
+    model = models.build_baseline(seed=2)
+    pixels = np.random.default_rng(1).integers(0, 256, (16, 28, 28, 1)).astype("float32")
+    before = np.asarray(model(pixels))
+    models.fold_temperature(model, 2.5)
+    after = np.asarray(model(pixels))
+    assert np.allclose(after, evaluate.temperature_scaled(before, 2.5), atol=1e-5)
+    assert np.array_equal(after.argmax(axis=1), before.argmax(axis=1))

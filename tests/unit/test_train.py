@@ -145,6 +145,16 @@ def test_bfloat16_training_saves_a_float32_model_that_reproduces_the_run_predict
     assert summary["compute_dtype"] == "bfloat16" and 0 <= summary["test_accuracy"] <= 1
 
 
+def test_temperature_is_fitted_on_the_validation_split_unless_turned_off(dataset):
+    calibrated = runs.read_json(train.train(tiny(subset=400)) / runs.SUMMARY_FILE)
+    assert 0.05 <= calibrated["temperature"] <= 20 and calibrated["calibration_images"] == 40
+    assert {"validation_ece_before", "validation_ece_after", "calibration_seconds"} <= set(calibrated)
+    plain = runs.read_json(train.train(tiny(subset=400, temperature_scaling=False)) / runs.SUMMARY_FILE)
+    assert "temperature" not in plain and "calibration_seconds" not in plain
+    # the predicted classes, hence the accuracy, do not depend on the temperature
+    assert plain["test_accuracy"] == pytest.approx(calibrated["test_accuracy"], abs=0.021)
+
+
 def test_feature_cached_head_gives_the_same_predictions_as_the_full_model(dataset):
     cfg = tiny(model="mobilenet_v2", seed=5)
     folder = train.train(cfg)
