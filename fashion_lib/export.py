@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, models, runs
+from fashion_lib import config, evaluate, models, runs
 
 SHIPPED_FILES = (
     runs.CONFIG_FILE,
@@ -42,6 +42,7 @@ def model_card(folder: Path) -> dict[str, Any]:
         "parameters": summary["parameters"],
         "model_size_bytes": summary["model_size_bytes"],
         "library_versions": summary["library_versions"],
+        "calibration": evaluate.temperature_sentence(summary),
     }
 
 
@@ -56,6 +57,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Parameters: {card['parameters']['stage1']['total']:,}; "
         f"file size {card['model_size_bytes']:,} bytes",
         f"- Data fingerprint {card['data_fingerprint']}, split checksum {card['split_checksum']}",
+        *([f"- {card['calibration']}"] if card.get("calibration") else []),
         f"- Libraries: {', '.join(f'{k} {v}' for k, v in card['library_versions'].items())}",
         "",
         "Reproduce with:",
