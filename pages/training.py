@@ -67,11 +67,9 @@ with st.container(key="train_form", border=True):
         disabled=not fine_tune,
         format_func=lambda v: f"{v:g}",
     )
-    bfloat16 = d2.checkbox(
-        "bfloat16 compute (mixed precision)", key="tr_bf16", help=train.FIELD_HELP["compute_dtype"]
-    )
+    bfloat16 = d2.checkbox("bfloat16 compute", key="tr_bf16", help=train.FIELD_HELP["compute_dtype"])
     calibrate = d2.checkbox(
-        "Calibrate confidences (temperature scaling)",
+        "Calibrate confidences",
         value=True,
         key="tr_calibrate",
         help=train.FIELD_HELP["temperature_scaling"],
