@@ -15,7 +15,7 @@ from fashion_lib import models, train
 
 RECIPE = {
     "model": "baseline",
-    "epochs": 10,
+    "epochs": 9,
     "batch_size": 128,
     "learning_rate": 0.002,
     "lr_schedule": "cosine",
