@@ -24,6 +24,10 @@ MAX_PIXELS = 40_000_000  # about 8000 × 5000: larger claims are decompression b
 MIN_SIDE = 8
 ALLOWED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
 SEGMENT_SIDE = 200  # GrabCut runs on a copy this size: fast on a CPU, accurate enough for a 28 px result
+# Photos are decoded and worked on at most this size (longest side). The result is 28×28: more pixels add
+# time and memory, not accuracy. JPEGs are decoded straight at a reduced scale (libjpeg's DCT scaling), so a
+# 12-megapixel photo, or a tiny file whose header claims 6324 × 6324 pixels, never exists at full size.
+WORK_SIDE = 1024
 SIZE = config.IMAGE_SIZE
 
 
@@ -33,11 +37,15 @@ class PhotoError(Exception):
 
 @dataclass(frozen=True)
 class Photo:
-    """A decoded upload: RGB uint8 (H, W, 3), and the alpha channel (H, W) in [0, 1] when it has one."""
+    """A decoded upload: RGB uint8 (H, W, 3), and the alpha channel (H, W) in [0, 1] when it has one.
+
+    ``original_size`` is the (width, height) the file holds; ``rgb`` is at most WORK_SIDE on its longest
+    side."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     format: str = ""
+    original_size: tuple[int, int] | None = None
 
 
 def load_photo(data: bytes) -> Photo:
@@ -83,8 +91,11 @@ def load_photo(data: bytes) -> Photo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if kind in ("JPEG", "MPO"):
+                image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # decode at 1/2, 1/4 or 1/8 scale
             image.load()
             image = ImageOps.exif_transpose(image)
+            image = _work_size(image)
     except (
         OSError,
         ValueError,
@@ -93,19 +104,34 @@ def load_photo(data: bytes) -> Photo:
         Image.DecompressionBombError,
     ) as exc:
         raise PhotoError(f"the image is truncated or damaged ({exc})") from exc
-    return _to_rgb(image, ALLOWED_FORMATS[kind])
+    photo = _to_rgb(image, ALLOWED_FORMATS[kind])
+    return Photo(photo.rgb, photo.alpha, photo.format, (width, height))
+
+
+def _work_size(image):
+    """The image at most WORK_SIDE on its longest side (area-averaged), in a mode resizing supports."""
+    from PIL import Image
+
+    if max(image.size) <= WORK_SIDE:
+        return image
+    if image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        transparent = image.mode in ("PA", "LA") or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else ("I" if image.mode.startswith("I;16") else "RGB"))
+    scale = WORK_SIDE / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
 
 
 def _to_rgb(image, kind: str) -> Photo:
     alpha = None
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit integer) grayscale
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32)
         top = 65535.0 if values.max() > 255 else 255.0
         gray = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
         return Photo(np.repeat(gray[..., None], 3, axis=2), None, kind)
     if mode == "F":
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32)
         span = (values.max() - values.min()) or 1.0
         gray = ((values - values.min()) / span * 255).astype(np.uint8)
         return Photo(np.repeat(gray[..., None], 3, axis=2), None, kind)
@@ -149,7 +175,15 @@ def corner_colour(rgb: np.ndarray) -> np.ndarray:
             rgb[:, -b:].reshape(-1, 3),
         ]
     )
-    return np.median(border, axis=0)
+    return np.median(border, axis=0).astype(np.float32)
+
+
+def _dither(small: np.ndarray) -> np.ndarray:
+    """The image with ±2 levels of fixed noise. GrabCut's colour models degenerate on images of a handful
+    of exact colours (flat graphics, a damaged JPEG decoded to a few grey blocks): measured here, 2.3–9.9 s
+    on a 200 × 200 copy instead of 0.06 s. The noise is invisible at 28 × 28 and breaks the tie."""
+    noise = np.random.default_rng(0).integers(-2, 3, small.shape, dtype=np.int16)
+    return np.clip(small.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
 def foreground_mask(photo: Photo, segment: bool = True) -> tuple[np.ndarray, str]:
@@ -179,7 +213,9 @@ def foreground_mask(photo: Photo, segment: bool = True) -> tuple[np.ndarray, str
         labels[sh // 4 : 3 * sh // 4, sw // 4 : 3 * sw // 4] = cv2.GC_PR_FGD
     try:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), labels, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(
+            cv2.cvtColor(_dither(small), cv2.COLOR_RGB2BGR), labels, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
+        )
     except cv2.error:
         return colour_mask, "corner colour"
     small_mask = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)

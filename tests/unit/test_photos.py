@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 
 import cv2
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_lib import photos
+from fashion_lib import config, photos
 
 
 def encode(array: np.ndarray, fmt: str, **kwargs) -> bytes:
@@ -107,10 +109,59 @@ def test_cmyk_jpeg_works():
     assert photo.rgb.shape == (300, 500, 3) and conv.image.max() > 200
 
 
-def test_a_huge_but_legitimate_photo_works():
+def test_a_huge_but_legitimate_photo_works_at_a_bounded_size():
     big = cv2.resize(silhouette(), (6000, 3600), interpolation=cv2.INTER_NEAREST)
-    _, conv = photos.convert_upload(encode(big, "JPEG", quality=70))
-    assert conv.image.shape == (28, 28) and conv.photo_shape == (3600, 6000)
+    photo, conv = photos.convert_upload(encode(big, "JPEG", quality=70))
+    assert photo.original_size == (6000, 3600)
+    assert conv.image.shape == (28, 28) and conv.photo_shape == (614, 1024)  # worked on at 1024 px
+    # the garment (x 300–380, y 60–260 of 500 × 300) is found at the same place, scaled
+    x0, y0, x1, y1 = conv.crop_box
+    scale = 1024 / 500
+    assert abs(x0 - 300 * scale) <= 8 and abs(x1 - 380 * scale) <= 8
+    assert abs(y0 - 60 * scale) <= 8 and abs(y1 - 260 * scale) <= 8
+
+
+def jpeg_claiming(side: int) -> bytes:
+    """A few-hundred-byte JPEG whose frame header claims side × side pixels (the rest decodes as grey)."""
+    data = bytearray(encode(np.full((16, 16, 3), 200, np.uint8), "JPEG", quality=50))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = side.to_bytes(2, "big") * 2
+    return bytes(data)
+
+
+MEMORY_PROBE = """
+import resource, sys, time
+from fashion_lib import config, photos
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+try:
+    photos.convert_upload(data)
+except photos.PhotoError:
+    pass
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, time.perf_counter() - started)
+"""
+
+
+@pytest.mark.parametrize("kind", ["header claims 6324 x 6324", "genuine 6000 x 4000 photo"])
+def test_a_large_upload_costs_at_most_500_mb_more_memory(kind, tmp_path):
+    if kind.startswith("header"):
+        payload = jpeg_claiming(6324)
+    else:
+        photo = cv2.resize(silhouette(h=400, w=600, box=(200, 50, 400, 350)), (6000, 4000))
+        payload = encode(photo, "JPEG", quality=85)
+    path = tmp_path / "upload.jpg"
+    path.write_bytes(payload)
+    # A fresh process, so the peak is this upload's alone (ru_maxrss never goes down).
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=config.REPO_ROOT,
+        check=True,
+    )
+    extra_mb, seconds = map(float, out.stdout.split())
+    assert extra_mb <= 500, f"{kind}: {extra_mb:.0f} MB more at the peak ({seconds:.2f} s)"
 
 
 @pytest.mark.parametrize(
@@ -168,8 +219,9 @@ BAD = {
 # ------------------------------------------------------------------------------------------ fuzz corpus
 
 
-def malformed_corpus(n: int = 240) -> list[bytes]:
-    """Mutations of valid JPEG, PNG, WebP and BMP files: truncations, flipped bytes, garbage, splices."""
+def malformed_corpus(n: int = 300) -> list[bytes]:
+    """Mutations of valid JPEG, PNG, WebP and BMP files: truncations, flipped bytes, garbage, splices, and
+    headers that claim other sizes (up to 65,535 pixels a side)."""
     rng = np.random.default_rng(2026)
     seeds = [
         encode(silhouette(h=60, w=90, box=(30, 10, 60, 50)), fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP")
@@ -177,8 +229,10 @@ def malformed_corpus(n: int = 240) -> list[bytes]:
     corpus = []
     for i in range(n):
         base = bytearray(seeds[i % len(seeds)])
-        kind = i % 4
-        if kind == 0:
+        kind = i % 5
+        if kind == 4:
+            base = bytearray(_claiming_other_size(bytes(base), rng))
+        elif kind == 0:
             base = base[: int(rng.integers(0, len(base)))]
         elif kind == 1:
             for _ in range(int(rng.integers(1, 20))):
@@ -205,4 +259,22 @@ def test_every_malformed_file_converts_or_raises_the_modules_own_error():
         else:
             assert conv.image.shape == (28, 28) and conv.image.dtype == np.uint8
             outcomes["converted"] += 1
-    assert outcomes["refused"] > 0 and sum(outcomes.values()) == 240
+    assert outcomes["refused"] > 0 and sum(outcomes.values()) == 300
+
+
+def _claiming_other_size(data: bytes, rng: np.random.Generator) -> bytes:
+    """The file with its width and height overwritten: JPEG frame, PNG IHDR, BMP header, WebP VP8 frame."""
+    data = bytearray(data)
+    side = int(rng.choice([0, 1, 7, 4000, 6324, 20_000, 65_535]))
+    if data[:2] == b"\xff\xd8":
+        at = data.index(b"\xff\xc0") + 5
+        data[at : at + 4] = side.to_bytes(2, "big") + int(rng.integers(1, 65_535)).to_bytes(2, "big")
+    elif data[:4] == b"\x89PNG":
+        data[16:24] = side.to_bytes(4, "big") + int(rng.integers(1, 65_535)).to_bytes(4, "big")
+    elif data[:2] == b"BM":
+        data[18:26] = side.to_bytes(4, "little") + int(rng.integers(1, 65_535)).to_bytes(4, "little")
+    else:  # WebP: the VP8 frame's 14-bit width and height
+        at = data.find(b"VP8 ") + 14
+        if at > 14:
+            data[at : at + 4] = (side & 0x3FFF).to_bytes(2, "little") * 2
+    return bytes(data)
