@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fashion_lib import data, stats
+from fashion_lib import data, stats, wording
 
 GRID_SCALE = 3  # 28 px images are shown at 84 px, upscaled without smoothing
 
@@ -98,16 +98,7 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 10, key: 
                 col.image(upscale(image), caption=caption)
 
 
-def duration(seconds: float | None) -> str:
-    """'45 s', '3 min 20 s', '1 h 05 min'."""
-    if seconds is None:
-        return "unknown"
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+duration = wording.duration
 
 
 def weights_status(model: str, weights: str) -> str:
@@ -128,26 +119,6 @@ def weights_status(model: str, weights: str) -> str:
     )
 
 
-def summary_line(summary: dict) -> str:
-    """Test accuracy, macro-F1, parameters and times of a finished run, in one line (what is recorded)."""
-    parts = []
-    if "test_accuracy" in summary:
-        n = summary.get("test_images")
-        parts.append(
-            f"Test accuracy **{summary['test_accuracy']:.2%}**" + (f" on {n:,} test images" if n else "")
-        )
-    if "macro_f1" in summary:
-        parts.append(f"macro-F1 {summary['macro_f1']:.3f}")
-    params = summary.get("parameters", {}).get("stage1")
-    if params:
-        parts.append(f"{params['total']:,} parameters ({params['trainable']:,} trainable in stage 1)")
-    if "wall_seconds" in summary:
-        parts.append(f"wall time {duration(summary['wall_seconds'])}")
-    if "weights" in summary:
-        parts.append(f"weights: {summary['weights']}")
-    return " · ".join(parts)
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_predictions(folder: str, mtime: float):
     """A run's saved predictions, cached per file version (``mtime`` keys the cache)."""
@@ -164,6 +135,7 @@ def run_label_issues(folder: str, mtime: float):
 
 
 def predictions_of(folder: Path):
+    """A run's saved predictions; raises ValueError (with what is wrong) for a damaged file."""
     return run_predictions(str(folder), (folder / "predictions.npz").stat().st_mtime)
 
 
@@ -171,21 +143,42 @@ def label_issues_of(folder: Path):
     return run_label_issues(str(folder), (folder / "predictions.npz").stat().st_mtime)
 
 
-def run_picker(label: str, key: str, exclude: str | None = None):
-    """Choose a finished run or a shipped model (newest run first); None when there is none."""
+LAST_CHOICE = "chosen_model"  # the run id the user last picked on any page, in this browser tab
+
+
+def _remember_choice(key: str) -> None:
+    if st.session_state.get(key):
+        st.session_state[LAST_CHOICE] = st.session_state[key]
+
+
+def run_picker(label: str, key: str, exclude: str | None = None, need_model: bool = False, none: str = ""):
+    """Choose a finished run or a shipped model by a readable name; None when there is none (or the user
+    chose ``none``, when that option is offered).
+
+    Opens on the user's last explicit choice in this tab (any page), else on the best completed model
+    (``runs.default_choice``: shipped models included, never a collapsed or damaged one)."""
     from fashion_lib import runs
 
-    candidates = [r for r in runs.comparable_runs() if r.run_id != exclude]
+    candidates = [
+        r for r in runs.comparable_runs() if r.run_id != exclude and (r.has_model or not need_model)
+    ]
     if not candidates:
         return None
-    labels = {r.run_id: r for r in candidates}
-    default = next((r.run_id for r in candidates if r.state == "completed" and not r.shipped), None)
-    default = default or candidates[0].run_id
-    ids = list(labels)
+    by_id = {r.run_id: r for r in candidates}
+    options = ([""] if none else []) + list(by_id)
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = (
+            "" if none else runs.default_choice(candidates, st.session_state.get(LAST_CHOICE)).run_id
+        )
     chosen = st.selectbox(
-        label, ids, index=ids.index(default), key=key, format_func=lambda rid: labels[rid].label
+        label,
+        options,
+        key=key,
+        format_func=lambda rid: by_id[rid].label if rid else none,
+        on_change=_remember_choice,
+        args=(key,),
     )
-    return labels[chosen]
+    return by_id.get(chosen)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)
@@ -196,9 +189,14 @@ def _loaded_model(path: str, mtime: float):
 
 
 def loaded_model(folder: Path):
-    """A run's model, loaded once per process (and again only when the file changes)."""
+    """A run's model, loaded once per process (and again only when the file changes).
+
+    Raises ValueError saying what is wrong when the file is missing or cannot be loaded."""
     path = folder / "model.keras"
-    return _loaded_model(str(path), path.stat().st_mtime)
+    try:
+        return _loaded_model(str(path), path.stat().st_mtime)
+    except Exception as exc:  # a damaged file can fail inside Keras, h5py or zipfile in many ways
+        raise ValueError(f"the model of {folder.name} cannot be loaded ({exc})") from None
 
 
 def thumbnail(image: np.ndarray, size: int = 130) -> np.ndarray:

@@ -16,6 +16,7 @@ import sys
 
 from bench.common import train_and_report
 from fashion_lib import config, models, train
+from fashion_lib.training.feature_cache import feature_cache_key
 
 MEMORY_BATCHES = (32, 128)  # peak memory does not grow with the number of images, only with the batch
 
@@ -62,7 +63,7 @@ def main() -> None:
             epochs=args.epochs,
             early_stopping_patience=0,
         )
-        key = train.feature_cache_key(base, models.resolve_weights(model, weights))
+        key = feature_cache_key(base, models.resolve_weights(model, weights))
         shutil.rmtree(config.cache_dir() / "features" / key, ignore_errors=True)
         cold = train_and_report(base, f"{model}: feature cache, cold (extract + head)")
         warm = train_and_report(base, f"{model}: feature cache, warm (head only)")

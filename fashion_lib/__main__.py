@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from fashion_lib import config, data, runs
@@ -48,20 +49,27 @@ def _augment_arg(value: str):
     return augment.load_preset(value)
 
 
+def _optional_float(value: str) -> float | None:
+    return None if value.strip().lower() in ("", "none", "default") else float(value)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (``--input-size`` for ``input_size``), defaults from the dataclass."""
-    from fashion_lib import models, train
+    from fashion_lib import models
+    from fashion_lib.training import config as training_config
 
     choices = {
         "model": models.MODEL_NAMES,
-        "optimizer": train.OPTIMIZERS,
+        "optimizer": training_config.OPTIMIZERS,
         "interpolation": models.INTERPOLATIONS,
-        "lr_schedule": ("plateau", "cosine", "constant"),
-        "input_scaling": train.INPUT_SCALINGS,
+        "lr_schedule": training_config.LR_SCHEDULES,
+        "input_scaling": training_config.INPUT_SCALINGS,
     }
-    for f in dataclasses.fields(train.TrainConfig):
+    types = {"dropout": _optional_float, "conv_filters": training_config.parse_filters}
+    for f in dataclasses.fields(training_config.TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = training_config.FIELD_HELP.get(f.name)
         if f.name == "augment":
             parser.add_argument(
                 flag,
@@ -70,65 +78,110 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 help="augmentation preset name or JSON, e.g. '{\"rotation\": 0.05}'",
             )
         elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
             parser.add_argument(
                 flag,
-                type=type(default),
+                type=types.get(f.name, type(default)),
                 default=default,
                 choices=choices.get(f.name),
-                help=train.FIELD_HELP.get(f.name),
+                help=help_text,
             )
 
 
 def config_from_args(args: argparse.Namespace):
-    from fashion_lib import train
+    from fashion_lib.training import TrainConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(train.TrainConfig)}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     if values["augment"] is None:
         del values["augment"]
-    return train.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 def _say_waiting(active) -> None:
-    name = active.name if active else "another run"
-    print(f"{name} is training on this machine; waiting for it to finish (status: queued)…", flush=True)
+    name = active.name if active else "another job"
+    print(f"{name} is running on this machine; waiting for it to finish (status: queued)…", flush=True)
+
+
+class _StoppedWhileQueued(Exception):
+    """SIGTERM arrived while the run waited for the machine."""
+
+
+def _stop_while_queued() -> None:
+    """Until training starts, SIGTERM (the Stop button) ends the waiting process; the run ends 'stopped'."""
+    import signal
+
+    def handler(signum, frame):
+        raise _StoppedWhileQueued
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _prepare_run(args: argparse.Namespace, me) -> Path:
+    """The run folder this command trains: handed over by a launcher, resumed, or new."""
+    from fashion_lib import export, lifecycle
+    from fashion_lib.training import TrainConfig, engine
+
+    if args.run_dir and args.token:
+        lifecycle.claim(args.run_dir, args.token, me)
+        return args.run_dir
+    if args.resume or args.run_dir:
+        folder = args.run_dir or runs.resolve_run(args.resume)
+        if lifecycle.effective_state(folder) == lifecycle.COMPLETED:
+            raise lifecycle.RunStateError(
+                f"run {folder.name} is completed and cannot be resumed; to train it again as a new run: "
+                f"python -m fashion_lib train --again {folder.name}"
+            )
+        lifecycle.transition(folder, lifecycle.QUEUED, by=me)  # take over a stopped/failed/interrupted run
+        return folder
+    cfg = TrainConfig.from_run(runs.resolve_run(args.again)) if args.again else config_from_args(args)
+    folder = engine.start_run(cfg)
+    command = "python -m fashion_lib " + shlex.join(sys.argv[1:])  # for the model card of a shipped model
+    (folder / export.COMMAND_FILE).write_text(command + "\n")
+    return folder
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; print the run folder at the end."""
-    from fashion_lib import export, jobs, models, train
+    from fashion_lib import jobs, lifecycle, models, processes
+    from fashion_lib.training import engine
 
+    me = processes.current()
+    _stop_while_queued()  # first: a stop may come as soon as the launcher has started this process
+    folder = None
     try:
-        if args.resume:
-            folder = runs.resolve_run(args.resume)
-            with jobs.training_lock(folder, wait=not args.no_wait, on_wait=_say_waiting):
-                folder = train.train(run_dir=folder)
-        else:
-            cfg = config_from_args(args)
-            folder = args.run_dir or train.start_run(cfg)
-            if not args.run_dir:  # the exact command, for the model card of a shipped model
-                command = "python -m fashion_lib " + shlex.join(sys.argv[1:])
-                (folder / export.COMMAND_FILE).write_text(command + "\n")
-            with jobs.training_lock(folder, wait=not args.no_wait, on_wait=_say_waiting):
-                folder = train.train(run_dir=folder)
+        try:
+            folder = _prepare_run(args, me)
+            with jobs.machine_lock(
+                folder, wait=not args.no_wait, on_wait=_say_waiting, inherited_fd=args.lock_fd
+            ):
+                folder = engine.train(run_dir=folder)
+        except (_StoppedWhileQueued, jobs.JobBusyError) as exc:
+            if folder is not None:
+                lifecycle.transition(folder, lifecycle.STOPPED, by=me, finished=time.time())
+            if isinstance(exc, jobs.JobBusyError):
+                raise
+            print(f"stopped before training started: {folder or args.run_dir}")
+            return 0
     except (
         ValueError,
         FileNotFoundError,
         models.WeightsUnavailableError,
         data.FashionDataError,
         jobs.JobBusyError,
+        lifecycle.RunStateError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
-    status = runs.read_status(folder)
-    print(f"\nstatus: {status['state']}")
+    print(f"\nstatus: {lifecycle.effective_state(folder)}")
     if "test_accuracy" in summary:
         print(
             f"test accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}, "
             f"wall time {summary['wall_seconds']:.1f} s, weights: {summary['weights']}"
         )
+    elif "validation_accuracy" in summary:
+        print(f"validation accuracy {summary['validation_accuracy']:.4f} (no test-set evaluation)")
     for stage, counts in summary.get("parameters", {}).items():
         print(
             f"{stage} parameters: total {counts['total']:,}, trainable {counts['trainable']:,} "
@@ -152,14 +205,20 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """List runs (newest first) and shipped models."""
+    """List runs (newest first) and shipped models, with their effective state; damaged ones say why."""
     found = runs.list_runs()
     if not found:
         print(f"no runs yet under {config.runs_dir()}")
     for info in found:
         acc = f"{info.test_accuracy:.4f}" if info.test_accuracy is not None else "-"
         state = "shipped" if info.shipped else info.state
-        print(f"{info.run_id:<48} {info.model:<16} {state:<10} {acc:>7}  {info.folder}")
+        if info.damaged:
+            state = "damaged"
+        print(f"{info.run_id:<48} {info.model:<16} {state:<11} {acc:>7}  {info.folder}")
+        for problem in info.problems:
+            print(f"    ! {problem}")
+        if info.state == "interrupted" and info.detail:
+            print(f"    ({info.detail}; resume with: python -m fashion_lib train --resume {info.run_id})")
     return 0
 
 
@@ -177,8 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(p)
     p.add_argument("--run-dir", type=Path, help="train into this prepared run folder (config read from it)")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or folder)")
-    p.add_argument("--no-wait", action="store_true", help="fail instead of waiting while another run trains")
+    p.add_argument(
+        "--resume", metavar="RUN", help="continue a stopped, failed or interrupted run (id or folder)"
+    )
+    p.add_argument("--again", metavar="RUN", help="train a new run with the same settings as RUN")
+    p.add_argument("--no-wait", action="store_true", help="fail instead of waiting while another job runs")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # from the launcher (jobs.start): claims --run-dir
+    p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the machine lock, taken by the launcher
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ship", help="copy a completed run into cached_models/ with its model card")

@@ -148,11 +148,29 @@ class Predictions:
 
 
 def load_predictions(folder) -> Predictions:
-    """The predictions a run (or shipped model) saved; nothing is recomputed."""
-    with np.load(folder / "predictions.npz") as saved:
-        labels = saved["labels"].astype(int)
-        index = saved["test_index"] if "test_index" in saved.files else np.arange(len(labels))
-        return Predictions(saved["probabilities"].astype(np.float64), labels, index.astype(int))
+    """The predictions a run (or shipped model) saved; nothing is recomputed.
+
+    Raises ValueError naming what is wrong when the file is unreadable or its arrays do not fit together
+    (probabilities (N, 10) in [0, 1], N labels 0–9, N test-set indices 0–9,999)."""
+    path = folder / "predictions.npz"
+    try:
+        with np.load(path) as saved:
+            probabilities = np.asarray(saved["probabilities"], dtype=np.float64)
+            labels = np.asarray(saved["labels"])
+            index = np.asarray(saved["test_index"]) if "test_index" in saved.files else np.arange(len(labels))
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise ValueError(f"predictions.npz cannot be read ({exc})") from None
+    n = len(labels)
+    if probabilities.shape != (n, config.NUM_CLASSES) or index.shape != (n,) or n == 0:
+        raise ValueError(
+            f"predictions.npz does not fit together: probabilities {probabilities.shape}, "
+            f"labels {labels.shape}, test_index {index.shape}"
+        )
+    if not (np.isfinite(probabilities).all() and probabilities.min() >= 0 and probabilities.max() <= 1):
+        raise ValueError("predictions.npz: probabilities outside [0, 1]")
+    if labels.min() < 0 or labels.max() >= config.NUM_CLASSES or index.min() < 0 or index.max() >= 10000:
+        raise ValueError("predictions.npz: labels or test indices out of range")
+    return Predictions(probabilities, labels.astype(int), index.astype(int))
 
 
 def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -316,16 +334,22 @@ def calibration_error(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return expected_calibration_error(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels)
 
 
-def temperature_sentence(summary: dict) -> str:
-    """What a run's summary says about its temperature scaling, for the calibration section."""
-    if "temperature" not in summary:
+def temperature_sentence(summary) -> str:
+    """What a run's summary (a ``schemas.Summary``, or its JSON as a dict) says about its temperature
+    scaling, for the calibration section and the model card."""
+    from fashion_lib import schemas
+
+    if isinstance(summary, dict):
+        summary, _ = schemas.check(schemas.Summary, summary, "summary.json")
+    if summary is None or summary.temperature is None:
         return "This model's confidences were not temperature-scaled."
-    return (
-        f"Temperature scaling: T = {summary['temperature']:.2f}, fitted on "
-        f"{summary['calibration_images']:,} validation images (their calibration error "
-        f"{summary['validation_ece_before']:.1%} before, {summary['validation_ece_after']:.1%} after); "
-        "the predicted classes are unchanged."
-    )
+    detail = ""
+    if None not in (summary.calibration_images, summary.validation_ece_before, summary.validation_ece_after):
+        detail = (
+            f", fitted on {summary.calibration_images:,} validation images (their calibration error "
+            f"{summary.validation_ece_before:.1%} before, {summary.validation_ece_after:.1%} after)"
+        )
+    return f"Temperature scaling: T = {summary.temperature:.2f}{detail}; the predicted classes are unchanged."
 
 
 # ------------------------------------------------------------------------------------------ label errors

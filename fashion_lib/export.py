@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, evaluate, models, runs
+from fashion_lib import config, evaluate, lifecycle, models, runs
 
 SHIPPED_FILES = (
     runs.CONFIG_FILE,
@@ -22,7 +24,7 @@ def model_card(folder: Path) -> dict[str, Any]:
     """The card of a finished run: what it is, how it was made, how well it does (all read from the run)."""
     summary = runs.read_json(folder / runs.SUMMARY_FILE)
     cfg = runs.read_json(folder / runs.CONFIG_FILE)
-    if summary is None or cfg is None or runs.read_status(folder).get("state") != "completed":
+    if summary is None or cfg is None or lifecycle.effective_state(folder) != lifecycle.COMPLETED:
         raise ValueError(f"{folder} is not a completed run (no summary, or status is not 'completed')")
     command = (folder / COMMAND_FILE).read_text().strip() if (folder / COMMAND_FILE).is_file() else None
     return {
@@ -77,19 +79,41 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
     """Copy a completed run into ``cached_models/<name>/`` with ``card.json`` and ``README.md``.
 
     The model is written again without its optimizer state (Adam keeps two numbers per weight): the shipped
-    file is for predictions and is about a third of the run's; the card and summary give its size."""
+    file is for predictions and is about a third of the run's; the card and summary give its size.
+
+    The new folder is built beside the target under a temporary name and swapped in only when complete, so
+    a failure (disk full, a bad run) leaves the model that was shipped before untouched."""
     card = model_card(folder)
-    target = (target_root or config.CACHED_MODELS_DIR) / name
+    root = target_root or config.CACHED_MODELS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=root))
+    try:
+        for file_name in SHIPPED_FILES:
+            if file_name != runs.MODEL_FILE:
+                shutil.copy2(folder / file_name, staging / file_name)
+        models.load_model(folder / runs.MODEL_FILE).save(staging / runs.MODEL_FILE)
+        card["model_size_bytes"] = (staging / runs.MODEL_FILE).stat().st_size
+        summary = runs.read_json(staging / runs.SUMMARY_FILE)
+        runs.write_json(
+            staging / runs.SUMMARY_FILE, {**summary, "model_size_bytes": card["model_size_bytes"]}
+        )
+        runs.write_json(staging / runs.CARD_FILE, card)
+        (staging / "README.md").write_text(card_markdown(card))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = None
     if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for file_name in SHIPPED_FILES:
-        if file_name != runs.MODEL_FILE:
-            shutil.copy2(folder / file_name, target / file_name)
-    models.load_model(folder / runs.MODEL_FILE).save(target / runs.MODEL_FILE)
-    card["model_size_bytes"] = (target / runs.MODEL_FILE).stat().st_size
-    summary = runs.read_json(target / runs.SUMMARY_FILE)
-    runs.write_json(target / runs.SUMMARY_FILE, {**summary, "model_size_bytes": card["model_size_bytes"]})
-    runs.write_json(target / runs.CARD_FILE, card)
-    (target / "README.md").write_text(card_markdown(card))
+        previous = root / f".{name}.old-{os.getpid()}"
+        target.rename(previous)
+    try:
+        staging.rename(target)
+    except OSError:
+        if previous is not None:
+            previous.rename(target)  # put the old one back
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     return target

@@ -1,9 +1,13 @@
-"""Background training processes: start, stop, status, and one job at a time on this machine.
+"""Background jobs: training runs (and tuning studies) started as their own processes, one at a time.
 
-A job is the same ``python -m fashion_lib train --run-dir RUN`` the command line runs, started as its own
-process session so that reloading the page or closing the browser does not stop it. The training process
-holds an exclusive lock (``$FASHION_HOME/jobs/train.lock``) while it trains; a second job waits for the
-lock with status 'queued', so two jobs never fight over the CPU cores.
+A job is the same ``python -m fashion_lib train --run-dir RUN`` the command line runs, started in its own
+process session so that reloading the page or closing the browser does not stop it. One job at a time
+holds the machine's lock (``$FASHION_HOME/jobs/train.lock``); others wait for it with status 'queued'.
+
+A start that must not queue takes the lock *before* it returns and passes it to the child process (an
+inherited file descriptor), so two quick starts can never both run. The run is handed to the child with a
+one-time token (``lifecycle.hand_over``); the child claims it and is its only writer from then on. Stop
+signals only a process whose identity (pid + start time) matches the one recorded.
 """
 
 from __future__ import annotations
@@ -11,22 +15,43 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from fashion_lib import config, runs
+from fashion_lib import config, lifecycle, processes, runs
 
 LOG_FILE = "train.log"
+QUEUED_STOP_WAIT_S = 5.0  # how long stop waits for a queued job's process to end
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """The job that holds the machine now: its folder (a run, or a tuning job) and kind."""
+
+    folder: Path
+    kind: str  # "train" or "tune"
+    pid: int | None
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
 
 
 class JobBusyError(Exception):
-    """Another training job is running; the message names it."""
+    """Another job holds the machine; the message names it."""
 
-    def __init__(self, active: Path):
-        super().__init__(f"training run {active.name} is still running; wait for it, stop it, or queue yours")
+    def __init__(self, active: ActiveJob | None):
+        if active is None:
+            what = "another job"
+        else:
+            what = f"{'tuning job' if active.kind == 'tune' else 'training run'} {active.name}"
+        super().__init__(f"{what} is running; wait for it, stop it, or queue yours")
         self.active = active
 
 
@@ -44,21 +69,46 @@ def _holder_path() -> Path:
     return jobs_dir() / "active.json"
 
 
-@contextlib.contextmanager
-def training_lock(folder: Path, wait: bool = True, on_wait=None) -> Iterator[None]:
-    """Hold the machine's training lock while training ``folder``; wait for it (or raise JobBusyError)."""
-    handle = _lock_path().open("a+")
+def _try_lock(handle) -> bool:
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = active_run()
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _write_holder(folder: Path, kind: str) -> None:
+    runs.write_json(
+        _holder_path(), {"run": str(folder), "kind": kind, "process": processes.current().to_dict()}
+    )
+
+
+@contextlib.contextmanager
+def machine_lock(
+    folder: Path,
+    kind: str = "train",
+    wait: bool = True,
+    on_wait: Callable[[ActiveJob | None], None] | None = None,
+    inherited_fd: int | None = None,
+) -> Iterator[None]:
+    """Hold the machine's job lock while ``folder``'s job runs: take it over from the launcher
+    (``inherited_fd``), or wait for it (or raise JobBusyError when ``wait`` is False)."""
+    if inherited_fd is not None:
+        handle = os.fdopen(inherited_fd, "a+")
+        if not _try_lock(handle):  # the launcher's lock is ours already: this only confirms it
+            handle.close()
+            raise JobBusyError(active_job())
+    else:
+        handle = _lock_path().open("a+")
+        if not _try_lock(handle):
             if not wait:
-                raise JobBusyError(holder or folder) from None
+                handle.close()
+                raise JobBusyError(active_job())
             if on_wait is not None:
-                on_wait(holder)
+                on_wait(active_job())
             fcntl.flock(handle, fcntl.LOCK_EX)
-        runs.write_json(_holder_path(), {"run": str(folder), "pid": os.getpid()})
+    try:
+        _write_holder(folder, kind)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -66,89 +116,169 @@ def training_lock(folder: Path, wait: bool = True, on_wait=None) -> Iterator[Non
         handle.close()  # closing releases the lock, also when the process dies
 
 
-def active_run() -> Path | None:
-    """The run whose process holds the training lock now, or None when the machine is free."""
+def active_job() -> ActiveJob | None:
+    """The job whose process holds the machine's lock now, or None when the machine is free."""
     if not _lock_path().exists():
         return None
     with _lock_path().open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = runs.read_json(_holder_path())
-            return Path(holder["run"]) if holder and "run" in holder else None
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
+        if _try_lock(handle):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+    holder = runs.read_json(_holder_path()) or {}
+    if not isinstance(holder.get("run"), str):
+        return ActiveJob(Path("unknown"), "train", None)
+    process = processes.ProcessIdentity.from_dict(holder.get("process"))
+    return ActiveJob(Path(holder["run"]), str(holder.get("kind", "train")), process.pid if process else None)
 
 
-def start(folder: Path, queue: bool = False) -> subprocess.Popen:
-    """Start training the prepared run ``folder`` in its own process session.
-
-    Raises JobBusyError when another job runs and ``queue`` is False; with ``queue`` the new job waits
-    (status 'queued') and starts when the machine is free.
-    """
-    active = active_run()
-    if active is not None and not queue:
-        raise JobBusyError(active)
-    log = (folder / LOG_FILE).open("ab")
-    cmd = [sys.executable, "-m", "fashion_lib", "train", "--run-dir", str(folder)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=config.REPO_ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    log.close()
-    runs.set_status(folder, "queued", pid=proc.pid)
-    return proc
+def active_run() -> Path | None:
+    """The folder of the job holding the machine now (a run, or a tuning job), or None."""
+    job = active_job()
+    return job.folder if job else None
 
 
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def start(folder: Path, queue: bool = False, kind: str = "train") -> subprocess.Popen:
+    """Start the prepared run (or tuning job) ``folder`` in its own process session.
+
+    Without ``queue`` the machine's lock is taken here, before returning, and handed to the child: raises
+    JobBusyError when another job holds it. With ``queue`` the child waits for the lock (status 'queued').
+    Resuming a stopped, failed or interrupted run goes through here too; a completed run, or one a live
+    process owns, raises ``lifecycle.RunStateError``."""
+    me = processes.current()
+    handle = None
+    if not queue:
+        handle = _lock_path().open("a+")
+        if not _try_lock(handle):
+            handle.close()
+            raise JobBusyError(active_job())
+        _write_holder(folder, kind)
+    token = secrets.token_hex(8)
+    started = False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        lifecycle.hand_over(folder, token, by=me)
+        cmd = [sys.executable, "-m", "fashion_lib", kind, "--run-dir", str(folder), "--token", token]
+        fds: tuple[int, ...] = ()
+        if handle is not None:
+            fds = (handle.fileno(),)
+            cmd += ["--lock-fd", str(handle.fileno())]
+        try:
+            with (folder / LOG_FILE).open("ab") as log:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=config.REPO_ROOT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    start_new_session=True,
+                    pass_fds=fds,
+                )
+        except OSError as exc:
+            lifecycle.transition(folder, lifecycle.FAILED, by=token, error=lifecycle.one_line(exc))
+            raise
+        identity = processes.identify(proc.pid) or processes.ProcessIdentity(proc.pid)
+        lifecycle.record_job(folder, identity, token, cmd)
+        started = True
+        return proc
+    finally:
+        if handle is not None:
+            if not started:
+                with contextlib.suppress(OSError):
+                    _holder_path().unlink()
+            handle.close()  # the child holds the lock through its inherited descriptor
+
+
+def _job_process(folder: Path, state: lifecycle.RunState) -> processes.ProcessIdentity | None:
+    if state.owner is not None:
+        return state.owner
+    job = lifecycle.read_job(folder)  # started, not claimed yet
+    return processes.ProcessIdentity(job.pid, job.start_ticks, job.boot_id) if job else None
+
+
+def stop(folder: Path) -> bool:
+    """Ask the run's process to stop: a training run finishes the current batch, saves its model and ends
+    'stopped'; a queued one ends at once. Returns False when nothing was running.
+
+    Only a process whose recorded identity still matches is signalled; the request file is there too, so
+    a stop reaches the run even when no signal can be sent."""
+    state = lifecycle.state_of(folder)
+    if not state.active:
         return False
-    except PermissionError:
+    lifecycle.request_stop(folder)
+    process = _job_process(folder, state)
+    if process is None or state.state != lifecycle.QUEUED:
+        if process is not None:
+            process.signal(signal.SIGTERM)  # a running job stops itself after the current batch
         return True
-    # A finished child that nobody waited for is a zombie: not alive for our purposes.
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
+    # A queued job has done no work: end its whole session. Once it is gone, a run that was still
+    # waiting (or had not even claimed the run yet) is closed as stopped by whoever is left: us.
+    process.signal(signal.SIGTERM, group=True)
+    deadline = time.monotonic() + QUEUED_STOP_WAIT_S
+    while process.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if lifecycle.effective_state(folder) == lifecycle.INTERRUPTED:
+        with contextlib.suppress(lifecycle.RunStateError):
+            lifecycle.transition(folder, lifecycle.STOPPED, by=processes.current(), finished=time.time())
     return True
 
 
-def effective_state(folder: Path) -> str:
-    """The run's status, with 'running' or 'queued' turned into 'interrupted' when its process is gone."""
-    status = runs.read_status(folder)
-    state = status.get("state", "unknown")
-    if state in ("running", "queued") and not process_alive(status.get("pid")):
-        return "interrupted"
-    return state
+def queue_position(folder: Path) -> int | None:
+    """1 for the next job to start, 2 for the one after …; None when ``folder`` is not queued.
+
+    The order is the order the runs were queued in; the lock itself makes no promise of order, so this
+    is what a user can expect, not a guarantee."""
+    waiting = []
+    for info in runs.list_runs(include_shipped=False):
+        if info.state == lifecycle.QUEUED:
+            status, _ = lifecycle.read_status(info.folder)
+            waiting.append(((status.queued_at if status else None) or 0.0, info.folder))
+    order = [f for _, f in sorted(waiting)]
+    return order.index(folder) + 1 if folder in order else None
 
 
-def stop(folder: Path) -> None:
-    """Ask the run to stop gracefully: it finishes the current batch, saves the model, status 'stopped'.
-
-    A queued run that has not started training is ended at once."""
-    state = effective_state(folder)
-    runs.request_stop(folder)
-    status = runs.read_status(folder)
-    if state == "queued":
-        with contextlib.suppress(ProcessLookupError, TypeError):
-            os.killpg(status.get("pid"), signal.SIGTERM)
-        runs.set_status(folder, "stopped", error=None)
-    elif state == "running":
-        with contextlib.suppress(ProcessLookupError, TypeError):
-            os.kill(status.get("pid"), signal.SIGTERM)
+STOP, RESUME, AGAIN, DELETE = "stop", "resume", "train again", "delete"
 
 
-def read_log_tail(folder: Path, lines: int = 20) -> str:
-    path = folder / LOG_FILE
+def actions(state: lifecycle.RunState) -> tuple[str, ...]:
+    """What a user may do with a run in this state: stop a live one; resume one that stopped, failed or was
+    interrupted; train any ended one again as a new run; delete what no process owns."""
+    if state.active:
+        return (STOP,)
+    if state.state == lifecycle.DAMAGED:
+        return (DELETE,)
+    if state.resumable:
+        return (RESUME, AGAIN, DELETE)
+    return (AGAIN, DELETE)
+
+
+def state_message(folder: Path, state: lifecycle.RunState) -> tuple[str, str] | None:
+    """(level, sentence) saying what the state means for the user: level is 'info', 'warning' or 'error'."""
+    if state.state == lifecycle.QUEUED:
+        if state.detail == "starting":
+            return "info", "Starting the training process…"
+        position = queue_position(folder)
+        holder = active_job()
+        ahead = f" behind {holder.name}" if holder and holder.folder != folder else ""
+        place = f" (number {position} in line)" if position else ""
+        return "info", f"Queued{place}{ahead}: it starts when the machine is free."
+    if state.state == lifecycle.STOPPING:
+        return "info", "Stopping: the run finishes the current batch and saves its model."
+    if state.state == lifecycle.FAILED:
+        return "error", f"The run failed: {state.error or 'no reason was recorded'}."
+    if state.state == lifecycle.INTERRUPTED:
+        return (
+            "warning",
+            f"The run did not finish: {state.detail}. Resume continues from its last finished epoch.",
+        )
+    if state.state == lifecycle.STOPPED:
+        return "info", "The run was stopped. Resume continues it from its last finished epoch."
+    if state.state == lifecycle.DAMAGED:
+        return "error", f"This run folder is damaged: {state.detail}."
+    return None
+
+
+def read_log_tail(folder: Path, lines: int = 20, name: str = LOG_FILE) -> str:
+    path = folder / name
     if not path.is_file():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

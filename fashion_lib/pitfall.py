@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fashion_lib import config, jobs, models, runs, train
+from fashion_lib import config, jobs, models, runs
+from fashion_lib.training import TrainConfig, start_run
 
 LAB_FILE = "pitfall_lab.json"
 LAB_SETTINGS = {
@@ -60,11 +61,11 @@ def plan() -> LabPlan:
     )
 
 
-def configs(lab: LabPlan) -> dict[str, train.TrainConfig]:
+def configs(lab: LabPlan) -> dict[str, TrainConfig]:
     base = {**LAB_SETTINGS, "model": lab.model, "weights": lab.weights}
     return {
-        "prototype (pixels ÷ 255 before the model)": train.TrainConfig(**base, input_scaling="divide_by_255"),
-        "fixed (raw pixels; the model scales inside)": train.TrainConfig(**base, input_scaling="raw"),
+        "prototype (pixels ÷ 255 before the model)": TrainConfig(**base, input_scaling="divide_by_255"),
+        "fixed (raw pixels; the model scales inside)": TrainConfig(**base, input_scaling="raw"),
     }
 
 
@@ -77,7 +78,7 @@ def start() -> dict[str, str]:
     lab = plan()
     started = {}
     for label, cfg in configs(lab).items():
-        folder = train.start_run(cfg)
+        folder = start_run(cfg)
         jobs.start(folder, queue=True)
         started[label] = folder.name
     lab_file().parent.mkdir(parents=True, exist_ok=True)

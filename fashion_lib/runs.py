@@ -1,116 +1,288 @@
 """Run registry on disk: every training run is one folder under ``$FASHION_HOME/runs``.
 
-A run folder holds ``config.json``, ``status.json``, ``metrics.jsonl`` (one line per epoch), the model
-(``model.keras``), test-set predictions (``predictions.npz``) and ``summary.json``. Shipped models in
-``cached_models/`` use the same layout (with ``card.json`` standing in for the summary) and are read-only.
+A run folder holds ``config.json``, ``status.json`` (see ``lifecycle``), ``metrics.jsonl`` (one line per
+epoch), the model (``model.keras``), test-set predictions (``predictions.npz``) and ``summary.json``. Shipped
+models in ``cached_models/`` use the same layout (with ``card.json`` beside the summary) and are read-only.
+
+Every reader here validates what it reads (``schemas``): a damaged file becomes a *problem* listed with
+the run, never an exception in a page, and the other runs keep working.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config
+from fashion_lib import config, lifecycle, models, schemas, wording
 
 CONFIG_FILE = "config.json"
-STATUS_FILE = "status.json"
+STATUS_FILE = lifecycle.STATUS_FILE
 SUMMARY_FILE = "summary.json"
 CARD_FILE = "card.json"
 METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "predictions.npz"
+PROGRESS_FILE = "progress.json"
+BACKUP_DIR = "backup"
+TRIAL_FILE = "trial.json"  # written by the tuner: which study and trial the run belongs to
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or None when it is missing or half-written."""
+    """A JSON object from ``path``, or None when it is missing, half-written or not an object."""
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
 
 
+write_json = lifecycle.write_json_atomically
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def read_metrics_checked(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The valid per-epoch rows, and a problem for each line that is not one.
+
+    A partly written last line (the process was writing it) is skipped without a problem."""
+    try:
+        raw = (folder / METRICS_FILE).read_bytes()
+    except OSError:
+        return [], []
+    lines = raw.split(b"\n")
+    rows, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        last = number == len(lines)  # no newline after it yet
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            problems.append(f"{METRICS_FILE}: line {number} is not UTF-8 text")
+            continue
+        except ValueError:
+            if not last:
+                problems.append(f"{METRICS_FILE}: line {number} is not JSON")
+            continue
+        row, problem = schemas.check(schemas.MetricsRow, value, f"{METRICS_FILE} line {number}")
+        if problem:
+            problems.append(problem)
+        else:
+            rows.append(row.model_dump())
+    return rows, problems
+
+
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """The valid per-epoch rows written so far."""
+    return read_metrics_checked(folder)[0]
+
+
+def append_metrics(folder: Path, row: dict[str, Any]) -> None:
+    with (folder / METRICS_FILE).open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def keep_metrics_before(folder: Path, stage: int, epoch: int) -> None:
+    """Drop rows of ``stage`` from ``epoch`` on, and later stages (a resumed run writes them again)."""
+    rows = [
+        r for r in read_metrics(folder) if r["stage"] < stage or (r["stage"] == stage and r["epoch"] < epoch)
+    ]
+    tmp = folder / f".{METRICS_FILE}.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(folder / METRICS_FILE)
+
+
+def read_summary(folder: Path) -> tuple[schemas.Summary | None, str | None]:
+    """(the validated summary, None), (None, None) when there is none yet, or (None, what is wrong)."""
+    path = folder / SUMMARY_FILE
+    if not path.exists():
+        return None, None
+    return schemas.check(schemas.Summary, read_json(path), SUMMARY_FILE)
+
+
+# --------------------------------------------------------------------------------------- run listing
+
+
 @dataclass(frozen=True)
 class RunInfo:
-    """What the run list shows about one run folder."""
+    """What the app knows about one run folder, every part validated."""
 
     run_id: str
     folder: Path
-    state: str
+    state: str  # the effective state (lifecycle); shipped models are 'completed'
     model: str
     shipped: bool
     test_accuracy: float | None
     error: str | None
+    problems: tuple[str, ...] = ()
+    detail: str = ""  # why the state is what it is (e.g. the process that ended)
+    summary: schemas.Summary | None = None
+    config: dict[str, Any] | None = None
+    trial: dict[str, Any] | None = None  # {"study": …, "number": …} for a tuning trial's run
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def has_model(self) -> bool:
+        return (self.folder / MODEL_FILE).is_file()
+
+    @property
+    def has_predictions(self) -> bool:
+        return (self.folder / PREDICTIONS_FILE).is_file()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (lifecycle.COMPLETED, lifecycle.STOPPED)
 
     @property
     def label(self) -> str:
-        acc = f", test accuracy {self.test_accuracy:.2%}" if self.test_accuracy is not None else ""
-        origin = "shipped" if self.shipped else self.state
-        return f"{self.run_id} ({self.model}, {origin}{acc})"
+        """A readable name: what it is, its accuracy and where it comes from (no raw folder name)."""
+        return display_name(self)
+
+
+def _config_problem(cfg: dict[str, Any] | None) -> str | None:
+    if cfg is None:
+        return f"{CONFIG_FILE} is missing or is not a JSON object"
+    from fashion_lib.training.config import TrainConfig
+
+    try:
+        TrainConfig.from_dict(cfg)
+    except (ValueError, TypeError) as exc:
+        return f"{CONFIG_FILE}: {exc}"
+    return None
 
 
 def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
-    """Summarise one run folder; None when it is not a run (no config)."""
+    """Everything about one run folder, validated; None when the folder is not a run at all."""
     cfg = read_json(folder / CONFIG_FILE)
-    if cfg is None:
+    if cfg is None and not (folder / STATUS_FILE).exists():
         return None
-    status = read_json(folder / STATUS_FILE) or {}
-    summary = read_json(folder / (CARD_FILE if shipped else SUMMARY_FILE)) or {}
-    accuracy = summary.get("test_accuracy")
+    problems = []
+    if (problem := _config_problem(cfg)) is not None:
+        problems.append(problem)
+    if shipped:
+        state = lifecycle.RunState(lifecycle.COMPLETED, lifecycle.COMPLETED)
+    else:
+        state = lifecycle.state_of(folder)
+        if state.state == lifecycle.DAMAGED:
+            problems.append(state.detail)
+    summary, problem = read_summary(folder)
+    if problem:
+        problems.append(problem)
+    _, metric_problems = read_metrics_checked(folder)
+    problems.extend(metric_problems[:3])
+    if state.state in (lifecycle.COMPLETED, lifecycle.STOPPED):
+        if not (folder / MODEL_FILE).is_file():
+            problems.append(f"{MODEL_FILE} is missing")
+        if summary is None and problem is None:
+            problems.append(f"{SUMMARY_FILE} is missing")
+        if (
+            summary is not None
+            and summary.test_accuracy is not None
+            and not (folder / PREDICTIONS_FILE).is_file()
+        ):
+            problems.append(f"{PREDICTIONS_FILE} is missing")
     return RunInfo(
         run_id=folder.name,
         folder=folder,
-        state="completed" if shipped else str(status.get("state", "unknown")),
-        model=str(cfg.get("model", "?")),
+        state=state.state,
+        model=str((cfg or {}).get("model", "?")),
         shipped=shipped,
-        test_accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
-        error=status.get("error"),
+        test_accuracy=summary.test_accuracy if summary else None,
+        error=state.error,
+        problems=tuple(problems),
+        detail=state.detail,
+        summary=summary,
+        config=cfg,
+        trial=read_json(folder / TRIAL_FILE),
     )
 
 
 def list_runs(runs_root: Path | None = None, include_shipped: bool = True) -> list[RunInfo]:
-    """The user's runs (newest first), then the shipped models."""
+    """The user's runs (newest first), then the shipped models. Damaged runs are listed, marked."""
     root = runs_root or config.runs_dir()
     found = []
     if root.is_dir():
-        for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True):
+        folders = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for folder in sorted(folders, key=lambda p: p.name, reverse=True):
             info = read_run(folder)
             if info is not None:
                 found.append(info)
-    if include_shipped and config.CACHED_MODELS_DIR.is_dir():
-        for folder in sorted(p for p in config.CACHED_MODELS_DIR.iterdir() if p.is_dir()):
-            info = read_run(folder, shipped=True)
-            if info is not None:
-                found.append(info)
+    if include_shipped:
+        found.extend(shipped_models())
     return found
+
+
+def shipped_models() -> list[RunInfo]:
+    if not config.CACHED_MODELS_DIR.is_dir():
+        return []
+    found = []
+    # Names starting with a dot are a shipment being swapped in (export.ship_run).
+    for folder in sorted(p for p in config.CACHED_MODELS_DIR.iterdir() if p.is_dir() and p.name[0] != "."):
+        info = read_run(folder, shipped=True)
+        if info is not None:
+            found.append(info)
+    return found
+
+
+def display_name(info: RunInfo) -> str:
+    """'MobileNetV2 · 96 px · ImageNet (rebuilt) · 94.50 % · shipped' — what a person reads in a picker."""
+    summary = info.summary
+    cfg = info.config or {}
+    parts = [models.DISPLAY_NAMES.get(info.model, info.model)]
+    if info.model in models.TRANSFER_MODELS:
+        parts.append(f"{cfg.get('input_size', '?')} px")
+        if summary and summary.weights:
+            parts.append(summary.weights)
+        if cfg.get("fine_tune"):
+            parts.append("fine-tuned")
+    if cfg.get("input_scaling") == "divide_by_255":
+        parts.append("pixels ÷ 255 (prototype bug)")
+    if info.test_accuracy is not None:
+        parts.append(wording.percent(info.test_accuracy))
+    elif summary and summary.validation_accuracy is not None:
+        parts.append(f"validation {wording.percent(summary.validation_accuracy)}")
+    if info.shipped:
+        parts.append("shipped")
+    else:
+        if info.trial:
+            parts.append(f"trial {info.trial.get('number')} of {info.trial.get('study')}")
+        parts.append(_run_date(info.run_id))
+        if info.state != lifecycle.COMPLETED:
+            parts.append(info.state)
+    return " · ".join(p for p in parts if p)
+
+
+def _run_date(run_id: str) -> str:
+    """'29 Nov 14:05:12' from a run id that starts with its time stamp ('20261129-140512-…')."""
+    try:
+        stamp = time.strptime(run_id[:15], "%Y%m%d-%H%M%S")
+    except ValueError:
+        return run_id
+    return time.strftime("%d %b %H:%M:%S", stamp)
 
 
 # ------------------------------------------------------------------------------------------- writing
 
-STOP_FILE = "STOP"
-PROGRESS_FILE = "progress.json"
-BACKUP_DIR = "backup"
-STATES = ("queued", "running", "completed", "failed", "stopped")
-
-
-def write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write atomically: readers (the live page) never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    tmp.replace(path)
-
 
 def new_run_id(model: str, tag: str = "") -> str:
-    import time
-
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return "-".join(part for part in (stamp, model, tag) if part)
 
 
-def create_run(config_dict: dict[str, Any], run_id: str, runs_root: Path | None = None) -> Path:
-    """Make a new run folder holding the config and status 'queued'; the id gets a suffix if taken."""
+def create_run(config_dict: dict[str, Any], run_id: str, runs_root: Path | None = None, owner=None) -> Path:
+    """Make a new run folder holding the config and status 'queued', owned by ``owner`` (this process by
+    default); the id gets a suffix if taken."""
+    from fashion_lib import processes
+
     root = runs_root or config.runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     folder, n = root / run_id, 1
@@ -122,60 +294,8 @@ def create_run(config_dict: dict[str, Any], run_id: str, runs_root: Path | None 
             n += 1
             folder = root / f"{run_id}-{n}"
     write_json(folder / CONFIG_FILE, config_dict)
-    set_status(folder, "queued")
+    lifecycle.create(folder, owner or processes.current())
     return folder
-
-
-def read_status(folder: Path) -> dict[str, Any]:
-    return read_json(folder / STATUS_FILE) or {"state": "unknown"}
-
-
-def set_status(folder: Path, state: str, **fields: Any) -> dict[str, Any]:
-    """Update the run's status, keeping earlier fields (start time, pid …) unless overwritten."""
-    import time
-
-    if state not in STATES:
-        raise ValueError(f"unknown run state '{state}'")
-    status = read_json(folder / STATUS_FILE) or {}
-    status.update(fields, state=state, updated=time.time())
-    write_json(folder / STATUS_FILE, status)
-    return status
-
-
-def append_metrics(folder: Path, row: dict[str, Any]) -> None:
-    with (folder / METRICS_FILE).open("a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """The per-epoch rows written so far (a partly written last line is skipped)."""
-    path = folder / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
-
-
-def keep_metrics_before(folder: Path, stage: int, epoch: int) -> None:
-    """Drop rows of ``stage`` from ``epoch`` on (a resumed run writes them again)."""
-    rows = [r for r in read_metrics(folder) if not (r.get("stage") == stage and r.get("epoch", 0) >= epoch)]
-    tmp = folder / f".{METRICS_FILE}.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(folder / METRICS_FILE)
-
-
-def request_stop(folder: Path) -> None:
-    """Ask a running training to stop after the current batch (it saves the model, status 'stopped')."""
-    (folder / STOP_FILE).touch()
-
-
-def stop_requested(folder: Path) -> bool:
-    return (folder / STOP_FILE).exists()
 
 
 def resolve_run(name_or_path: str, runs_root: Path | None = None) -> Path:
@@ -185,9 +305,28 @@ def resolve_run(name_or_path: str, runs_root: Path | None = None) -> Path:
         (runs_root or config.runs_dir()) / name_or_path,
         config.CACHED_MODELS_DIR / name_or_path,
     ):
-        if (candidate / CONFIG_FILE).is_file():
+        if (candidate / CONFIG_FILE).is_file() or (candidate / STATUS_FILE).is_file():
             return candidate
     raise FileNotFoundError(f"no run named '{name_or_path}' (see `python -m fashion_lib runs`)")
+
+
+def is_shipped(folder: Path) -> bool:
+    return folder.resolve().parent == config.CACHED_MODELS_DIR.resolve()
+
+
+def delete_run(folder: Path, runs_root: Path | None = None) -> None:
+    """Delete a user's run folder (never a shipped model, never outside the runs folder, never while a
+    live process owns it)."""
+    root = (runs_root or config.runs_dir()).resolve()
+    folder = folder.resolve()
+    if folder.parent != root:
+        raise ValueError(f"{folder} is not a run folder under {root}; shipped models cannot be deleted here")
+    from fashion_lib import processes
+
+    state = lifecycle.state_of(folder)
+    if state.active and state.owner != processes.current():  # its owner may delete a run it never started
+        raise lifecycle.RunStateError(f"run {folder.name} is still active: stop it before deleting it")
+    shutil.rmtree(folder)
 
 
 # ------------------------------------------------------------------------------------ live progress
@@ -204,98 +343,150 @@ class Progress:
 
 def progress_summary(folder: Path) -> Progress:
     """Read ``progress.json`` and the metrics so far and turn them into a fraction and an ETA."""
-    import time
-
-    p = read_json(folder / PROGRESS_FILE) or {}
-    phase = p.get("phase", "starting")
-    if phase == "done":
+    p, _ = schemas.check(schemas.Progress, read_json(folder / PROGRESS_FILE) or {}, PROGRESS_FILE)
+    if p is None:
+        return Progress(0.0, None, "starting")
+    if p.phase == "done":
         return Progress(1.0, 0.0, "done")
-    if phase != "training":
-        batch, batches = p.get("batch"), p.get("batches")
-        if batch and batches:
-            started = p.get("phase_started")
-            rate = batch / (time.time() - started) if started and time.time() > started else None
-            eta = (batches - batch) / rate if rate else None
-            return Progress(batch / batches, eta, f"{phase}: {batch:,} / {batches:,}")
-        return Progress(0.0, None, phase)
-    epoch, epochs = int(p.get("epoch", 1)), int(p.get("epochs", 1))
-    batch, batches = int(p.get("batch", 0)), max(1, int(p.get("batches", 1)))
-    stage_rows = [r for r in read_metrics(folder) if r.get("stage") == p.get("stage")]
+    if p.phase != "training":
+        if p.batch and p.batches:
+            started = p.phase_started
+            now = time.time()
+            rate = p.batch / (now - started) if started and now > started else None
+            eta = (p.batches - p.batch) / rate if rate else None
+            return Progress(min(1.0, p.batch / p.batches), eta, f"{p.phase}: {p.batch:,} / {p.batches:,}")
+        return Progress(0.0, None, p.phase)
+    epochs = max(p.epochs, p.epoch)
+    stage_rows = [r for r in read_metrics(folder) if r["stage"] == p.stage and not r["partial"]]
     epoch_seconds = (
         sum(r["seconds"] for r in stage_rows) / len(stage_rows)
         if stage_rows
-        else (p.get("epoch_elapsed", 0.0) / batch * batches if batch else None)
+        else (p.epoch_elapsed / p.batch * p.batches if p.batch else None)
     )
-    within = batch / batches
-    fraction = min(1.0, (epoch - 1 + within) / epochs)
-    eta = (epochs - epoch + 1 - within) * epoch_seconds if epoch_seconds else None
-    stage = "fine-tuning" if p.get("stage") == 2 else "training"
-    return Progress(fraction, eta, f"{stage}: epoch {epoch} of {epochs}, batch {batch} of {batches}")
-
-
-def delete_run(folder: Path, runs_root: Path | None = None) -> None:
-    """Delete a user's run folder (never a shipped model, never outside the runs folder)."""
-    import shutil
-
-    root = (runs_root or config.runs_dir()).resolve()
-    folder = folder.resolve()
-    if folder.parent != root:
-        raise ValueError(f"{folder} is not a run folder under {root}; shipped models cannot be deleted here")
-    shutil.rmtree(folder)
+    within = min(1.0, p.batch / p.batches)
+    fraction = min(1.0, (p.epoch - 1 + within) / epochs)
+    eta = (epochs - p.epoch + 1 - within) * epoch_seconds if epoch_seconds else None
+    stage = "fine-tuning" if p.stage == 2 else "training"
+    return Progress(fraction, eta, f"{stage}: epoch {p.epoch} of {epochs}, batch {p.batch} of {p.batches}")
 
 
 # ------------------------------------------------------------------------------------------ comparison
 
 
 def comparable_runs() -> list[RunInfo]:
-    """Runs with a summary (completed or stopped), newest first, then the shipped models."""
-    return [r for r in list_runs() if (r.folder / SUMMARY_FILE).is_file()]
+    """Finished, undamaged runs with test-set predictions (newest first), then the shipped models."""
+    return [
+        r
+        for r in list_runs()
+        if r.finished and not r.damaged and r.test_accuracy is not None and r.has_predictions
+    ]
 
 
 def default_comparison(candidates: list[RunInfo]) -> list[RunInfo]:
     """The newest run of each model family; a family with no run of the user's falls back to a shipped one."""
     chosen: dict[str, RunInfo] = {}
     for info in candidates:  # user runs come first, newest first
-        if info.model not in chosen and info.state == "completed":
+        if info.model not in chosen and info.state == lifecycle.COMPLETED:
             chosen[info.model] = info
     return list(chosen.values())
 
 
 def comparison_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
-    """One row per run: what it is, what it cost and how well it does, read from its summary."""
+    """One row per run: what it is, what it cost and how well it does, read from its validated summary."""
     rows = []
     for info in infos:
-        s = read_json(info.folder / SUMMARY_FILE) or {}
-        params = s.get("parameters", {})
-        final = params.get("stage2") or params.get("stage1") or {}
+        s = info.summary or schemas.Summary()
+        params = s.parameters
+        final = params.get("stage2") or params.get("stage1")
+        extra = s.model_extra or {}
         rows.append(
             {
                 "run": info.run_id,
-                "model": s.get("display_name", info.model),
-                "weights": s.get("weights"),
-                "input size": s.get("input_size"),
-                "training images": s.get("training_images"),
-                "parameters": final.get("total"),
-                "trainable (stage 1)": params.get("stage1", {}).get("trainable"),
-                "trainable (fine-tuning)": params.get("stage2", {}).get("trainable"),
-                "feature extraction s": s.get("feature_extraction_seconds"),
-                "stage 1 s": s.get("stage1_seconds"),
-                "stage 2 s": s.get("stage2_seconds"),
-                "wall time s": s.get("wall_seconds"),
-                "epochs": s.get("epochs_run"),
-                "test accuracy": s.get("test_accuracy"),
-                "macro-F1": s.get("macro_f1"),
-                "latency ms/image": s.get("latency_ms_per_image_batched"),
-                "size MB": s["model_size_bytes"] / 1e6 if "model_size_bytes" in s else None,
+                "model": s.display_name or info.model,
+                "weights": s.weights,
+                "input size": s.input_size,
+                "training images": s.training_images,
+                "parameters": final.total if final else None,
+                "trainable (stage 1)": params["stage1"].trainable if "stage1" in params else None,
+                "trainable (fine-tuning)": params["stage2"].trainable if "stage2" in params else None,
+                "feature extraction s": _number(extra.get("feature_extraction_seconds")),
+                "stage 1 s": _number(extra.get("stage1_seconds")),
+                "stage 2 s": _number(extra.get("stage2_seconds")),
+                "wall time s": s.wall_seconds,
+                "epochs": s.epochs_run,
+                "test accuracy": s.test_accuracy,
+                "macro-F1": s.macro_f1,
+                "latency ms/image": s.latency_ms_per_image_batched,
+                "size MB": s.model_size_bytes / 1e6 if s.model_size_bytes is not None else None,
             }
         )
     return rows
 
 
+def run_rows(infos: list[RunInfo]) -> list[dict[str, Any]]:
+    """One row per run for the run tables (Home, Train): the same columns and states everywhere."""
+    return [
+        {
+            "run": info.run_id,
+            "model": display_name(info),
+            "status": "shipped" if info.shipped else ("damaged" if info.damaged else info.state),
+            "test accuracy": info.test_accuracy,
+            "problem": "; ".join(info.problems) or info.error or "",
+        }
+        for info in infos
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def _collapsed(folder: str, mtime_ns: int) -> bool:
+    from fashion_lib import evaluate
+
+    try:
+        saved = evaluate.load_predictions(Path(folder))
+    except (OSError, ValueError, KeyError):
+        return True  # unreadable predictions: never a default
+    return evaluate.collapse_report(saved.labels, saved.probabilities).collapsed
+
+
+def is_collapsed(info: RunInfo) -> bool:
+    """Whether the run's test predictions are one class for almost everything, or near chance (read from
+    its saved predictions, cached per file version)."""
+    path = info.folder / PREDICTIONS_FILE
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return True
+    return _collapsed(str(info.folder), mtime)
+
+
+def default_choice(candidates: list[RunInfo], last_choice: str | None = None) -> RunInfo | None:
+    """The model a page opens on: the user's last explicit choice (a run id) when it is still there, else
+    the best completed model by test accuracy, shipped models included, never a collapsed one; None when
+    there is no candidate at all."""
+    by_id = {info.run_id: info for info in candidates}
+    if last_choice in by_id:
+        return by_id[last_choice]
+    sound = [
+        info
+        for info in candidates
+        if info.state == lifecycle.COMPLETED
+        and not info.damaged
+        and info.test_accuracy is not None
+        and not is_collapsed(info)
+    ]
+    if sound:
+        return max(sound, key=lambda info: (info.test_accuracy, info.shipped))
+    return candidates[0] if candidates else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def per_class_f1(infos: list[RunInfo]) -> list[dict[str, Any]]:
     rows = []
     for info in infos:
-        s = read_json(info.folder / SUMMARY_FILE) or {}
-        for name, value in s.get("per_class_f1", {}).items():
-            rows.append({"run": info.run_id, "class": name, "F1": value})
+        if info.summary is not None:
+            for name, value in info.summary.per_class_f1.items():
+                rows.append({"run": info.run_id, "class": name, "F1": value})
     return rows

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, evaluate, figures, jobs, pitfall, runs
+from fashion_lib import config, evaluate, figures, lifecycle, pitfall, runs
 
 st.title("Compare models")
 st.markdown(
@@ -13,6 +13,12 @@ st.markdown(
 )
 
 candidates = runs.comparable_runs()
+damaged = [r for r in runs.list_runs() if r.damaged]
+if damaged:
+    st.caption(
+        f"Not compared: {len(damaged)} damaged run folder(s) — "
+        + "; ".join(f"{r.run_id}: {r.problems[0]}" for r in damaged[:3])
+    )
 if not candidates:
     st.info("No finished runs and no shipped model yet: train one on the Train page.")
 else:
@@ -23,7 +29,7 @@ else:
         list(labels),
         default=defaults,
         key="cmp_runs",
-        format_func=lambda rid: f"{rid} (shipped)" if labels[rid].shipped else rid,
+        format_func=lambda rid: labels[rid].label,
     )
     chosen = [labels[rid] for rid in chosen_ids]
     if not chosen:
@@ -81,12 +87,18 @@ def show_lab(current: dict) -> None:
     cols = st.columns(len(current["runs"]))
     for col, (label, run_id) in zip(cols, current["runs"].items(), strict=True):
         folder = config.runs_dir() / run_id
-        state = jobs.effective_state(folder) if folder.exists() else "deleted"
-        col.markdown(f"**{label}**  \n`{run_id}` — {state}")
-        if state in ("queued", "running"):
+        state = lifecycle.state_of(folder) if folder.exists() else None
+        col.markdown(f"**{label}**  \n`{run_id}` — {state.state if state else 'deleted'}")
+        if state is None:
+            continue
+        if state.active:
             col.progress(runs.progress_summary(folder).fraction)
-        elif state == "completed":
-            saved = evaluate.load_predictions(folder)
+        elif state.state == lifecycle.COMPLETED:
+            try:
+                saved = evaluate.load_predictions(folder)
+            except ValueError as exc:
+                col.error(str(exc))
+                continue
             report = evaluate.collapse_report(saved.labels, saved.probabilities)
             col.metric("Test accuracy", f"{report.accuracy:.1%}")
             (col.error if report.collapsed else col.success)(report.sentence())
@@ -94,13 +106,14 @@ def show_lab(current: dict) -> None:
                 figures.prediction_histogram(report.predicted_counts, "predicted classes"),
                 key=f"lab_hist_{run_id}",
             )
-        elif state == "failed":
-            col.error(runs.read_status(folder).get("error") or "failed")
+        elif state.state in (lifecycle.FAILED, lifecycle.INTERRUPTED, lifecycle.DAMAGED):
+            col.error(state.error or state.detail or state.state)
 
 
-if current:
-    folders = [config.runs_dir() / rid for rid in current["runs"].values()]
-    if any(f.exists() and jobs.effective_state(f) in ("queued", "running") for f in folders):
+lab_runs = current.get("runs") if isinstance(current, dict) else None
+if isinstance(lab_runs, dict) and lab_runs:
+    folders = [config.runs_dir() / str(rid) for rid in lab_runs.values()]
+    if any(f.exists() and lifecycle.state_of(f).active for f in folders):
         st.fragment(show_lab, run_every=1.0)(current)
     else:
         show_lab(current)

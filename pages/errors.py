@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, evaluate, figures, runs
+from fashion_lib import config, evaluate, figures, wording
 
 NAMES = list(config.CLASS_NAMES)
 SHIRT, PULLOVER = NAMES.index("Shirt"), NAMES.index("Pullover")
@@ -21,10 +21,13 @@ info = widgets.run_picker("Run", key="err_run")
 if info is None:
     st.info("No finished run and no shipped model: train one on the Train page.")
     st.stop()
-summary = runs.read_json(info.folder / runs.SUMMARY_FILE) or {}
-if summary:
-    st.markdown(widgets.summary_line(summary))
-p = widgets.predictions_of(info.folder)
+summary = info.summary
+st.markdown(wording.summary_line(summary))
+try:
+    p = widgets.predictions_of(info.folder)
+except (OSError, ValueError) as exc:
+    st.error(f"The saved predictions of this run cannot be used: {exc}. Pick another run.")
+    st.stop()
 cm = evaluate.confusion_counts(p.labels, p.predicted)
 issues = widgets.label_issues_of(info.folder)
 suspect_positions = set(issues.loc[issues["flagged"], "position"].tolist())
@@ -108,7 +111,9 @@ with st.container(key="cell_gallery"):
                 f"Open any of them on the [Grad-CAM page](/gradcam?test_index={worst}) by its index "
                 f"(this link opens #{worst}, the most confident mistake)."
             )
-        other = widgets.run_picker("Compare this cell with another run", key="err_other", exclude=info.run_id)
+        other = widgets.run_picker(
+            "Compare this cell with another run", key="err_other", exclude=info.run_id, none="none"
+        )
         if other is not None:
             try:
                 cmp = evaluate.compare_cell(p, widgets.predictions_of(other.folder), t, q)

@@ -20,11 +20,11 @@ ds = widgets.dataset_or_stop()
 
 left, right = st.columns(2)
 with left:
-    first = widgets.run_picker("Model", key="cam_run")
+    first = widgets.run_picker("Model", key="cam_run", need_model=True)
 with right:
     second = None
     if first is not None and st.checkbox("Compare with a second model", key="cam_compare"):
-        second = widgets.run_picker("Second model", key="cam_run_b", exclude=first.run_id)
+        second = widgets.run_picker("Second model", key="cam_run_b", exclude=first.run_id, need_model=True)
 if first is None:
     st.info("No trained model yet: train one on the Train page.")
     st.stop()
@@ -33,7 +33,11 @@ chosen_models = [m for m in (first, second) if m is not None]
 c1, c2, c3 = st.columns(3)
 target = c1.selectbox("Explain the class", ["predicted class", *NAMES], key="cam_class")
 opacity = c2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
-first_model = widgets.loaded_model(first.folder)
+try:
+    first_model = widgets.loaded_model(first.folder)
+except ValueError as exc:
+    st.error(f"{exc}. Pick another model.")
+    st.stop()
 layers = explain.conv_layers(first_model)
 layer_choice = c3.selectbox(
     "Layer (first model)",
@@ -76,13 +80,17 @@ if not inputs:
 
 
 def explain_with(model_info, image28: np.ndarray, conversion) -> None:
-    model = widgets.loaded_model(model_info.folder)
+    try:
+        model = widgets.loaded_model(model_info.folder)
+    except ValueError as exc:
+        st.error(str(exc))
+        return
     class_index = None if target == "predicted class" else NAMES.index(target)
     layer = None if (layer_choice.startswith("last") or model_info is not first) else layer_choice
     cam = explain.gradcam(model, image28[None, ..., None], class_index, layer)
     probs, heat = cam.probabilities[0], cam.heatmaps[0]
     order = np.argsort(-probs)[:3]
-    st.markdown(f"**{model_info.run_id}** — " + ", ".join(f"{NAMES[c]} **{probs[c]:.1%}**" for c in order))
+    st.markdown(f"**{model_info.label}** — " + ", ".join(f"{NAMES[c]} **{probs[c]:.1%}**" for c in order))
     st.caption(
         f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}`: a {heat.shape[0]}×{heat.shape[1]} "
         "map" + (" (very coarse: pick an earlier layer or a larger input size)" if heat.shape[0] <= 3 else "")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app.navigation import available_pages
 from app.widgets import dataset_or_explain
-from fashion_lib import config, models, runs
+from fashion_lib import config, runs
 
 st.title("Fashion-MNIST analysis dashboard")
 st.markdown(
@@ -59,17 +59,7 @@ with st.container(key="models"):
     all_runs = runs.list_runs()
     if all_runs:
         st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "run": r.run_id,
-                        "model": models.DISPLAY_NAMES.get(r.model, r.model),
-                        "status": "shipped" if r.shipped else r.state,
-                        "test accuracy": r.test_accuracy,
-                    }
-                    for r in all_runs
-                ]
-            ),
+            pd.DataFrame(runs.run_rows(all_runs)),
             hide_index=True,
             column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
         )

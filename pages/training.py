@@ -4,7 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import augment, evaluate, figures, jobs, models, runs, train
+from fashion_lib import augment, evaluate, figures, jobs, lifecycle, models, runs, wording
+from fashion_lib.training import FIELD_HELP, LR_SCHEDULES, OPTIMIZERS, TrainConfig, estimates, start_run
 
 SUBSETS = {"all 60,000": 0, "20,000 (balanced)": 20000, "10,000": 10000, "5,000": 5000, "1,000": 1000}
 TEST_SUBSETS = {"all 10,000": 0, "2,000": 2000, "500": 500}
@@ -46,8 +47,8 @@ with st.container(key="train_form", border=True):
         key="tr_lr",
         format_func=lambda v: f"{v:g}",
     )
-    optimizer = c3.selectbox("Optimizer", train.OPTIMIZERS, key="tr_opt")
-    schedule = c3.selectbox("Learning-rate schedule", ["plateau", "cosine", "constant"], key="tr_schedule")
+    optimizer = c3.selectbox("Optimizer", OPTIMIZERS, key="tr_opt")
+    schedule = c3.selectbox("Learning-rate schedule", LR_SCHEDULES, key="tr_schedule")
     presets = augment.list_presets()
     preset = c3.selectbox(
         "Augmentation preset",
@@ -67,12 +68,12 @@ with st.container(key="train_form", border=True):
         disabled=not fine_tune,
         format_func=lambda v: f"{v:g}",
     )
-    bfloat16 = d2.checkbox("bfloat16 compute", key="tr_bf16", help=train.FIELD_HELP["compute_dtype"])
+    bfloat16 = d2.checkbox("bfloat16 compute", key="tr_bf16", help=FIELD_HELP["compute_dtype"])
     calibrate = d2.checkbox(
         "Calibrate confidences",
         value=True,
         key="tr_calibrate",
-        help=train.FIELD_HELP["temperature_scaling"],
+        help=FIELD_HELP["temperature_scaling"],
     )
     patience = d3.number_input("Early-stopping patience (0 = off)", 0, 20, 3, key="tr_patience")
     seed = d3.number_input("Seed", 0, 10**6, 42, key="tr_seed")
@@ -81,12 +82,12 @@ with st.container(key="train_form", border=True):
         [0.0, 0.05, 0.1, 0.2],
         value=0.0,
         key="tr_smoothing",
-        help=train.FIELD_HELP["label_smoothing"],
+        help=FIELD_HELP["label_smoothing"],
     )
 
     cfg, problem = None, None
     try:
-        cfg = train.TrainConfig(
+        cfg = TrainConfig(
             model=model,
             input_size=int(input_size),
             weights=weights if transfer else "none",
@@ -110,11 +111,11 @@ with st.container(key="train_form", border=True):
         )
     except ValueError as exc:
         problem = str(exc)
-    warning = train.memory_warning(cfg) if cfg is not None else None
+    warning = estimates.memory_warning(cfg) if cfg is not None else None
     if warning:
         st.warning(warning)
     if cfg is not None:
-        estimate = train.estimate_seconds(cfg)
+        estimate = estimates.estimate_seconds(cfg)
         parts = ", ".join(f"{k} {widgets.duration(v)}" for k, v in estimate.items())
         st.markdown(
             f"**Estimated time on this machine:** {widgets.duration(sum(estimate.values()))} ({parts})"
@@ -122,81 +123,135 @@ with st.container(key="train_form", border=True):
     else:
         st.error(problem)
 
-    active = jobs.active_run()
+    active = jobs.active_job()
     queue = False
     if active is not None:
-        st.warning(
-            f"Run **{active.name}** is training now; one job at a time keeps the CPU cores free for it."
-        )
+        st.warning(f"**{active.name}** is running now; one job at a time keeps the CPU cores free for it.")
         queue = st.checkbox("Queue my run: start it when that one finishes", key="tr_queue")
-    if st.button(
-        "Launch training", type="primary", disabled=cfg is None, icon=":material/play_arrow:", key="tr_launch"
-    ):
+
+    def launch(cfg: TrainConfig, queue: bool) -> None:
+        """Create the run and start it; show it in the live view at once (a button callback, so it runs
+        before the page redraws)."""
+        folder = None
         try:
-            folder = train.start_run(cfg)
+            folder = start_run(cfg)
             jobs.start(folder, queue=queue)
-            st.session_state.tr_show = folder.name
-            st.toast(f"Started {folder.name}")
-        except jobs.JobBusyError as exc:
-            runs.delete_run(folder)
-            st.error(str(exc))
-        except models.WeightsUnavailableError as exc:
-            st.error(str(exc))
+        except (jobs.JobBusyError, lifecycle.RunStateError, models.WeightsUnavailableError, OSError) as exc:
+            if folder is not None:
+                runs.delete_run(folder)
+            st.session_state.tr_message = ("error", str(exc))
+            return
+        st.session_state.tr_run_pick = folder.name
+        st.session_state.tr_queue = False
+        st.session_state.tr_message = ("success", f"Started {folder.name}" + (" (queued)" if queue else ""))
+
+    st.button(
+        "Launch training",
+        type="primary",
+        disabled=cfg is None,
+        icon=":material/play_arrow:",
+        key="tr_launch",
+        on_click=launch,
+        args=(cfg, queue),
+    )
+    if "tr_message" in st.session_state:
+        level, text = st.session_state.pop("tr_message")
+        (st.error if level == "error" else st.success)(text)
 
 # ------------------------------------------------------------------------------------- the live view
 user_runs = runs.list_runs(include_shipped=False)
 if not user_runs:
     st.info("No runs yet: launch one above.")
     st.stop()
-names = [r.run_id for r in user_runs]
-active = jobs.active_run()
-default = st.session_state.get("tr_show") or (active.name if active else names[0])
-shown = st.selectbox("Run", names, index=names.index(default) if default in names else 0, key="tr_run_pick")
-st.session_state.tr_show = shown
-folder = runs.resolve_run(shown)
+by_id = {r.run_id: r for r in user_runs}
+if st.session_state.get("tr_run_pick") not in by_id:
+    active = jobs.active_job()
+    st.session_state.tr_run_pick = active.name if active and active.name in by_id else user_runs[0].run_id
+shown = st.selectbox(
+    "Run", list(by_id), key="tr_run_pick", format_func=lambda rid: f"{by_id[rid].label} — {rid}"
+)
+folder = by_id[shown].folder
+
+
+def act(action: str, folder) -> None:
+    """Stop, resume, train again or delete (a button callback: the page redraws with the result)."""
+    try:
+        if action == jobs.STOP:
+            jobs.stop(folder)
+            st.session_state.tr_message = (
+                "success",
+                "Stop requested: the run saves its model after the current batch.",
+            )
+        elif action == jobs.RESUME:
+            jobs.start(folder, queue=True)
+            st.session_state.tr_message = ("success", f"Resuming {folder.name}.")
+        elif action == jobs.AGAIN:
+            again = start_run(TrainConfig.from_run(folder))
+            jobs.start(again, queue=True)
+            st.session_state.tr_run_pick = again.name
+            st.session_state.tr_message = ("success", f"Started {again.name} with the same settings.")
+        elif action == jobs.DELETE:
+            runs.delete_run(folder)
+            st.session_state.pop("tr_run_pick", None)
+    except (lifecycle.RunStateError, jobs.JobBusyError, ValueError, OSError) as exc:
+        st.session_state.tr_message = ("error", str(exc))
 
 
 def show_run(folder) -> None:
-    state = jobs.effective_state(folder)
-    status = runs.read_status(folder)
+    info = runs.read_run(folder)
+    if info is None:
+        st.warning(f"{folder.name} is gone (deleted).")
+        return
+    state = lifecycle.state_of(folder)
     rows = runs.read_metrics(folder)
     with st.container(key="live"):
         cols = st.columns([2, 1, 1, 1])
-        cols[0].markdown(f"**{folder.name}** — status: **{state}**")
-        if rows:
+        cols[0].markdown(f"**{folder.name}** — status: **{state.state}**")
+        if rows and rows[-1]["learning_rate"] is not None:
             cols[1].metric("Learning rate", f"{rows[-1]['learning_rate']:.2g}")
-            cols[2].metric("Val accuracy", f"{rows[-1]['val_accuracy']:.2%}")
-        if state in ("running", "queued"):
+        if rows and rows[-1]["val_accuracy"] is not None:
+            cols[2].metric("Val accuracy", wording.percent(rows[-1]["val_accuracy"], 1))
+        if state.state in (lifecycle.RUNNING, lifecycle.STOPPING, lifecycle.QUEUED):
             progress = runs.progress_summary(folder)
             eta = f" — about {widgets.duration(progress.eta_seconds)} left" if progress.eta_seconds else ""
             st.progress(progress.fraction, text=f"{progress.text}{eta}")
-            if cols[3].button("Stop", icon=":material/stop:", key="tr_stop"):
-                jobs.stop(folder)
-                st.toast("Stop requested: the run saves its model and ends after the current batch.")
-        st.plotly_chart(figures.learning_curves(rows), key="curves")
-        if state == "failed":
-            st.error(f"The run failed: {status.get('error') or 'no error text was recorded'}")
-        elif state == "interrupted":
-            st.warning(
-                "The training process ended without finishing (machine restart or killed). "
-                "Resume continues from the last finished epoch."
+        message = jobs.state_message(folder, state)
+        if message:
+            getattr(st, message[0])(message[1])
+        if info.problems:
+            st.error("**This run folder is damaged:** " + "; ".join(info.problems))
+        buttons = st.columns(4)
+        for column, action in zip(buttons, jobs.actions(state), strict=False):
+            if action == jobs.DELETE:
+                continue  # deleting has its own confirmation below
+            column.button(
+                action.capitalize(),
+                key=f"tr_{action.replace(' ', '_')}",
+                on_click=act,
+                args=(action, folder),
+                help={
+                    jobs.STOP: "Ends after the current batch with the model saved.",
+                    jobs.RESUME: "Continues from the last finished epoch.",
+                    jobs.AGAIN: "A new run with the same settings.",
+                }.get(action),
             )
-            if st.button("Resume", key="tr_resume"):
-                jobs.start(folder, queue=True)
-                st.rerun()
-        if state in ("completed", "stopped") and rows:
+        st.plotly_chart(figures.learning_curves(rows), key="curves")
+        if state.state in (lifecycle.FAILED, lifecycle.INTERRUPTED):
+            tail = jobs.read_log_tail(folder, 30)
+            with st.expander("The end of the training log", expanded=state.state == lifecycle.FAILED):
+                st.code(tail or "(the log is empty)", language=None)
+        if state.state in (lifecycle.COMPLETED, lifecycle.STOPPED) and rows:
             diagnosis = evaluate.diagnose_curves(rows)
             st.info(f"**Diagnosis** — {diagnosis.explanation()}")
-            summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
-            if summary:
-                st.markdown(widgets.summary_line(summary))
+            if info.summary is not None:
+                st.markdown(wording.summary_line(info.summary))
     seen = st.session_state.get("tr_live_state")
-    st.session_state.tr_live_state = (folder.name, state)
-    if seen and seen[0] == folder.name and seen[1] != state:
+    st.session_state.tr_live_state = (folder.name, state.state)
+    if seen and seen[0] == folder.name and seen[1] != state.state:
         st.rerun()  # the run started or ended: redraw the whole page (diagnosis, run list)
 
 
-if jobs.effective_state(folder) in ("running", "queued"):
+if lifecycle.state_of(folder).active:
     st.fragment(show_run, run_every=1.0)(folder)
 else:
     show_run(folder)
@@ -204,31 +259,22 @@ else:
 # ------------------------------------------------------------------------------------------ run list
 st.subheader("Recent runs")
 st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "run": r.run_id,
-                "model": models.DISPLAY_NAMES.get(r.model, r.model),
-                "status": jobs.effective_state(r.folder),
-                "test accuracy": r.test_accuracy,
-            }
-            for r in user_runs
-        ]
-    ),
+    pd.DataFrame(runs.run_rows(user_runs)),
     hide_index=True,
     column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
 )
 with st.expander("Delete a run"):
-    doomed = st.selectbox("Run to delete", names, key="tr_delete_pick")
+    doomed = st.selectbox("Run to delete", list(by_id), key="tr_delete_pick")
     sure = st.checkbox(f"Yes, delete {doomed} and everything in its folder", key="tr_delete_sure")
 
     def delete_chosen() -> None:
         target = runs.resolve_run(st.session_state.tr_delete_pick)
-        if jobs.effective_state(target) in ("running", "queued"):
-            st.session_state.tr_delete_error = "Stop the run before deleting it."
+        try:
+            runs.delete_run(target)
+        except (lifecycle.RunStateError, ValueError, OSError) as exc:
+            st.session_state.tr_delete_error = str(exc)
             return
-        runs.delete_run(target)
-        st.session_state.pop("tr_show", None)
+        st.session_state.pop("tr_run_pick", None)
         st.session_state.tr_delete_sure = False
 
     st.button("Delete", disabled=not sure, key="tr_delete", on_click=delete_chosen)

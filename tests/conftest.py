@@ -27,3 +27,14 @@ def dataset():
 def data_folder(dataset) -> Path:
     """The folder the real data was loaded from."""
     return dataset.source.folder
+
+
+def move_run(folder: Path, state: str, **fields) -> None:
+    """Move a run this test created (this process owns it) to ``state``, as a training process would."""
+    from fashion_lib import lifecycle, processes
+
+    me = processes.current()
+    if state != lifecycle.QUEUED:
+        lifecycle.transition(folder, lifecycle.RUNNING, by=me)
+    if state not in (lifecycle.QUEUED, lifecycle.RUNNING):
+        lifecycle.transition(folder, state, by=me, **fields)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
 from fashion_lib import config, evaluate, runs
 from tests.app.conftest import page_test
+from tests.conftest import move_run
 
 
 @pytest.fixture
@@ -49,9 +52,13 @@ def test_a_collapsed_run_is_flagged(tmp_path, monkeypatch, dataset):
         test_index=np.arange(10000),
     )
     runs.write_json(folder / runs.SUMMARY_FILE, {"test_accuracy": 0.1})
-    runs.set_status(folder, "completed")
+    shutil.copy(config.CACHED_MODELS_DIR / "baseline" / runs.MODEL_FILE, folder / runs.MODEL_FILE)
+    move_run(folder, "completed")
     at = page_test("errors.py").run()
     assert not at.exception
+    assert at.selectbox(key="err_run").value == "baseline"  # opens on the best model, not the collapsed one
+    assert not at.error
+    at.selectbox(key="err_run").set_value(folder.name).run()
     assert "Collapse detected" in at.error[0].value and "'Dress'" in at.error[0].value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fashion_lib import config, runs
 from tests.app.conftest import page_test
 from tests.unit.test_photos import encode, silhouette
 
@@ -27,7 +28,8 @@ def test_uploading_photos_shows_the_strip_prediction_and_overlays_and_a_bad_file
     )
     at.run()
     assert not at.exception
-    assert any(md.value.startswith("**baseline** — ") for md in at.markdown)
+    shipped = runs.read_run(config.CACHED_MODELS_DIR / "baseline", shipped=True)
+    assert any(md.value.startswith(f"**{shipped.label}** — ") for md in at.markdown)
     assert "notes.jpg: this is not an image we can read" in at.error[0].value
     captions = [c.value for c in at.caption]
     assert any("a 7×7 map" in c for c in captions)

@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from fashion_lib import config, export, pitfall, runs, train
+from fashion_lib import config, export, pitfall, runs, train, wording
 from tests.app.conftest import page_test
+from tests.conftest import move_run
 from tests.unit.test_train import tiny
 
 
@@ -41,7 +42,7 @@ def completed(home, trained_run):
 @pytest.fixture
 def failed(home):
     folder = runs.create_run(tiny().to_dict(), "20260101-000000-baseline-failed")
-    runs.set_status(folder, "failed", error="RuntimeError: out of memory while building the model")
+    move_run(folder, "failed", error="RuntimeError: out of memory while building the model")
     return folder
 
 
@@ -71,7 +72,7 @@ def test_train_page_shows_a_completed_run_with_its_diagnosis(completed, dataset)
     text = "\n".join(md.value for md in at.markdown)
     assert "status: **completed**" in text
     summary = runs.read_json(completed / runs.SUMMARY_FILE)
-    assert f"Test accuracy **{summary['test_accuracy']:.2%}**" in text
+    assert f"Test accuracy **{wording.percent(summary['test_accuracy'])}**" in text
     assert any(i.value.startswith("**Diagnosis**") for i in at.info)
 
 

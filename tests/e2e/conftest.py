@@ -99,8 +99,8 @@ def app_url(tmp_path_factory) -> str:
 
 
 def stop_training_jobs() -> None:
-    """A test that failed mid-run must not leave a training job holding the machine's training lock."""
-    from fashion_lib import jobs, runs
+    """A test that failed mid-run must not leave a job holding the machine's lock."""
+    from fashion_lib import jobs, lifecycle
 
     active = jobs.active_run()
     if active is not None:
@@ -108,10 +108,9 @@ def stop_training_jobs() -> None:
         deadline = time.monotonic() + 60
         while jobs.active_run() is not None and time.monotonic() < deadline:
             time.sleep(0.5)
-        if jobs.active_run() is not None:
-            pid = runs.read_status(active).get("pid")
-            if pid:
-                os.kill(pid, signal.SIGKILL)
+        owner = lifecycle.state_of(active).owner
+        if jobs.active_run() is not None and owner is not None:
+            owner.signal(signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
-from fashion_lib import runs, train
+from fashion_lib import lifecycle, runs, train
 from tests.e2e.conftest import open_page, screenshot, wait_for_script
 from tests.unit.test_train import tiny
 
@@ -56,7 +56,7 @@ def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset):
     screenshot(page, "training-stopped")
     expect(run_list).to_contain_text("stopped")
     folder = runs.resolve_run(page.locator(".st-key-live strong").first.inner_text())
-    assert runs.read_status(folder)["state"] == "stopped" and (folder / "model.keras").is_file()
+    assert lifecycle.effective_state(folder) == "stopped" and (folder / "model.keras").is_file()
 
 
 def test_comparison_table_shows_two_runs(page: Page, app_url: str, dataset):
@@ -67,7 +67,7 @@ def test_comparison_table_shows_two_runs(page: Page, app_url: str, dataset):
     grid = page.locator(".st-key-cmp_table [role=grid]")  # the data grid's accessible (off-screen) table
     expect(grid).to_have_attribute("aria-rowcount", "2")  # header + the one default run
     # the multiselect defaults to the newest run of each family: add the other one
-    completed = [r.run_id for r in runs.comparable_runs() if not r.shipped and r.state == "completed"]
+    completed = [r.label for r in runs.comparable_runs() if not r.shipped and r.state == "completed"]
     page.get_by_label("Runs to compare").first.click()
     page.get_by_role("option", name=completed[1]).click()
     wait_for_script(page)

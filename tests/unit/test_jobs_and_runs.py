@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from fashion_lib import config, evaluate, export, jobs, models, pitfall, runs, train
+from fashion_lib import config, evaluate, export, jobs, lifecycle, models, pitfall, processes, runs, train
+from fashion_lib.training import estimates
 from tests.unit.test_train import tiny
 
 
@@ -31,37 +32,86 @@ def test_a_background_job_trains_and_a_second_waits_its_turn(dataset):
     first = train.start_run(tiny(epochs=40, early_stopping_patience=0))
     second = train.start_run(tiny(epochs=1))
     p1 = jobs.start(first)
-    assert wait_for(lambda: runs.read_status(first)["state"] == "running")
+    assert wait_for(lambda: lifecycle.effective_state(first) == "running")
     assert jobs.active_run() == first
     with pytest.raises(jobs.JobBusyError, match=first.name):
         jobs.start(second)
     p2 = jobs.start(second, queue=True)
-    time.sleep(1.0)
-    assert jobs.effective_state(second) == "queued"  # waiting for the lock, not training
+    assert wait_for(lambda: lifecycle.state_of(second).owner is not None)  # the child claimed it
+    assert lifecycle.effective_state(second) == "queued"  # waiting for the lock, not training
+    assert jobs.queue_position(second) == 1
     jobs.stop(first)
     assert p1.wait(timeout=120) == 0
-    assert runs.read_status(first)["state"] == "stopped"
+    assert lifecycle.effective_state(first) == "stopped"
     assert (first / "model.keras").is_file()
     assert p2.wait(timeout=180) == 0
-    assert runs.read_status(second)["state"] == "completed"
+    assert lifecycle.effective_state(second) == "completed"
     assert jobs.active_run() is None
 
 
 def test_a_run_whose_process_died_is_shown_as_interrupted(tmp_path):
     folder = runs.create_run({"model": "baseline"}, "dead", runs_root=tmp_path)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    runs.set_status(folder, "running", pid=dead.pid)
-    assert jobs.effective_state(folder) == "interrupted"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = processes.identify(sleeper.pid)
+    # what that process wrote while it trained, before it was killed
+    runs.write_json(folder / runs.STATUS_FILE, {"state": "running", "owner": owner.to_dict()})
+    assert lifecycle.effective_state(folder) == "running"
+    sleeper.kill()
+    sleeper.wait()
+    state = lifecycle.state_of(folder)
+    assert state.state == "interrupted" and f"pid {owner.pid}" in state.detail
+    assert jobs.actions(state) == (jobs.RESUME, jobs.AGAIN, jobs.DELETE)
 
 
-def test_stopping_a_queued_run_ends_it_at_once(tmp_path):
-    folder = runs.create_run({"model": "baseline"}, "waiting", runs_root=tmp_path)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-    runs.set_status(folder, "queued", pid=sleeper.pid)
-    jobs.stop(folder)
-    assert sleeper.wait(timeout=10) != 0
-    assert runs.read_status(folder)["state"] == "stopped"
+HOLD_THE_MACHINE = """
+import sys, time
+from pathlib import Path
+from fashion_lib import jobs
+with jobs.machine_lock(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def machine_held(tmp_path):
+    """Another process holds the machine's job lock (as a training job would)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_MACHINE, str(tmp_path / "someone-elses-run")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=config.REPO_ROOT,
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    yield holder
+    holder.kill()
+    holder.wait()
+
+
+def claimed(folder) -> bool:
+    """The started process has taken the run over from its launcher (its own pid is in the status)."""
+    status, _ = lifecycle.read_status(folder)
+    return status is not None and "pid" in (status.owner or {})
+
+
+def test_stopping_a_queued_run_ends_it_at_once(machine_held, dataset):
+    folder = train.start_run(tiny())
+    proc = jobs.start(folder, queue=True)
+    assert wait_for(lambda: claimed(folder))  # waiting for the machine
+    state = lifecycle.state_of(folder)
+    assert state.state == "queued" and jobs.actions(state) == (jobs.STOP,)  # never offered Resume
+    assert jobs.stop(folder)
+    assert proc.wait(timeout=30) == 0
+    assert lifecycle.effective_state(folder) == "stopped"  # written by the run's own process
+    assert not (folder / "model.keras").exists()
+
+
+def test_a_run_stopped_the_moment_it_was_queued_ends_stopped(machine_held, dataset):
+    folder = train.start_run(tiny())
+    proc = jobs.start(folder, queue=True)
+    assert jobs.stop(folder)  # before its process has even started Python
+    proc.wait(timeout=30)
+    assert lifecycle.effective_state(folder) == "stopped"
 
 
 # ----------------------------------------------------------------------------------------- run registry
@@ -196,12 +246,12 @@ def test_classification_summary_matches_scikit_learn():
 
 
 def test_time_estimate_grows_with_work():
-    small = sum(train.estimate_seconds(tiny(subset=1000, epochs=2)).values())
-    big = sum(train.estimate_seconds(tiny(subset=20000, epochs=2)).values())
+    small = sum(estimates.estimate_seconds(tiny(subset=1000, epochs=2)).values())
+    big = sum(estimates.estimate_seconds(tiny(subset=20000, epochs=2)).values())
     assert 0 < small < big
-    ft = train.estimate_seconds(tiny(model="mobilenet_v2", fine_tune=True))
+    ft = estimates.estimate_seconds(tiny(model="mobilenet_v2", fine_tune=True))
     assert "stage 2 (fine-tuning)" in ft and "feature extraction" in ft
-    assert train.forward_speed("efficientnet_b0", 96) == pytest.approx(379)
+    assert estimates.forward_speed("efficientnet_b0", 96) == pytest.approx(379)
 
 
 def test_pitfall_lab_presets_differ_only_in_the_division(monkeypatch, tmp_path):
@@ -228,35 +278,35 @@ def test_divide_by_255_squeezes_the_model_input_to_nearly_one_value(dataset):
 
 
 def test_memory_warning_for_large_image_training_only(monkeypatch):
-    monkeypatch.setattr(train, "machine_memory_gb", lambda: 24.0)
+    monkeypatch.setattr(estimates, "machine_memory_gb", lambda: 24.0)
     big = tiny(model="efficientnet_b0", input_size=224, batch_size=256, fine_tune=True)
-    message = train.memory_warning(big)
+    message = estimates.memory_warning(big)
     assert "this machine has 24 GB" in message
     safe = int(message.split("Use a batch of ")[1].split()[0])
     # the advised batch fits under the warning line and a batch 8 larger does not
-    assert train.memory_warning(dataclasses.replace(big, batch_size=safe)) is None
-    assert train.memory_warning(dataclasses.replace(big, batch_size=safe + 8)) is not None
+    assert estimates.memory_warning(dataclasses.replace(big, batch_size=safe)) is None
+    assert estimates.memory_warning(dataclasses.replace(big, batch_size=safe + 8)) is not None
     assert (
-        train.memory_warning(tiny(model="efficientnet_b0", input_size=96, batch_size=64, fine_tune=True))
+        estimates.memory_warning(tiny(model="efficientnet_b0", input_size=96, batch_size=64, fine_tune=True))
         is None
     )
     assert (
-        train.memory_warning(tiny(model="efficientnet_b0", input_size=224, batch_size=256)) is None
+        estimates.memory_warning(tiny(model="efficientnet_b0", input_size=224, batch_size=256)) is None
     )  # cached
-    assert train.memory_warning(tiny(input_size=224, batch_size=256)) is None  # the baseline reads 28×28
-    monkeypatch.setattr(train, "machine_memory_gb", lambda: 1024.0)
-    assert train.memory_warning(big) is None  # a bigger machine is not warned
+    assert estimates.memory_warning(tiny(input_size=224, batch_size=256)) is None  # the baseline reads 28×28
+    monkeypatch.setattr(estimates, "machine_memory_gb", lambda: 1024.0)
+    assert estimates.memory_warning(big) is None  # a bigger machine is not warned
 
 
 def test_memory_estimate_grows_with_batch_and_pixels():
-    (b1, m1), (b2, m2) = sorted(train.MEMORY_AT_224.items())
+    (b1, m1), (b2, m2) = sorted(estimates.MEMORY_AT_224.items())
 
     def estimate(size, batch):
-        return train.memory_estimate_gb(
+        return estimates.memory_estimate_gb(
             tiny(model="mobilenet_v2", input_size=size, batch_size=batch, fine_tune=True)
         )
 
     assert estimate(224, b1) == pytest.approx(m1) and estimate(224, b2) == pytest.approx(m2)
     assert estimate(112, 4 * b2) == pytest.approx(m2)  # a quarter of the pixels, four times the batch
     assert estimate(224, 2 * b2) > m2
-    assert train.machine_memory_gb() > 1
+    assert estimates.machine_memory_gb() > 1

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from fashion_lib import augment, config, models, runs, train
+from fashion_lib import augment, config, lifecycle, models, runs, train
+from fashion_lib.training import feature_cache, pipelines
 
 TINY = {"subset": 200, "test_subset": 50, "epochs": 1, "batch_size": 32, "input_size": 32}
 
@@ -57,7 +58,7 @@ def test_unknown_config_field_is_refused():
 
 
 def test_subsets_and_splits_follow_the_config(dataset):
-    splits = train.make_splits(tiny(subset=1000, val_fraction=0.2, test_subset=100), dataset)
+    splits = pipelines.make_splits(tiny(subset=1000, val_fraction=0.2, test_subset=100), dataset)
     assert len(splits.x_train) == 800 and len(splits.x_val) == 200 and len(splits.x_test) == 100
     assert splits.x_train.shape[1:] == (28, 28, 1) and splits.x_train.dtype == np.uint8
     assert np.array_equal(np.bincount(splits.y_val, minlength=10), np.full(10, 20))
@@ -68,7 +69,7 @@ def test_training_pipeline_shows_every_image_once_per_epoch_in_a_new_order_witho
     n = 300
     labels = np.arange(n)  # each label names its image
     images = (labels % 256).astype(np.uint8).reshape(n, 1, 1, 1).repeat(28, 1).repeat(28, 2)
-    pipeline = train.make_dataset(images, labels, batch_size=64, shuffle_seed=7)
+    pipeline = pipelines.make_dataset(images, labels, batch_size=64, shuffle_seed=7)
     epochs = []
     for _ in range(2):
         batches = [(x.numpy(), y.numpy()) for x, y in pipeline]
@@ -76,10 +77,10 @@ def test_training_pipeline_shows_every_image_once_per_epoch_in_a_new_order_witho
         epochs.append(np.concatenate([y for _, y in batches]))
     assert [sorted(order) for order in epochs] == [list(range(n))] * 2
     assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
-    again = np.concatenate([y.numpy() for _, y in train.make_dataset(images, labels, 64, shuffle_seed=7)])
+    again = np.concatenate([y.numpy() for _, y in pipelines.make_dataset(images, labels, 64, shuffle_seed=7)])
     assert np.array_equal(again, epochs[0])  # the same seed gives the same order
     # The autotuner made the first step of many epochs wait 15–20 s on the 2-core machine (see
-    # train.without_autotune; measured in bench.baseline_full's epoch times).
+    # pipelines.without_autotune; measured in bench.baseline_full's epoch times).
     assert pipeline.options().autotune.enabled is False
 
 
@@ -93,7 +94,7 @@ def test_training_pipeline_shows_every_image_once_per_epoch_in_a_new_order_witho
 )
 def test_each_model_trains_one_epoch_into_a_complete_run_folder(cfg, dataset):
     folder = train.train(cfg)
-    assert runs.read_status(folder)["state"] == "completed"
+    assert lifecycle.effective_state(folder) == "completed"
     assert train.TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG_FILE)) == cfg
     metrics = runs.read_metrics(folder)
     assert [row["epoch"] for row in metrics] == [1]
@@ -124,7 +125,7 @@ def test_each_model_trains_one_epoch_into_a_complete_run_folder(cfg, dataset):
 def test_label_smoothing_trains_on_one_hot_targets_and_keeps_the_accuracy_metric(model, dataset):
     folder = train.train(tiny(model=model, label_smoothing=0.1, epochs=2))
     metrics = runs.read_metrics(folder)
-    assert runs.read_status(folder)["state"] == "completed" and len(metrics) == 2
+    assert lifecycle.effective_state(folder) == "completed" and len(metrics) == 2
     # smoothed targets never reach zero loss: the floor is their entropy, 0.50 nats for 0.1 over 10 classes
     floor = -(0.91 * np.log(0.91) + 9 * 0.01 * np.log(0.01))
     assert all(row["loss"] > floor and 0 <= row["val_accuracy"] <= 1 for row in metrics)
@@ -134,7 +135,7 @@ def test_label_smoothing_trains_on_one_hot_targets_and_keeps_the_accuracy_metric
 @pytest.mark.parametrize("model", ["baseline", "mobilenet_v2"], ids=["on-images", "on-cached-features"])
 def test_bfloat16_training_saves_a_float32_model_that_reproduces_the_run_predictions(model, dataset):
     folder = train.train(tiny(model=model, compute_dtype="bfloat16", subset=300))
-    assert runs.read_status(folder)["state"] == "completed" and folder.name.endswith("bf16")
+    assert lifecycle.effective_state(folder) == "completed" and folder.name.endswith("bf16")
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     saved = models.load_model(folder / "model.keras")
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
@@ -160,8 +161,10 @@ def test_feature_cached_head_gives_the_same_predictions_as_the_full_model(datase
     folder = train.train(cfg)
     model = models.load_model(folder / "model.keras")
     weights = models.resolve_weights(cfg.model, cfg.weights)
-    cache = train.FeatureCache(config.cache_dir() / "features" / train.feature_cache_key(cfg, weights), 1280)
-    splits = train.make_splits(cfg, dataset)
+    cache = feature_cache.FeatureCache(
+        config.cache_dir() / "features" / feature_cache.feature_cache_key(cfg, weights), 1280
+    )
+    splits = pipelines.make_splits(cfg, dataset)
     cached = cache.get(splits.train_index[:20], splits.x_train_full, extractor=None)  # all cached already
     via_cache = np.asarray(models.head_model(model)(cached))
     full = np.asarray(model(splits.x_train[:20].astype("float32")))
@@ -212,14 +215,14 @@ def test_an_interrupted_run_resumes_where_it_stopped(dataset):
     folder = train.start_run(cfg)
     with pytest.raises(RuntimeError, match="power cut"):
         train.train(run_dir=folder, extra_callbacks=[CrashAtEpoch(2)])
-    status = runs.read_status(folder)
-    assert status["state"] == "failed" and "power cut" in status["error"]
+    state = lifecycle.state_of(folder)
+    assert state.state == "failed" and "power cut" in state.error
     assert [r["epoch"] for r in runs.read_metrics(folder)] == [1, 2]
 
     train.train(run_dir=folder, extra_callbacks=[FirstEpochSeen()])
     assert FirstEpochSeen.first == 2  # started at the third epoch, from the backup
     assert [r["epoch"] for r in runs.read_metrics(folder)] == [1, 2, 3]
-    assert runs.read_status(folder)["state"] == "completed"
+    assert lifecycle.effective_state(folder) == "completed"
 
 
 class RequestStopAtBatch(keras.callbacks.Callback):
@@ -229,18 +232,18 @@ class RequestStopAtBatch(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == 1:
-            runs.request_stop(self.folder)
+            lifecycle.request_stop(self.folder)
 
 
 def test_a_stop_request_ends_the_run_gracefully_with_the_model_saved(dataset):
     cfg = tiny(epochs=5, early_stopping_patience=0)
     folder = train.start_run(cfg)
     train.train(run_dir=folder, extra_callbacks=[RequestStopAtBatch(folder)])
-    assert runs.read_status(folder)["state"] == "stopped"
+    assert lifecycle.effective_state(folder) == "stopped"
     assert len(runs.read_metrics(folder)) == 1  # stopped inside the first epoch
     assert (folder / "model.keras").is_file() and (folder / runs.SUMMARY_FILE).is_file()
     assert runs.read_json(folder / runs.SUMMARY_FILE)["stopped_early_by_user"] is True
-    assert not runs.stop_requested(folder)
+    assert not lifecycle.stop_requested(folder)
 
 
 # ----------------------------------------------------------------------------------- command line

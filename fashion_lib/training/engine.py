@@ -1,0 +1,271 @@
+"""The training engine: one ``train`` for every caller (command line, Train page, tuner): config in, run
+folder out.
+
+``train(config)`` makes a run folder under ``$FASHION_HOME/runs`` and writes, as it goes: the config, the
+status (through ``lifecycle``, as the run's owner), per-epoch metrics and in-epoch progress, the model
+(atomically, as ``model.keras``), the test-set predictions and a summary. Stage 1 trains with the backbone
+frozen (feature extraction); stage 2, when asked for, unfreezes the top K backbone layers and continues at a
+lower learning rate (fine-tuning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashion_lib import data, evaluate, lifecycle, models, processes, runs
+from fashion_lib.training.callbacks import StopRequested, StopWatch
+from fashion_lib.training.config import CALIBRATION_IMAGES, TrainConfig
+from fashion_lib.training.feature_cache import train_head_on_features
+from fashion_lib.training.fitting import fit_on_images
+from fashion_lib.training.pipelines import Splits, inference_batch, make_splits, predict
+
+STAGE1_WEIGHTS = "stage1.weights.h5"  # stage 1's result, kept until the run completes (to resume stage 2)
+
+
+def start_run(cfg: TrainConfig, runs_root: Path | None = None) -> Path:
+    """Create the run folder for ``cfg`` (status 'queued', owned by this process) without training."""
+    weights = models.resolve_weights(cfg.model, cfg.weights)
+    return runs.create_run(cfg.to_dict(), runs.new_run_id(cfg.model, cfg.run_tag(weights.label)), runs_root)
+
+
+def _install_sigterm_handler(folder: Path) -> None:
+    """SIGTERM (the stop button, `kill`) becomes a graceful stop request."""
+
+    def handler(signum, frame):
+        lifecycle.request_stop(folder)
+
+    # Outside the main thread (a test runner thread) signals cannot be caught; the STOP file still works.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, handler)
+
+
+def train(cfg: TrainConfig | None = None, run_dir: Path | None = None, extra_callbacks=()) -> Path:
+    """Train ``cfg`` into a new run folder, or continue the run in ``run_dir`` (config read from it).
+
+    Returns the run folder. A stopped, failed or interrupted run given as ``run_dir`` continues from its
+    last finished epoch; a completed run, or one another live process owns, raises
+    ``lifecycle.RunStateError``. A stop request (``lifecycle.request_stop`` or SIGTERM) ends the run with the
+    model saved and status 'stopped'. Any error — in the config, the data, the weights, training or saving
+    — ends the run 'failed' with the error's one-line reason, then propagates.
+    """
+    me = processes.current()
+    if run_dir is None:
+        if cfg is None:
+            raise ValueError("train() needs a config or an existing run folder")
+        run_dir = start_run(cfg)
+    else:
+        lifecycle.transition(run_dir, lifecycle.QUEUED, by=me)  # resume, or keep the run it was handed
+    watch = StopWatch(run_dir, me)
+    _install_sigterm_handler(run_dir)
+    if watch.requested():  # stopped while it waited for the machine
+        lifecycle.transition(run_dir, lifecycle.STOPPED, by=me, finished=time.time())
+        (run_dir / lifecycle.STOP_FILE).unlink(missing_ok=True)
+        return run_dir
+    lifecycle.transition(run_dir, lifecycle.RUNNING, by=me, started=time.time())
+    try:
+        cfg = TrainConfig.from_run(run_dir)
+        state = _train_stages(cfg, run_dir, watch, extra_callbacks)
+    except BaseException as exc:
+        with contextlib.suppress(lifecycle.RunStateError, OSError):
+            lifecycle.transition(
+                run_dir, lifecycle.FAILED, by=me, error=lifecycle.one_line(exc), finished=time.time()
+            )
+        raise
+    lifecycle.transition(run_dir, state, by=me, finished=time.time())
+    (run_dir / lifecycle.STOP_FILE).unlink(missing_ok=True)
+    if state == lifecycle.COMPLETED:  # what a resume would need is no longer needed
+        shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
+        (run_dir / STAGE1_WEIGHTS).unlink(missing_ok=True)
+    return run_dir
+
+
+def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callbacks=()) -> str:
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    wall_started = time.perf_counter()
+    ds = data.load()
+    splits = make_splits(cfg, ds)
+    weights = models.resolve_weights(cfg.model, cfg.weights)
+    model = models.build_model(
+        cfg.model,
+        cfg.input_size,
+        cfg.weights,
+        cfg.interpolation,
+        cfg.seed,
+        cfg.compute_dtype,
+        cfg.dropout,
+        cfg.conv_filters,
+        cfg.dense_units,
+    )
+    timings: dict[str, float] = {}
+    params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
+    stopped = False
+
+    stage1_weights = folder / STAGE1_WEIGHTS
+    if stage1_weights.exists():  # resumed after stage 1 had finished
+        model.load_weights(stage1_weights)
+    else:
+        started = time.perf_counter()
+        if cfg.uses_feature_cache():
+            try:
+                _, stopped = train_head_on_features(
+                    model, cfg, folder, splits, weights, timings, watch, extra_callbacks
+                )
+            except StopRequested:
+                stopped = True
+        else:
+            _, stopped = fit_on_images(
+                model, cfg, folder, splits, 1, cfg.epochs, 0, cfg.learning_rate, watch, extra_callbacks
+            )
+        timings["stage1_seconds"] = time.perf_counter() - started
+        if not stopped:
+            model.save_weights(stage1_weights)
+
+    if cfg.fine_tune and not stopped:
+        models.set_stage(model, 2, cfg.fine_tune_layers)
+        params["stage2"] = models.parameter_counts(model)
+        started = time.perf_counter()
+        epochs_done = len([r for r in runs.read_metrics(folder) if r["stage"] == 1])
+        _, stopped = fit_on_images(
+            model,
+            cfg,
+            folder,
+            splits,
+            2,
+            epochs_done + cfg.fine_tune_epochs,
+            epochs_done,
+            cfg.fine_tune_learning_rate,
+            watch,
+            extra_callbacks,
+        )
+        timings["stage2_seconds"] = time.perf_counter() - started
+
+    model = models.as_float32(model)  # what is saved, evaluated and explained computes in float32
+    summary = _evaluate_and_save(model, cfg, folder, splits, timings)
+    summary.update(
+        {
+            "model": cfg.model,
+            "display_name": models.DISPLAY_NAMES[cfg.model],
+            "weights": weights.label,
+            "input_size": cfg.model_input_size,
+            "training_images": len(splits.x_train),
+            "validation_images": len(splits.x_val),
+            "epochs_run": len(runs.read_metrics(folder)),
+            "parameters": params,
+            "feature_cache": cfg.uses_feature_cache(),
+            "input_scaling": cfg.input_scaling,
+            "compute_dtype": cfg.compute_dtype,
+            **{k: round(v, 3) for k, v in timings.items()},
+            "wall_seconds": round(time.perf_counter() - wall_started, 3),
+            "library_versions": library_versions(),
+            "data_fingerprint": data.DATA_FINGERPRINT,
+            "split_checksum": splits.checksum(),
+            "stopped_early_by_user": stopped,
+            **({"stop_reason": watch.reason()} if stopped else {}),
+        }
+    )
+    runs.write_json(folder / runs.SUMMARY_FILE, summary)
+    runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "done", "time": time.time()})
+    return lifecycle.STOPPED if stopped else lifecycle.COMPLETED
+
+
+def _phase(folder: Path, text: str) -> None:
+    runs.write_json(folder / runs.PROGRESS_FILE, {"phase": text, "time": time.time()})
+
+
+def _evaluate_and_save(model, cfg: TrainConfig, folder: Path, splits: Splits, timings: dict) -> dict:
+    """Validation accuracy, calibration (on the validation split), the saved model, and — unless the
+    config says otherwise (tuning trials) — test-set predictions and metrics."""
+    batch = inference_batch(cfg.model_input_size)
+    _phase(folder, "evaluating on the validation split")
+    val_probs = predict(model, splits.x_val, batch_size=batch, scale=cfg.pixel_scale)
+    summary: dict = {"validation_accuracy": float(np.mean(val_probs.argmax(1) == splits.y_val))}
+    if cfg.temperature_scaling:
+        _phase(folder, "calibrating on the validation split")
+        started = time.perf_counter()
+        summary.update(calibrate(model, val_probs, splits.y_val, cfg.seed))
+        timings["calibration_seconds"] = time.perf_counter() - started
+    model_path = _save_model_atomically(model, folder)
+    sample = splits.x_val
+    if cfg.evaluate_test:
+        _phase(folder, "evaluating on the test set")
+        started = time.perf_counter()
+        probs = predict(model, splits.x_test, batch_size=batch, scale=cfg.pixel_scale)
+        timings["test_prediction_seconds"] = time.perf_counter() - started
+        np.savez_compressed(
+            folder / runs.PREDICTIONS_FILE,
+            probabilities=probs,
+            labels=splits.y_test,
+            test_index=splits.test_index,
+        )
+        summary.update(evaluate.classification_summary(splits.y_test, probs), test_images=len(splits.x_test))
+        sample = splits.x_test
+    summary.update(measure_latency(model, sample, batch=batch), model_size_bytes=model_path.stat().st_size)
+    return summary
+
+
+def calibrate(model, val_probs: np.ndarray, val_labels: np.ndarray, seed: int) -> dict[str, float]:
+    """Temperature scaling: fit T on (up to CALIBRATION_IMAGES of) the validation predictions and fold it
+    into the model's output layer. Returns T and the validation ECE before and after."""
+    n = len(val_labels)
+    pick = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, CALIBRATION_IMAGES)])
+    probs, labels = val_probs[pick], val_labels[pick]
+    temperature = evaluate.fit_temperature(probs, labels)
+    models.fold_temperature(model, temperature)
+    return {
+        "temperature": round(temperature, 4),
+        "calibration_images": len(pick),
+        "validation_ece_before": round(evaluate.calibration_error(probs, labels), 4),
+        "validation_ece_after": round(
+            evaluate.calibration_error(evaluate.temperature_scaled(probs, temperature), labels), 4
+        ),
+    }
+
+
+def _save_model_atomically(model, folder: Path) -> Path:
+    target = folder / runs.MODEL_FILE
+    tmp = folder / ".model.tmp.keras"
+    model.save(tmp)
+    tmp.replace(target)
+    return target
+
+
+def measure_latency(model, images: np.ndarray, batch: int = 256, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds per image, batched and one image at a time (warm, median of ``repeats``)."""
+    x = images[:batch].astype(np.float32)
+    model(x[:1], training=False)
+    model(x, training=False)
+    started = time.perf_counter()
+    model(x, training=False)
+    batched = (time.perf_counter() - started) / len(x)
+    singles = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        model(x[i % len(x) : i % len(x) + 1], training=False)
+        singles.append(time.perf_counter() - started)
+    return {
+        "latency_ms_per_image_batched": 1000 * batched,
+        "latency_ms_single_image": 1000 * float(np.median(singles)),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }

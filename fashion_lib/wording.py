@@ -1,0 +1,44 @@
+"""How numbers, durations and run summaries are put into words for people, the same way on every page."""
+
+from __future__ import annotations
+
+from fashion_lib import schemas
+
+
+def duration(seconds: float | None) -> str:
+    """'45 s', '3 min 20 s', '1 h 05 min'; 'unknown' for None."""
+    if seconds is None:
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def percent(share: float | None, digits: int = 2) -> str:
+    """0.9301 → '93.01 %' (one format for every accuracy the app shows); '—' for None."""
+    return "—" if share is None else f"{100 * share:.{digits}f} %"
+
+
+def summary_line(summary: schemas.Summary) -> str:
+    """Test accuracy, macro-F1, parameters and times of a finished run, in one line (what is recorded)."""
+    parts = []
+    if summary.test_accuracy is not None:
+        n = summary.test_images
+        parts.append(
+            f"Test accuracy **{percent(summary.test_accuracy)}**" + (f" on {n:,} test images" if n else "")
+        )
+    elif summary.validation_accuracy is not None:
+        parts.append(f"Validation accuracy **{percent(summary.validation_accuracy)}** (no test evaluation)")
+    if summary.macro_f1 is not None:
+        parts.append(f"macro-F1 {summary.macro_f1:.3f}")
+    params = summary.parameters.get("stage1")
+    if params:
+        parts.append(f"{params.total:,} parameters ({params.trainable:,} trainable in stage 1)")
+    if summary.wall_seconds is not None:
+        parts.append(f"wall time {duration(summary.wall_seconds)}")
+    if summary.weights:
+        parts.append(f"weights: {summary.weights}")
+    return " · ".join(parts)

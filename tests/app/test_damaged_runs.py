@@ -1,0 +1,102 @@
+"""A damaged run folder never breaks a page: every page that lists runs renders, says which run is damaged
+and why, and keeps working for the other runs (issue #12: each of these crashed a page before)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from fashion_lib import config, runs, train
+from tests.app.conftest import page_test
+from tests.unit.test_train import tiny
+
+
+def _edit_json(path, **changes):
+    value = json.loads(path.read_text())
+    value.update(changes)
+    path.write_text(json.dumps(value))
+
+
+DAMAGES = {
+    "a non-UTF-8 line in metrics.jsonl": (
+        lambda f: (f / runs.METRICS_FILE).write_bytes(
+            (f / runs.METRICS_FILE).read_bytes() + b"\xff\xfe\xfd\n"
+        ),
+        "not UTF-8",
+    ),
+    "an epoch that is not a number": (
+        lambda f: (f / runs.METRICS_FILE).open("a").write('{"epoch": "two"}\n'),
+        "epoch",
+    ),
+    "model.keras deleted": (lambda f: (f / runs.MODEL_FILE).unlink(), "model.keras is missing"),
+    "test accuracy 'n/a'": (
+        lambda f: _edit_json(f / runs.SUMMARY_FILE, test_accuracy="n/a"),
+        "test_accuracy",
+    ),
+    "parameters 5": (lambda f: _edit_json(f / runs.SUMMARY_FILE, parameters=5), "parameters"),
+    "status.json garbled": (lambda f: (f / runs.STATUS_FILE).write_bytes(b"{\x00garbage"), "status.json"),
+    "config.json not an object": (lambda f: (f / runs.CONFIG_FILE).write_text("[1, 2]"), "config.json"),
+    "summary.json half written": (lambda f: (f / runs.SUMMARY_FILE).write_text('{"test_acc'), "summary.json"),
+}
+PAGES = ["home.py", "training.py", "comparison.py", "errors.py", "gradcam.py"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, dataset):
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ["FASHION_HOME"]
+    os.environ["FASHION_HOME"] = str(home)
+    try:
+        return train.train(tiny(epochs=2))
+    finally:
+        os.environ["FASHION_HOME"] = old
+
+
+@pytest.fixture(params=list(DAMAGES))
+def damaged(request, trained_run, tmp_path, monkeypatch):
+    """A fresh FASHION_HOME with one good run and, newer and 'better', one damaged run."""
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    good = shutil.copytree(trained_run, config.runs_dir() / "20260101-000000-baseline")
+    bad = shutil.copytree(trained_run, config.runs_dir() / "20270101-000000-baseline")
+    _edit_json(bad / runs.SUMMARY_FILE, test_accuracy=0.99)  # would be everyone's default if it were sound
+    damage, problem = DAMAGES[request.param]
+    damage(bad)
+    return good, bad, problem
+
+
+def test_the_damage_is_reported_with_what_is_wrong(damaged):
+    _, bad, problem = damaged
+    info = runs.read_run(bad)
+    assert info.damaged and any(problem in p for p in info.problems)
+    assert bad not in [r.folder for r in runs.comparable_runs()]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_keeps_working_next_to_a_damaged_run(page, damaged, dataset):
+    good, bad, problem = damaged
+    at = page_test(page).run()
+    assert not at.exception, at.exception
+    text = "\n".join(e.value for e in [*at.markdown, *at.caption, *at.error, *at.info, *at.warning])
+    assert "Traceback" not in text
+    if page in ("home.py", "training.py"):
+        table = at.dataframe[-1].value
+        row = table[table["run"] == bad.name].iloc[0]
+        assert row["status"] == "damaged" and problem in row["problem"]
+    if page == "comparison.py":
+        assert f"{bad.name}: " in text and problem in text
+        assert good.name in list(at.dataframe[0].value["run"])
+    if page in ("errors.py", "gradcam.py"):
+        picker = at.selectbox(key="err_run" if page == "errors.py" else "cam_run")
+        assert bad.name not in picker.options and picker.value in (good.name, "baseline")
+
+
+def test_the_damaged_run_itself_opens_on_the_train_page_with_its_problems(damaged, dataset):
+    _, bad, problem = damaged
+    at = page_test("training.py")
+    at.session_state["tr_run_pick"] = bad.name
+    at.run()
+    assert not at.exception
+    assert any(problem in e.value for e in at.error)
