@@ -55,6 +55,12 @@ PAGES: tuple[PageEntry, ...] = (
         "Upload product photos: the conversion step by step, the prediction and where the model looked.",
     ),
     PageEntry(
+        "tuning.py",
+        "Tuning",
+        ":material/tune:",
+        "Search hyperparameters with Optuna, explore what the search found, train the winner.",
+    ),
+    PageEntry(
         "comparison.py",
         "Compare models",
         ":material/compare_arrows:",

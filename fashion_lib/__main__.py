@@ -222,6 +222,99 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """'name=value' → (name, value); numbers and true/false as such, anything else as text."""
+    import json
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected name=value, got '{text}'")
+    try:
+        return name.strip(), json.loads(value)
+    except ValueError:
+        return name.strip(), value.strip()
+
+
+def _tune_config(args: argparse.Namespace):
+    from fashion_lib.tuning.config import TuneConfig
+
+    return TuneConfig(
+        study=args.study or "",
+        model=args.model,
+        trials=args.trials,
+        timeout=args.timeout,
+        subset=args.subset,
+        epochs=args.epochs,
+        val_fraction=args.val_fraction,
+        pruner=args.pruner,
+        workers=args.workers,
+        seed=args.seed,
+        fixed=dict(args.fix or []),
+        ranges={name: str(value) for name, value in args.range or []},
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Search hyperparameters into a study (new or resumed); one progress line per finished trial."""
+    from fashion_lib import jobs, lifecycle, processes
+    from fashion_lib.tuning import search
+    from fashion_lib.tuning.storage import TuningStoreError
+
+    if args.worker is not None:
+        return search.run_worker(args.run_dir, args.worker, args.heartbeat)
+    me = processes.current()
+    _stop_while_queued()
+    job = None
+    try:
+        try:
+            if args.run_dir and args.token:
+                lifecycle.claim(args.run_dir, args.token, me)
+                job = args.run_dir
+            else:
+                job = search.create_job(_tune_config(args))
+            with jobs.machine_lock(
+                job, kind="tune", wait=not args.no_wait, on_wait=_say_waiting, inherited_fd=args.lock_fd
+            ):
+                state = search.run_job(job, me, lambda line: print(line, flush=True), args.heartbeat)
+        except (_StoppedWhileQueued, jobs.JobBusyError) as exc:
+            if job is not None:
+                lifecycle.transition(job, lifecycle.STOPPED, by=me, finished=time.time())
+            if isinstance(exc, jobs.JobBusyError):
+                raise
+            print("stopped before the search started")
+            return 0
+    except (ValueError, TuningStoreError, lifecycle.RunStateError, jobs.JobBusyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # a worker died; the job is 'failed' with this reason
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"status: {state}\njob folder: {job}")
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    """List the studies in the tuning database, or one study's trials."""
+    from fashion_lib.tuning import results, storage
+
+    try:
+        store = storage.open_store()
+        if not args.study:
+            found = storage.study_summaries(store)
+            if not found:
+                print(f"no studies yet in {storage.redacted(store.url)}")
+            for s in found:
+                best = f"{s.best_value:.4f} (trial {s.best_trial})" if s.best_value is not None else "-"
+                print(f"{s.name:<32} {s.model or '?':<16} {s.trials:>4} trials  best {best}")
+            return 0
+        study = storage.load_study(store, args.study)
+    except (storage.TuningStoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(results.trial_table(study).to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fashion_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +345,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list runs and shipped models")
     p.set_defaults(func=cmd_runs)
+
+    from fashion_lib import models
+    from fashion_lib.tuning.config import PRUNERS, TuneConfig
+    from fashion_lib.tuning.storage import HEARTBEAT_S
+
+    defaults = TuneConfig(study="x")
+    p = sub.add_parser(
+        "tune",
+        help="search hyperparameters with Optuna (a study in FASHION_TUNING_DB; the same name adds trials)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--study", help="study name (created when new, continued when it exists)")
+    p.add_argument("--model", choices=models.MODEL_NAMES, default=defaults.model)
+    p.add_argument("--trials", type=int, default=defaults.trials, help="trials to add")
+    p.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds; 0 = no limit")
+    p.add_argument("--subset", type=int, default=defaults.subset, help="balanced training images per trial")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    p.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner)
+    p.add_argument("--workers", type=int, default=defaults.workers, help="worker processes on this machine")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--fix",
+        type=_setting,
+        action="append",
+        metavar="NAME=VALUE",
+        help="fix a search parameter or any training setting, e.g. dropout=0.2 or optimizer=adamw",
+    )
+    p.add_argument(
+        "--range",
+        type=_setting,
+        action="append",
+        metavar="NAME=LOW:HIGH",
+        help="narrow a range (learning_rate=0.001:0.005) or the choices (batch_size=64,128)",
+    )
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, help=argparse.SUPPRESS)
+    p.add_argument("--no-wait", action="store_true", help="fail instead of waiting while another job runs")
+    p.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)  # a job folder from the launcher
+    p.add_argument("--token", help=argparse.SUPPRESS)
+    p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: one worker of --run-dir
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("studies", help="list the studies in the tuning database, or one study's trials")
+    p.add_argument("--study", help="show this study's trials")
+    p.set_defaults(func=cmd_studies)
     return parser
 
 

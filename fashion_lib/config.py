@@ -66,6 +66,12 @@ SETTINGS: tuple[Setting, ...] = (
         "'none' disables downloading.",
     ),
     Setting(
+        "FASHION_TUNING_DB",
+        "sqlite:///$FASHION_HOME/tuning/studies.db",
+        "Where tuning studies are stored: any SQLAlchemy URL. Point several machines at one PostgreSQL "
+        "database (postgresql+psycopg2://user:password@host/db) to share a study.",
+    ),
+    Setting(
         "KERAS_HOME",
         "~/.keras",
         "Keras's own cache root; the dataset is looked for and downloaded under datasets/fashion-mnist/.",
@@ -143,9 +149,23 @@ def current_settings() -> dict[str, str]:
         "FASHION_MNIST_DIR": str(data) if data else "(unset)",
         "FASHION_HOME": str(fashion_home()),
         "FASHION_WEIGHTS_DIR": str(weights_dir()),
+        "FASHION_TUNING_DB": redacted_url(tuning_db_url()),
         "FASHION_MNIST_MIRRORS": ", ".join(mirrors()) or "none (downloads disabled)",
         "KERAS_HOME": str(keras_cache_data_dir().parent.parent),
     }
+
+
+def tuning_db_url() -> str:
+    """``FASHION_TUNING_DB``, else the SQLite file under ``$FASHION_HOME/tuning``."""
+    url = os.environ.get("FASHION_TUNING_DB", "").strip()
+    return url or f"sqlite:///{fashion_home() / 'tuning' / 'studies.db'}"
+
+
+def redacted_url(url: str) -> str:
+    """A database URL without its password, for messages and display."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def dataclass_from_dict(cls, values: dict, what: str):

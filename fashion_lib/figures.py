@@ -394,3 +394,41 @@ def confidence_histogram(groups: dict[str, np.ndarray]) -> go.Figure:
         margin=dict(t=30, b=10),
     )
     return fig
+
+
+def intermediate_values(curves: list[dict]) -> go.Figure:
+    """The pruning picture: validation accuracy after each epoch, one line per trial; pruned trials grey,
+    completed ones coloured, the best one thick. ``curves``: dicts with number, state, steps, values."""
+    fig = go.Figure()
+    best = max(
+        (c for c in curves if c["state"] == "COMPLETE" and c.get("value") is not None),
+        key=lambda c: c["value"],
+        default=None,
+    )
+    for curve in sorted(curves, key=lambda c: c["state"] != "PRUNED"):  # grey lines underneath
+        pruned = curve["state"] != "COMPLETE"
+        is_best = best is not None and curve["number"] == best["number"]
+        fig.add_trace(
+            go.Scatter(
+                x=curve["steps"],
+                y=curve["values"],
+                mode="lines+markers",
+                name=f"trial {curve['number']}" + (" (pruned)" if curve["state"] == "PRUNED" else ""),
+                line=dict(
+                    color="#b0b0b0" if pruned else None,
+                    width=4 if is_best else 1.5,
+                ),
+                marker=dict(size=4),
+                opacity=0.7 if pruned else 1.0,
+            )
+        )
+    fig.update_layout(
+        height=380,
+        margin=dict(t=40, b=10),
+        xaxis_title="epoch",
+        yaxis_title="validation accuracy",
+        yaxis_tickformat=".0%",
+        title="Validation accuracy after each epoch (pruned trials in grey)",
+    )
+    fig.update_xaxes(dtick=1)
+    return fig

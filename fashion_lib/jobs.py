@@ -27,6 +27,7 @@ from pathlib import Path
 from fashion_lib import config, lifecycle, processes, runs
 
 LOG_FILE = "train.log"
+LOG_FILES = {"train": LOG_FILE, "tune": "tune.log"}  # the job's output, in its folder
 QUEUED_STOP_WAIT_S = 5.0  # how long stop waits for a queued job's process to end
 
 
@@ -162,7 +163,7 @@ def start(folder: Path, queue: bool = False, kind: str = "train") -> subprocess.
             fds = (handle.fileno(),)
             cmd += ["--lock-fd", str(handle.fileno())]
         try:
-            with (folder / LOG_FILE).open("ab") as log:
+            with (folder / LOG_FILES[kind]).open("ab") as log:
                 proc = subprocess.Popen(
                     cmd,
                     stdout=log,

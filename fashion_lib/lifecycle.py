@@ -298,9 +298,10 @@ def record_job(folder: Path, process: ProcessIdentity, token: str, command: list
     )
 
 
-def request_stop(folder: Path) -> None:
-    """Ask the owning process to stop after the current batch (it saves the model, then 'stopped')."""
-    (folder / STOP_FILE).touch()
+def request_stop(folder: Path, reason: str = "") -> None:
+    """Ask the owning process to stop after the current batch (it saves the model, then 'stopped');
+    ``reason`` is kept in the run's summary (e.g. the tuner pruning a trial)."""
+    (folder / STOP_FILE).write_text(reason)
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -178,23 +178,23 @@ def act(action: str, folder) -> None:
     try:
         if action == jobs.STOP:
             jobs.stop(folder)
-            st.session_state.tr_message = (
+            st.session_state.tr_action_message = (
                 "success",
                 "Stop requested: the run saves its model after the current batch.",
             )
         elif action == jobs.RESUME:
             jobs.start(folder, queue=True)
-            st.session_state.tr_message = ("success", f"Resuming {folder.name}.")
+            st.session_state.tr_action_message = ("success", f"Resuming {folder.name}.")
         elif action == jobs.AGAIN:
             again = start_run(TrainConfig.from_run(folder))
             jobs.start(again, queue=True)
             st.session_state.tr_run_pick = again.name
-            st.session_state.tr_message = ("success", f"Started {again.name} with the same settings.")
+            st.session_state.tr_action_message = ("success", f"Started {again.name} with the same settings.")
         elif action == jobs.DELETE:
             runs.delete_run(folder)
             st.session_state.pop("tr_run_pick", None)
     except (lifecycle.RunStateError, jobs.JobBusyError, ValueError, OSError) as exc:
-        st.session_state.tr_message = ("error", str(exc))
+        st.session_state.tr_action_message = ("error", str(exc))
 
 
 def show_run(folder) -> None:
@@ -218,6 +218,9 @@ def show_run(folder) -> None:
         message = jobs.state_message(folder, state)
         if message:
             getattr(st, message[0])(message[1])
+        if "tr_action_message" in st.session_state:
+            level, text = st.session_state.pop("tr_action_message")
+            (st.error if level == "error" else st.success)(text)
         if info.problems:
             st.error("**This run folder is damaged:** " + "; ".join(info.problems))
         buttons = st.columns(4)

@@ -57,6 +57,11 @@ ensure_chromium() {
   [ -x "$chromium" ] || apt_install chromium
 }
 
+# The tuning tests start a real PostgreSQL server (a temporary one, on a free port) from Debian's package.
+ensure_postgresql() {
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -70,6 +75,7 @@ case "$cmd" in
     ensure_venv
     ensure_packages requirements-dev.txt
     ensure_chromium
+    ensure_postgresql
     exec "$PY" -m pytest "$@"
     ;;
   lint)

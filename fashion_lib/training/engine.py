@@ -46,13 +46,19 @@ def _install_sigterm_handler(folder: Path) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def train(cfg: TrainConfig | None = None, run_dir: Path | None = None, extra_callbacks=()) -> Path:
+def train(
+    cfg: TrainConfig | None = None,
+    run_dir: Path | None = None,
+    extra_callbacks=(),
+    handle_sigterm: bool = True,
+) -> Path:
     """Train ``cfg`` into a new run folder, or continue the run in ``run_dir`` (config read from it).
 
     Returns the run folder. A stopped, failed or interrupted run given as ``run_dir`` continues from its
     last finished epoch; a completed run, or one another live process owns, raises
     ``lifecycle.RunStateError``. A stop request (``lifecycle.request_stop`` or SIGTERM) ends the run with the
-    model saved and status 'stopped'. Any error — in the config, the data, the weights, training or saving
+    model saved and status 'stopped' (``handle_sigterm=False`` leaves SIGTERM to the caller: the tuner's
+    workers). Any error — in the config, the data, the weights, training or saving
     — ends the run 'failed' with the error's one-line reason, then propagates.
     """
     me = processes.current()
@@ -63,7 +69,8 @@ def train(cfg: TrainConfig | None = None, run_dir: Path | None = None, extra_cal
     else:
         lifecycle.transition(run_dir, lifecycle.QUEUED, by=me)  # resume, or keep the run it was handed
     watch = StopWatch(run_dir, me)
-    _install_sigterm_handler(run_dir)
+    if handle_sigterm:
+        _install_sigterm_handler(run_dir)
     if watch.requested():  # stopped while it waited for the machine
         lifecycle.transition(run_dir, lifecycle.STOPPED, by=me, finished=time.time())
         (run_dir / lifecycle.STOP_FILE).unlink(missing_ok=True)

@@ -119,7 +119,8 @@ def fit_stage(
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles
     )
-    return history, logger.stopped
+    # A callback may have asked for the stop at an epoch's end (the tuner pruning a trial): no batch saw it.
+    return history, logger.stopped or watch.requested()
 
 
 def fit_on_images(

@@ -1,0 +1,122 @@
+"""``TuneConfig``: the settings of one search (which study, which model, how many trials, on what data,
+which pruner, how many workers, how the space is narrowed), with a JSON round-trip. The command line and
+the page produce this one object; each trial turns it into a ``TrainConfig``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fashion_lib import config, models
+from fashion_lib.training.config import TrainConfig
+from fashion_lib.tuning import space as spaces
+from fashion_lib.tuning.storage import check_study_name
+
+PRUNERS = ("median", "halving", "none")
+MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    study: str
+    model: str = models.BASELINE
+    trials: int = 20
+    timeout: float = 0.0  # seconds after which no new trial starts; 0 = no limit
+    subset: int = 10000  # balanced training images, split again into train/validation (never the test set)
+    epochs: int = 5
+    val_fraction: float = 0.1
+    pruner: str = "median"
+    workers: int = 1
+    seed: int = 42
+    fixed: dict[str, Any] = field(default_factory=dict)  # search parameters or training settings, fixed
+    ranges: dict[str, Any] = field(default_factory=dict)  # search parameters: [low, high] or choices
+
+    def __post_init__(self) -> None:
+        problems = []
+        try:
+            check_study_name(self.study)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if self.model not in models.MODEL_NAMES:
+            problems.append(f"model must be one of {', '.join(models.MODEL_NAMES)}")
+        if self.trials < 1:
+            problems.append("trials must be at least 1")
+        if self.timeout < 0:
+            problems.append("timeout must be 0 (none) or a number of seconds")
+        if not (self.subset == 0 or 200 <= self.subset <= 60000):
+            problems.append(f"subset must be 0 (all) or 200–60000 images, got {self.subset}")
+        if self.epochs < 1:
+            problems.append("epochs must be at least 1")
+        if self.pruner not in PRUNERS:
+            problems.append(f"pruner must be one of {', '.join(PRUNERS)}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            problems.append(f"workers must be 1–{MAX_WORKERS}")
+        if problems:
+            raise ValueError("invalid tuning settings: " + "; ".join(problems))
+        self.space()  # unknown or widened parameters fail here, with the study's settings
+        self.trial_config({p.name: p.value if p.kind == spaces.FIXED else _sample(p) for p in self.space()})
+
+    def space(self) -> tuple[spaces.Param, ...]:
+        """The space searched: the model's declared space, narrowed by ``fixed`` and ``ranges``."""
+        declared = spaces.default_space(self.model)
+        names = {p.name for p in declared}
+        return spaces.narrow(declared, {k: v for k, v in self.fixed.items() if k in names}, self.ranges)
+
+    def base_config(self) -> TrainConfig:
+        """What every trial shares: the data budget, no test-set evaluation, no calibration, and the fixed
+        training settings that are not search parameters (e.g. ``optimizer``)."""
+        searched = {p.name for p in spaces.default_space(self.model)}
+        values: dict[str, Any] = {
+            "model": self.model,
+            "subset": self.subset,
+            "epochs": self.epochs,
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "evaluate_test": False,
+            "temperature_scaling": False,
+        }
+        if self.model in models.TRANSFER_MODELS:
+            values.update(weights="imagenet", fine_tune=True, fine_tune_epochs=2)
+        values.update({k: v for k, v in self.fixed.items() if k not in searched})
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **values})
+
+    def trial_config(self, params: dict[str, Any]) -> TrainConfig:
+        return spaces.to_config(self.base_config(), params)
+
+    def final_config(self, params: dict[str, Any], epochs: int) -> TrainConfig:
+        """The winner trained for real: all 60,000 training images, evaluated on the test set, calibrated."""
+        trial = self.trial_config(params)
+        return TrainConfig.from_dict(
+            {
+                **trial.to_dict(),
+                "subset": 0,
+                "epochs": epochs,
+                "evaluate_test": True,
+                "temperature_scaling": True,
+            }
+        )
+
+    # -- JSON round-trip
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TuneConfig:
+        return config.dataclass_from_dict(cls, values, "tuning settings")
+
+    @classmethod
+    def from_file(cls, path: Path) -> TuneConfig:
+        try:
+            values = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not readable tuning settings ({exc})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} is not a JSON object")
+        return cls.from_dict(values)
+
+
+def _sample(param: spaces.Param) -> Any:
+    """A value inside the parameter's space, to check that every trial's config will be valid."""
+    return param.choices[0] if param.kind == spaces.CATEGORICAL else param.low

@@ -1,0 +1,147 @@
+"""What a study found, read from the database and the trials' run folders: the trial table, the best
+parameters, the search space as the user defined it, and the figures (Optuna's own plotly figures plus
+the pruning picture). Nothing here trains."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pandas as pd
+
+from fashion_lib import config, figures, runs
+from fashion_lib.tuning import space as spaces
+from fashion_lib.tuning.config import TuneConfig
+
+STATE_NAMES = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
+
+
+def trial_table(study) -> pd.DataFrame:
+    """One row per trial: number, state, validation accuracy, every parameter, duration, the epoch it was
+    pruned after, and its run (folder id)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        rows.append(
+            {
+                "trial": t.number,
+                "state": STATE_NAMES.get(t.state.name, t.state.name.lower()),
+                "validation accuracy": t.value,
+                **{name: value for name, value in t.params.items()},
+                "seconds": duration,
+                "pruned after epoch": t.user_attrs.get("pruned_at_epoch"),
+                "run": t.user_attrs.get("run"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_trial(study):
+    """The completed trial with the highest validation accuracy, or None."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(done, key=lambda t: t.value) if done else None
+
+
+def settings_of(study) -> TuneConfig | None:
+    """The settings of the study's last search (None for a study made elsewhere)."""
+    values = study.user_attrs.get("settings")
+    try:
+        return TuneConfig.from_dict(values) if isinstance(values, dict) else None
+    except (ValueError, TypeError):
+        return None
+
+
+def space_of(study) -> tuple[spaces.Param, ...]:
+    """The search space as the user defined it (narrowed), stored with the study."""
+    values = study.user_attrs.get("space")
+    try:
+        return spaces.space_from_json(values) if isinstance(values, list) else ()
+    except (TypeError, ValueError):
+        return ()
+
+
+def space_table(space: tuple[spaces.Param, ...]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"parameter": p.name, "searched": p.describe(), "what it is": p.help} for p in space]
+    )
+
+
+def curves(study) -> list[dict]:
+    """Per trial: the validation accuracy it reported after each epoch (for the pruning picture)."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if t.intermediate_values:
+            steps = sorted(t.intermediate_values)
+            out.append(
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "value": t.value,
+                    "steps": steps,
+                    "values": [t.intermediate_values[s] for s in steps],
+                }
+            )
+    return out
+
+
+def study_figures(study, contour_params: list[str] | None = None) -> dict[str, Any]:
+    """Optimization history, parallel coordinates, importances, slices, contour and the pruning picture:
+    a plotly figure each, or a sentence saying why there is none yet."""
+    import optuna
+    import optuna.visualization as vis
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    searched = sorted({name for t in complete for name in t.params})
+    out: dict[str, Any] = {}
+    makers = {
+        "Optimization history": lambda: vis.plot_optimization_history(study),
+        "Parallel coordinates": lambda: vis.plot_parallel_coordinate(study),
+        "Hyperparameter importances": lambda: vis.plot_param_importances(study),
+        "Slices": lambda: vis.plot_slice(study),
+        "Contour": lambda: vis.plot_contour(study, params=contour_params or searched[:2]),
+    }
+    needs = {"Hyperparameter importances": 2, "Contour": 2, "Parallel coordinates": 2}
+    for name, make in makers.items():
+        if len(complete) < needs.get(name, 1):
+            out[name] = f"needs at least {needs.get(name, 1)} completed trials ({len(complete)} so far)"
+            continue
+        if name == "Contour" and len(contour_params or searched[:2]) < 2:
+            out[name] = "needs two searched parameters"
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[name] = make()
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            out[name] = f"cannot be drawn yet ({exc})"
+    picture = curves(study)
+    out["Intermediate values"] = (
+        figures.intermediate_values(picture) if picture else "no trial has finished an epoch yet"
+    )
+    return out
+
+
+def final_params(study, number: int) -> dict[str, Any]:
+    """The parameters of trial ``number`` (ValueError when there is no such trial)."""
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number:
+            return dict(t.params)
+    raise ValueError(f"study '{study.study_name}' has no trial {number}")
+
+
+def run_of(trial_run: str | None):
+    """A trial's run as the registry sees it (None when gone)."""
+    folder = trial_run and config.runs_dir() / trial_run
+    return runs.read_run(folder) if folder and folder.is_dir() else None

@@ -1,0 +1,383 @@
+"""Running a search: a coordinator process and its workers.
+
+``run_search`` (the ``tune`` command) is the coordinator: it creates or opens the study, fails trials whose
+worker died (no heartbeat), hands out exactly as many trial tickets as asked for, starts ``workers``
+processes (``python -m fashion_lib tune --worker``), prints one line per finished trial, and ends when they
+do. Each worker takes a ticket, asks the study for parameters, trains one run through the ordinary engine
+(on a stratified subset with a validation split, never the test set), reports validation accuracy after
+every epoch so the pruner can stop a poor trial, and returns the final model's validation accuracy.
+
+Every trial keeps its run folder (curves, model), named in the trial's ``run`` attribute and marked with a
+``trial.json``. The same command on another machine with the same ``FASHION_TUNING_DB`` joins the study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fashion_lib import config, lifecycle, processes, runs
+from fashion_lib.tuning import space as spaces
+from fashion_lib.tuning.config import TuneConfig
+from fashion_lib.tuning.storage import HEARTBEAT_S, Store, guarded, load_study, open_store
+
+TICKETS_FILE = "tickets.json"
+POLL_S = 1.0
+
+
+# ----------------------------------------------------------------------------------------- the study
+
+
+def make_pruner(name: str):
+    import optuna
+
+    if name == "median":
+        # Judge from the second epoch on, once three trials have finished.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
+    """The study, created when ``create`` and new; the sampler is seeded per worker."""
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=tc.seed + worker, n_startup_trials=5)
+    if not create:
+        return load_study(store, tc.study, make_pruner(tc.pruner), sampler)
+    study = guarded(
+        store,
+        optuna.create_study,
+        study_name=tc.study,
+        storage=store.storage,
+        direction="maximize",
+        load_if_exists=True,
+        pruner=make_pruner(tc.pruner),
+        sampler=sampler,
+    )
+    known = study.user_attrs.get("model")
+    if known is not None and known != tc.model:
+        raise ValueError(f"study '{tc.study}' searches {known}, not {tc.model}: pick another study name")
+    guarded(store, study.set_user_attr, "model", tc.model)
+    guarded(store, study.set_user_attr, "space", spaces.space_to_json(tc.space()))
+    guarded(store, study.set_user_attr, "settings", tc.to_dict())
+    return study
+
+
+# ------------------------------------------------------------------------------------------ tickets
+
+
+def _tickets(folder: Path, take: bool) -> int:
+    """Remaining tickets (taking one when ``take``): the file lock makes each ticket go to one worker."""
+    path = folder / TICKETS_FILE
+    with (folder / ".tickets.lock").open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        value = runs.read_json(path) or {}
+        left = int(value.get("left", 0))
+        deadline = value.get("deadline")
+        if deadline and time.time() > deadline:
+            left = 0
+        if take and left > 0:
+            left -= 1
+            runs.write_json(path, {**value, "left": left})
+            return left + 1
+        return left
+
+
+def take_ticket(folder: Path) -> bool:
+    return _tickets(folder, take=True) > 0
+
+
+# ------------------------------------------------------------------------------------------ a trial
+
+
+class _Stop:
+    """Set when the worker is asked to stop (SIGTERM): the current trial's run stops, no new one starts."""
+
+    requested = False
+    run_folder: Path | None = None
+
+
+def _pruning_callback(trial, folder: Path):
+    import keras
+
+    class ReportAndPrune(keras.callbacks.Callback):
+        """Reports validation accuracy after every epoch (stage 1 and 2 count on); stops a poor trial."""
+
+        pruned_at: int | None = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_accuracy")
+            if value is None:
+                return
+            step = len(runs.read_metrics(folder))  # epochs finished in this run, stages together
+            trial.report(float(value), step)
+            if trial.should_prune():
+                self.pruned_at = step
+                lifecycle.request_stop(folder, f"pruned by the tuner after epoch {step}")
+                self.model.stop_training = True
+
+    return ReportAndPrune()
+
+
+def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...]) -> Callable:
+    def objective(trial) -> float:
+        import optuna
+
+        from fashion_lib.training import engine
+
+        params = spaces.suggest(trial, space)
+        cfg = tc.trial_config(params)
+        folder = engine.start_run(cfg)
+        runs.write_json(folder / runs.TRIAL_FILE, {"study": tc.study, "number": trial.number})
+        trial.set_user_attr("run", folder.name)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        callback = _pruning_callback(trial, folder)
+        _Stop.run_folder = folder
+        try:
+            engine.train(run_dir=folder, extra_callbacks=[callback], handle_sigterm=False)
+        finally:
+            _Stop.run_folder = None
+        summary, _ = runs.read_summary(folder)
+        if callback.pruned_at is not None:
+            trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
+            raise optuna.TrialPruned(f"pruned after epoch {callback.pruned_at}")
+        if _Stop.requested:
+            trial.set_user_attr("stopped_by_user", True)
+            raise optuna.TrialPruned("stopped by the user")
+        if summary is None or summary.validation_accuracy is None:
+            raise RuntimeError(f"run {folder.name} wrote no validation accuracy")
+        return summary.validation_accuracy
+
+    return objective
+
+
+def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S) -> int:
+    """One worker: take tickets and run trials until none is left or a stop is requested."""
+    import optuna
+
+    def on_sigterm(signum, frame):
+        _Stop.requested = True
+        if _Stop.run_folder is not None:
+            lifecycle.request_stop(_Stop.run_folder)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tc = TuneConfig.from_file(job / runs.CONFIG_FILE)
+    store = open_store(heartbeat=heartbeat)
+    study = open_study(tc, store, create=False, worker=index)
+    objective = objective_for(tc, tc.space())
+    while not _Stop.requested and take_ticket(job):
+        guarded(store, study.optimize, objective, n_trials=1, catch=(Exception,))
+    return 0
+
+
+# -------------------------------------------------------------------------------------- coordinator
+
+
+def _set_parent_death_signal() -> None:
+    """Workers end when their coordinator dies, even by SIGKILL (Linux: PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _start_worker(job: Path, index: int, heartbeat: int) -> subprocess.Popen:
+    """A worker process; its training output goes to ``worker-<index>.log`` in the job folder."""
+    command = [sys.executable, "-m", "fashion_lib", "tune", "--worker", str(index)]
+    command += ["--run-dir", str(job), "--heartbeat", str(heartbeat)]
+    with (job / f"worker-{index}.log").open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=config.REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_set_parent_death_signal,
+        )
+
+
+def describe_trial(trial, best) -> str:
+    """One progress line: trial, state, value, pruned at, time, best so far, parameters."""
+    state = trial.state.name.lower()
+    value = f"{trial.value:.4f}" if trial.value is not None else "-"
+    pruned = trial.user_attrs.get("pruned_at_epoch")
+    took = (
+        f"{(trial.datetime_complete - trial.datetime_start).total_seconds():.0f} s"
+        if trial.datetime_complete and trial.datetime_start
+        else "-"
+    )
+    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "best -"
+    return (
+        f"trial {trial.number:>3}  {state:<8} value {value}"
+        + (f" (pruned after epoch {pruned})" if pruned else "")
+        + f"  {took:>6}  {best_text}  {params}"
+    )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _best(study):
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(done, key=lambda t: t.value) if done else None
+
+
+def _fail_trials_of(store: Store, study, worker_pid: int) -> list[int]:
+    """Mark failed the running trials of a worker that died (its heartbeat would say so later)."""
+    import optuna
+
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker") == f"{socket.gethostname()}:{worker_pid}":
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                guarded(
+                    store, store.storage.set_trial_state_values, trial._trial_id, optuna.trial.TrialState.FAIL
+                )
+                failed.append(trial.number)
+    return failed
+
+
+def run_search(
+    tc: TuneConfig, job: Path, out: Callable[[str], None] = print, heartbeat: int = HEARTBEAT_S
+) -> str:
+    """Coordinate one search into the study (job folder ``job``); returns the job's final state."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = open_store(heartbeat=heartbeat)
+    study = open_study(tc, store, create=True)
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # trials whose worker died since the last search
+    first = len(study.trials)
+    runs.write_json(
+        job / TICKETS_FILE,
+        {"left": tc.trials, "deadline": time.time() + tc.timeout if tc.timeout else None},
+    )
+    out(
+        f"study '{tc.study}' ({tc.model}, {first} earlier trials): {tc.trials} trials, {tc.workers} "
+        f"worker(s), pruner {tc.pruner}, {tc.subset or 60000} images × {tc.epochs} epochs"
+        + (f", at most {tc.timeout:.0f} s" if tc.timeout else "")
+    )
+    stopping = {"asked": False}
+
+    def on_sigterm(signum, frame):
+        stopping["asked"] = True
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    workers = [_start_worker(job, i, heartbeat) for i in range(tc.workers)]
+    out(f"worker logs: {job}/worker-*.log")
+    reported: set[int] = set()
+    printed: set[int] = set()
+    started = time.monotonic()
+    problems = []
+    while True:
+        if stopping["asked"]:
+            for proc in workers:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            stopping["asked"] = False
+            stopping["sent"] = True
+        alive = [p for p in workers if p.poll() is None]
+        for proc in workers:
+            if proc.returncode not in (None, 0) and proc.pid not in reported:
+                reported.add(proc.pid)
+                failed = _fail_trials_of(store, study, proc.pid)
+                problems.append(f"worker {proc.pid} ended with {_exit_text(proc.returncode)}")
+                out(problems[-1] + (f"; its trial {failed} is marked failed" if failed else ""))
+        _print_new(study, first, printed, out)
+        if not alive:
+            break
+        time.sleep(POLL_S)
+    _print_new(study, first, printed, out)
+    best = _best(study)
+    out(
+        f"done in {time.monotonic() - started:.0f} s; "
+        + (
+            f"best trial {best.number}: validation accuracy {best.value:.4f}"
+            if best
+            else "no completed trial"
+        )
+    )
+    if stopping.get("sent"):
+        return lifecycle.STOPPED
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return lifecycle.COMPLETED
+
+
+def _print_new(study, first: int, printed: set[int], out: Callable[[str], None]) -> None:
+    finished = [t for t in study.get_trials(deepcopy=False) if t.number >= first and t.state.is_finished()]
+    best = _best(study)
+    for trial in sorted(finished, key=lambda t: t.number):
+        if trial.number not in printed:
+            printed.add(trial.number)
+            out(describe_trial(trial, best))
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+# ---------------------------------------------------------------------------------------- job folders
+
+
+def jobs_root() -> Path:
+    return config.fashion_home() / "tuning" / "jobs"
+
+
+def create_job(tc: TuneConfig, owner=None) -> Path:
+    """A tuning job's folder (settings, status 'queued'), like a run folder, under tuning/jobs."""
+    return runs.create_run(tc.to_dict(), runs.new_run_id("tune", tc.study), jobs_root(), owner)
+
+
+def list_jobs() -> list[tuple[Path, lifecycle.RunState]]:
+    """Tuning jobs, newest first, with their effective state."""
+    root = jobs_root()
+    if not root.is_dir():
+        return []
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+    return [(f, lifecycle.state_of(f)) for f in folders]
+
+
+def run_job(job: Path, me: processes.ProcessIdentity, out=print, heartbeat: int = HEARTBEAT_S) -> str:
+    """Run the search of a job folder this process owns, moving it through its states."""
+    lifecycle.transition(job, lifecycle.RUNNING, by=me, started=time.time())
+    try:
+        tc = TuneConfig.from_file(job / runs.CONFIG_FILE)
+        state = run_search(tc, job, out, heartbeat)
+    except BaseException as exc:
+        with contextlib.suppress(lifecycle.RunStateError, OSError):
+            lifecycle.transition(
+                job, lifecycle.FAILED, by=me, error=lifecycle.one_line(exc), finished=time.time()
+            )
+        raise
+    lifecycle.transition(job, state, by=me, finished=time.time())
+    return state
+
+
+def study_of(job: Path) -> str | None:
+    """The study a tuning job searches (from its settings)."""
+    value = runs.read_json(job / runs.CONFIG_FILE) or {}
+    return value.get("study") if isinstance(value.get("study"), str) else None

@@ -1,0 +1,152 @@
+"""Where studies live: an SQLAlchemy database URL, SQLite under ``$FASHION_HOME/tuning`` by default
+(embedded, nothing to start) or any server database through ``FASHION_TUNING_DB`` — PostgreSQL when several
+machines share one study. Every failure to reach or read it becomes a ``TuningStoreError`` whose message says
+what is wrong and what to do."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fashion_lib import config
+
+SQLITE_WAIT_S = 60  # how long a worker waits for SQLite's write lock before giving up
+HEARTBEAT_S = 10  # a running trial's worker writes a heartbeat this often …
+GRACE_FACTOR = 3  # … and a trial silent for this many beats has lost its worker: it is marked failed
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class TuningStoreError(Exception):
+    """The study database cannot be used (damaged, locked, unreachable) or has no such study."""
+
+
+storage_url = config.tuning_db_url
+redacted = config.redacted_url
+
+
+def _explain(exc: Exception, url: str) -> TuningStoreError:
+    text = str(exc).lower()
+    where = redacted(url)
+    if "file is not a database" in text or "malformed" in text or "no such table" in text:
+        advice = (
+            "is damaged (not an Optuna study database). Move it away, or set FASHION_TUNING_DB to another"
+        )
+        return TuningStoreError(f"The tuning database {where} {advice} database.")
+    if "locked" in text:
+        return TuningStoreError(
+            f"The tuning database {where} is locked by another program; try again in a moment."
+        )
+    if "could not connect" in text or "connection refused" in text or "unable to open" in text:
+        return TuningStoreError(
+            f"Cannot reach the tuning database {where}: is the server running and the address right?"
+        )
+    if isinstance(exc, ImportError | ModuleNotFoundError) or "no module named" in text:
+        return TuningStoreError(
+            f"The driver for {where} is not installed ({exc}); for PostgreSQL: pip install psycopg2-binary"
+        )
+    return TuningStoreError(f"The tuning database {where} cannot be used: {exc}")
+
+
+@dataclass(frozen=True)
+class Store:
+    """An open study database."""
+
+    url: str
+    storage: Any  # optuna.storages.RDBStorage
+
+
+def open_store(url: str | None = None, heartbeat: int = HEARTBEAT_S) -> Store:
+    """Connect to the study database (creating the SQLite file and its tables when new)."""
+    import optuna
+    import sqlalchemy.exc
+
+    url = url or storage_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_WAIT_S}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=heartbeat * GRACE_FACTOR,
+            )
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError, RuntimeError) as exc:
+        raise _explain(exc, url) from None
+    return Store(url, storage)
+
+
+def guarded(store: Store, action, *args, **kwargs):
+    """Run ``action`` (an Optuna call on the store), turning database errors into TuningStoreError."""
+    import sqlalchemy.exc
+
+    try:
+        return action(*args, **kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise _explain(exc, store.url) from None
+
+
+def load_study(store: Store, name: str, pruner=None, sampler=None):
+    """The study ``name``; TuningStoreError naming the studies there when it does not exist."""
+    import optuna
+
+    try:
+        return guarded(
+            store, optuna.load_study, study_name=name, storage=store.storage, pruner=pruner, sampler=sampler
+        )
+    except KeyError:
+        names = study_names(store)
+        known = f" Studies there: {', '.join(names)}." if names else " It holds no study yet."
+        raise TuningStoreError(f"No study named '{name}' in {redacted(store.url)}.{known}") from None
+
+
+def study_names(store: Store) -> list[str]:
+    import optuna
+
+    return sorted(guarded(store, optuna.get_all_study_names, store.storage))
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    name: str
+    trials: int
+    best_value: float | None
+    best_trial: int | None
+    model: str | None
+    started: Any
+
+
+def study_summaries(store: Store) -> list[StudySummary]:
+    """Every study in the database, with its trial count and best value (newest first)."""
+    import optuna
+
+    found = []
+    for s in guarded(store, optuna.get_all_study_summaries, store.storage, include_best_trial=True):
+        best = s.best_trial
+        found.append(
+            StudySummary(
+                s.study_name,
+                s.n_trials,
+                best.value if best is not None else None,
+                best.number if best is not None else None,
+                s.user_attrs.get("model"),
+                s.datetime_start,
+            )
+        )
+    return sorted(found, key=lambda x: (x.started is None, x.started), reverse=True)
+
+
+def check_study_name(name: str) -> str:
+    if not STUDY_NAME.match(name or ""):
+        raise ValueError(
+            f"study name '{name}' must be 1–64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return name

@@ -1,0 +1,105 @@
+"""Tuning page (AppTest): a small stored study — every chart, the table as in the database, a trial's
+curves; a damaged database; starting a search."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from fashion_lib import config, train, wording
+from fashion_lib.tuning import results, storage
+from tests.app.conftest import page_test
+from tests.unit.test_train import tiny
+from tests.unit.test_tuning import stored_study
+
+
+@pytest.fixture(scope="module")
+def trial_run(tmp_path_factory, dataset):
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ["FASHION_HOME"]
+    os.environ["FASHION_HOME"] = str(home)
+    try:
+        return train.train(tiny(epochs=2))
+    finally:
+        os.environ["FASHION_HOME"] = old
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch, trial_run):
+    """A fresh FASHION_HOME whose database holds the small stored study; each trial has a run folder."""
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FASHION_TUNING_DB", raising=False)
+    study = stored_study(storage.open_store())
+    for trial in study.trials:
+        shutil.copytree(trial_run, config.runs_dir() / trial.user_attrs["run"])
+    return study
+
+
+def test_the_explorer_shows_the_stored_study(study, dataset):
+    at = page_test("tuning.py").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Trials"] == "4" and metrics["Complete"] == "3" and metrics["Pruned"] == "1"
+    assert metrics["Best validation accuracy"] == wording.percent(0.90)
+    table = next(d.value for d in at.dataframe if "trial" in d.value.columns)
+    expected = results.trial_table(study)
+    assert list(table["trial"]) == list(expected["trial"]) and list(table["state"]) == list(expected["state"])
+    assert list(table["validation accuracy"].fillna(-1)) == list(expected["validation accuracy"].fillna(-1))
+    assert [t.label for t in at.tabs] == [
+        "Optimization history",
+        "Parallel coordinates",
+        "Hyperparameter importances",
+        "Slices",
+        "Contour",
+        "Intermediate values",
+    ]
+    assert not any("needs at least" in c.value or "cannot be drawn" in c.value for c in at.caption)
+    text = "\n".join(md.value for md in at.markdown)
+    assert "**Trial 1** (complete)" in text  # the best trial's curves open by default
+    space = next(
+        d.value for d in at.dataframe if "parameter" in d.value.columns and "searched" in d.value.columns
+    )
+    assert dict(zip(space["parameter"], space["searched"], strict=True))["batch_size"] == "one of 64, 128"
+    assert dict(zip(space["parameter"], space["searched"], strict=True))["augment_strength"] == "fixed at 0.0"
+
+
+def test_training_the_winner_starts_a_full_data_run(study, dataset, monkeypatch):
+    from fashion_lib import jobs
+
+    started = []
+    monkeypatch.setattr(jobs, "start", lambda folder, queue=False, kind="train": started.append(folder))
+    at = page_test("tuning.py").run()
+    at.button(key="tu_final").click().run()
+    assert not at.exception and len(started) == 1
+    cfg = train.TrainConfig.from_run(started[0])
+    assert cfg.subset == 0 and cfg.evaluate_test and cfg.learning_rate == pytest.approx(3e-3)  # trial 1's
+    assert at.session_state["tr_run_pick"] == started[0].name
+
+
+def test_a_damaged_database_is_a_message_not_a_traceback(tmp_path, monkeypatch, dataset):
+    damaged = tmp_path / "studies.db"
+    damaged.write_bytes(b"garbage" * 1000)
+    monkeypatch.setenv("FASHION_TUNING_DB", f"sqlite:///{damaged}")
+    at = page_test("tuning.py").run()
+    assert not at.exception and "is damaged" in at.error[0].value
+
+
+def test_starting_a_search_from_the_page_creates_a_job(tmp_path, monkeypatch, dataset):
+    from fashion_lib import jobs
+    from fashion_lib.tuning import search
+
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    started = []
+    monkeypatch.setattr(
+        jobs, "start", lambda folder, queue=False, kind="train": started.append((folder, kind))
+    )
+    at = page_test("tuning.py").run()
+    assert any("No study yet" in i.value for i in at.info)
+    at.text_input(key="tu_study").set_value("from-the-page").run()
+    at.number_input(key="tu_trials").set_value(3).run()
+    at.button(key="tu_launch").click().run()
+    assert not at.exception and len(started) == 1 and started[0][1] == "tune"
+    settings = search.TuneConfig.from_file(started[0][0] / "config.json")
+    assert settings.study == "from-the-page" and settings.trials == 3

@@ -1,0 +1,379 @@
+"""Hyperparameter tuning: the search space as data, settings, and real searches through the command line —
+resumed, with a worker killed mid-study, with two workers on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fashion_lib import augment, config, lifecycle, runs
+from fashion_lib.tuning import results, search, storage
+from fashion_lib.tuning import space as spaces
+from fashion_lib.tuning.config import TuneConfig
+from tests.unit.test_jobs_and_runs import wait_for
+
+TINY = ("--subset", "200", "--epochs", "2")
+SLOWER = ("--subset", "2000", "--epochs", "3")  # trials long enough to be caught running
+TUNE = (sys.executable, "-m", "fashion_lib", "tune")
+
+
+def tune(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*TUNE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=config.REPO_ROOT,
+        timeout=timeout,
+    )
+
+
+def trials_of(name: str, url: str | None = None) -> list:
+    return storage.load_study(storage.open_store(url), name).get_trials(deepcopy=False)
+
+
+def states(trials) -> list[str]:
+    return [t.state.name for t in trials]
+
+
+# ------------------------------------------------------------------------------------- search space
+
+
+def test_the_space_is_data_and_narrowing_never_widens_it():
+    space = spaces.default_space("baseline")
+    assert {p.name for p in space} >= {
+        "learning_rate",
+        "dropout",
+        "filters1",
+        "batch_size",
+        "augment_strength",
+    }
+    narrowed = spaces.narrow(
+        space, {"dropout": "0.25"}, {"learning_rate": "0.001:0.005", "batch_size": "64,128"}
+    )
+    by_name = {p.name: p for p in narrowed}
+    assert by_name["dropout"].kind == "fixed" and by_name["dropout"].value == 0.25
+    assert (by_name["learning_rate"].low, by_name["learning_rate"].high) == (0.001, 0.005)
+    assert by_name["batch_size"].choices == (64, 128)
+    with pytest.raises(ValueError, match="within"):
+        spaces.narrow(space, ranges={"learning_rate": "0.001:0.5"})
+    with pytest.raises(ValueError, match="choose among"):
+        spaces.narrow(space, ranges={"batch_size": "512"})
+    with pytest.raises(ValueError, match="not a parameter"):
+        spaces.narrow(space, ranges={"colour": "1:2"})
+    assert spaces.space_from_json(spaces.space_to_json(narrowed)) == narrowed
+
+
+def test_a_trials_values_become_its_training_config():
+    tc = TuneConfig(study="s", subset=2000, epochs=3)
+    trial = optuna.trial.FixedTrial(
+        {
+            "learning_rate": 0.002,
+            "lr_schedule": "cosine",
+            "label_smoothing": 0.1,
+            "dropout": 0.3,
+            "filters1": 32,
+            "filters2": 64,
+            "filters3": 192,
+            "dense_units": 256,
+            "batch_size": 64,
+            "augment_strength": 0.5,
+        }
+    )
+    cfg = tc.trial_config(spaces.suggest(trial, tc.space()))
+    assert cfg.conv_filters == (32, 64, 192) and cfg.dense_units == 256 and cfg.dropout == 0.3
+    assert cfg.augment == augment.of_strength(0.5, seed=tc.seed) and cfg.augment.rotation == 0.02
+    assert cfg.subset == 2000 and cfg.epochs == 3
+    assert not cfg.evaluate_test and not cfg.temperature_scaling  # trials never look at the test set
+    final = tc.final_config(spaces.suggest(trial, tc.space()), epochs=12)
+    assert (
+        final.subset == 0
+        and final.epochs == 12
+        and final.evaluate_test
+        and final.conv_filters == (32, 64, 192)
+    )
+
+
+def test_fixed_training_settings_reach_every_trial_and_bad_settings_are_refused():
+    tc = TuneConfig(study="s", fixed={"optimizer": "adamw", "dropout": 0.2})
+    assert tc.base_config().optimizer == "adamw"
+    assert {p.name: p for p in tc.space()}["dropout"].kind == "fixed"
+    for bad, message in (
+        ({"study": "has space"}, "study name"),
+        ({"study": "s", "pruner": "coin"}, "pruner"),
+        ({"study": "s", "workers": 0}, "workers"),
+        ({"study": "s", "fixed": {"optimizer": "lion"}}, "optimizer"),
+        ({"study": "s", "ranges": {"dropout": "0:0.9"}}, "within"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TuneConfig(**bad)
+
+
+# ------------------------------------------------------------------------------------ real searches
+
+
+def test_a_three_trial_study_end_to_end_and_resumed(dataset):
+    done = tune("--study", "e2e", "--trials", "3", *TINY, "--pruner", "none")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 3 and all("best" in line and "learning_rate=" in line for line in lines)
+    trials = trials_of("e2e")
+    assert states(trials) == ["COMPLETE"] * 3
+    for trial in trials:
+        folder = config.runs_dir() / trial.user_attrs["run"]
+        summary = runs.read_json(folder / runs.SUMMARY_FILE)
+        assert summary["validation_accuracy"] == pytest.approx(trial.value)  # what the trial returned
+        assert "test_accuracy" not in summary and not (folder / runs.PREDICTIONS_FILE).exists()
+        assert runs.read_json(folder / runs.TRIAL_FILE) == {"study": "e2e", "number": trial.number}
+        assert len(trial.intermediate_values) == 2  # one report per epoch
+    again = tune("--study", "e2e", "--trials", "2", *TINY)
+    assert again.returncode == 0, again.stderr
+    assert "3 earlier trials" in again.stdout
+    assert len(trials_of("e2e")) == 5  # the same study, two more trials
+
+
+def test_a_worker_killed_mid_study_loses_no_completed_trial_and_the_next_search_goes_on(dataset):
+    proc = subprocess.Popen(
+        [*TUNE, "--study", "killed", "--trials", "4", *SLOWER, "--pruner", "none", "--heartbeat", "1"],
+        cwd=config.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def one_done_one_running() -> bool:
+        try:
+            found = states(trials_of("killed"))
+        except storage.TuningStoreError:
+            return False
+        return "COMPLETE" in found and found[-1] == "RUNNING"
+
+    assert wait_for(one_done_one_running, timeout=240)
+    running = trials_of("killed")[-1]
+    worker_pid = int(running.user_attrs["worker"].rsplit(":", 1)[1])
+    os.kill(worker_pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "SIGKILL" in output
+    after = trials_of("killed")
+    assert states(after)[: len(after) - 1].count("COMPLETE") >= 1
+    assert after[running.number].state.name == "FAIL"  # marked at once by the coordinator
+    job = sorted(search.jobs_root().glob("*-tune-killed"))[-1]
+    assert lifecycle.state_of(job).state == "failed" and "SIGKILL" in lifecycle.state_of(job).error
+    completed_before = [t.number for t in after if t.state.name == "COMPLETE"]
+
+    goes_on = tune("--study", "killed", "--trials", "1", *TINY)
+    assert goes_on.returncode == 0, goes_on.stderr
+    final = trials_of("killed")
+    assert [t.number for t in final if t.state.name == "COMPLETE"][
+        : len(completed_before)
+    ] == completed_before
+    assert final[-1].state.name == "COMPLETE"
+
+
+def test_a_trial_whose_whole_search_was_killed_is_failed_by_the_next_search(dataset):
+    proc = subprocess.Popen(
+        [*TUNE, "--study", "orphan", "--trials", "2", *SLOWER, "--heartbeat", "1"],
+        cwd=config.REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def running() -> bool:
+        try:
+            return "RUNNING" in states(trials_of("orphan"))
+        except storage.TuningStoreError:
+            return False
+
+    assert wait_for(running, timeout=240)
+    os.killpg(proc.pid, signal.SIGKILL)  # coordinator and worker at once: nobody marks the trial
+    proc.wait()
+    time.sleep(4)  # longer than the grace period (3 heartbeats of 1 s)
+    goes_on = tune("--study", "orphan", "--trials", "1", *TINY, "--heartbeat", "1")
+    assert goes_on.returncode == 0, goes_on.stderr
+    assert states(trials_of("orphan"))[0] == "FAIL" and states(trials_of("orphan"))[-1] == "COMPLETE"
+
+
+def test_two_workers_share_one_sqlite_study(dataset):
+    done = tune("--study", "pair", "--trials", "4", "--workers", "2", *TINY, "--pruner", "none")
+    assert done.returncode == 0, done.stderr
+    trials = trials_of("pair")
+    assert states(trials) == ["COMPLETE"] * 4  # exactly as many as asked for
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+
+
+# ------------------------------------------------------------------------------------ the database
+
+
+def test_a_damaged_database_and_an_unknown_study_get_clear_messages(tmp_path):
+    damaged = tmp_path / "studies.db"
+    damaged.write_bytes(b"this is not SQLite" * 100)
+    env = {"FASHION_TUNING_DB": f"sqlite:///{damaged}"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "fashion_lib", "studies"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=config.REPO_ROOT,
+    )
+    assert listed.returncode == 2 and "is damaged" in listed.stderr and "Traceback" not in listed.stderr
+    started = tune("--study", "x", *TINY, env=env)
+    assert started.returncode == 2 and "is damaged" in started.stderr and "Traceback" not in started.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "fashion_lib", "studies", "--study", "nope"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FASHION_TUNING_DB": f"sqlite:///{tmp_path / 'fresh.db'}"},
+        cwd=config.REPO_ROOT,
+    )
+    assert unknown.returncode == 2 and "No study named 'nope'" in unknown.stderr
+
+
+def test_a_locked_database_gets_a_clear_message(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    store = storage.open_store(url)
+    optuna.create_study(study_name="held", storage=store.storage)
+    monkeypatch.setattr(storage, "SQLITE_WAIT_S", 0.5)
+    holder = sqlite3.connect(tmp_path / "locked.db", timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # another program writing
+    try:
+        with pytest.raises(storage.TuningStoreError, match="locked by another program"):
+            storage.study_summaries(storage.open_store(url))
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A real PostgreSQL server (Debian's package) on a free port with a temporary data directory."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb") or ""]
+    if not found[-1]:
+        pytest.skip(
+            "PostgreSQL is not installed here (Debian's 'postgresql'; ./scripts/dev.sh test installs it)"
+        )
+    bindir = Path(found[-1]).parent
+    data = Path(tempfile.mkdtemp(prefix="fashion-pg-", dir="/tmp"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(data, user.pw_uid, user.pw_gid)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*cmd) -> None:
+        subprocess.run(as_postgres + [str(c) for c in cmd], check=True, capture_output=True, timeout=120)
+
+    run(bindir / "initdb", "-D", data / "db", "-A", "trust", "-U", "postgres", "--no-sync")
+    run(
+        bindir / "pg_ctl",
+        "-D",
+        data / "db",
+        "-l",
+        data / "server.log",
+        "-w",
+        "start",
+        "-o",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+    )
+    try:
+        run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "fashion")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/fashion"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_on_postgresql(postgres_url, dataset):
+    env = {"FASHION_TUNING_DB": postgres_url}
+    done = tune("--study", "shared", "--trials", "3", "--workers", "2", *TINY, env=env)
+    assert done.returncode == 0, done.stderr
+    trials = trials_of("shared", postgres_url)
+    assert states(trials) == ["COMPLETE"] * 3 and len({t.user_attrs["worker"] for t in trials}) == 2
+    # a second machine would run the very same command against the same URL: it joins the study
+    joined = tune("--study", "shared", "--trials", "1", *TINY, env=env)
+    assert joined.returncode == 0 and len(trials_of("shared", postgres_url)) == 4
+    assert [s.name for s in storage.study_summaries(storage.open_store(postgres_url))] == ["shared"]
+
+
+# ----------------------------------------------------------------------------------------- results
+
+
+def test_the_trial_table_and_figures_come_from_the_database(tmp_path):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    study = stored_study(store)
+    table = results.trial_table(study)
+    assert list(table["trial"]) == [0, 1, 2, 3] and list(table["state"]) == [
+        "complete",
+        "complete",
+        "pruned",
+        "complete",
+    ]
+    assert table.loc[2, "pruned after epoch"] == 1 and table.loc[1, "validation accuracy"] == 0.9
+    assert results.best_trial(study).number == 1
+    charts = results.study_figures(study)
+    assert set(charts) == {
+        "Optimization history",
+        "Parallel coordinates",
+        "Hyperparameter importances",
+        "Slices",
+        "Contour",
+        "Intermediate values",
+    }
+    assert all(not isinstance(fig, str) for fig in charts.values())  # every chart drawn
+    greys = [t for t in charts["Intermediate values"].data if t.line.color == "#b0b0b0"]
+    assert [t.name for t in greys] == ["trial 2 (pruned)"]
+
+
+def stored_study(store, name: str = "stored"):
+    """A small study written straight into the database: three completed trials and one pruned."""
+    tc = TuneConfig(study=name, fixed={"augment_strength": 0.0}, ranges={"batch_size": "64,128"})
+    study = optuna.create_study(study_name=name, storage=store.storage, direction="maximize")
+    study.set_user_attr("model", tc.model)
+    study.set_user_attr("space", spaces.space_to_json(tc.space()))
+    study.set_user_attr("settings", tc.to_dict())
+    dists = {
+        "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "dropout": optuna.distributions.FloatDistribution(0.1, 0.5),
+        "batch_size": optuna.distributions.CategoricalDistribution([64, 128]),
+    }
+    for lr, dropout, batch, value, state, steps in (
+        (1e-3, 0.2, 64, 0.85, "COMPLETE", [0.80, 0.85]),
+        (3e-3, 0.3, 128, 0.90, "COMPLETE", [0.86, 0.90]),
+        (1e-4, 0.4, 64, None, "PRUNED", [0.40]),
+        (5e-3, 0.1, 128, 0.88, "COMPLETE", [0.84, 0.88]),
+    ):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"learning_rate": lr, "dropout": dropout, "batch_size": batch},
+                distributions=dists,
+                value=value,
+                state=getattr(optuna.trial.TrialState, state),
+                intermediate_values={i + 1: v for i, v in enumerate(steps)},
+                user_attrs={"run": f"20260101-00000{len(study.trials)}-baseline"}
+                | ({"pruned_at_epoch": 1} if state == "PRUNED" else {}),
+            )
+        )
+    return study
