@@ -66,6 +66,12 @@ PAGES: tuple[PageEntry, ...] = (
         ":material/compare_arrows:",
         "Baseline vs EfficientNetB0 vs MobileNetV2, measured; the pitfall lab (the prototype's ÷255 bug).",
     ),
+    PageEntry(
+        "report.py",
+        "Report",
+        ":material/description:",
+        "The technical report, generated from the saved runs: read it here, download HTML or Markdown.",
+    ),
 )
 
 

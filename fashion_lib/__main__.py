@@ -315,6 +315,25 @@ def cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the technical report (HTML and Markdown) from saved artifacts; nothing is retrained."""
+    from fashion_lib import report
+    from fashion_lib.tuning.storage import TuningStoreError
+
+    try:
+        names = [n.strip() for n in (args.runs or "").split(",") if n.strip()]
+        infos = report.resolve_runs(names) if names else report.default_runs()
+        built = report.build(infos, args.study)
+        paths = report.write(built, args.out)
+    except (ValueError, FileNotFoundError, data.FashionDataError, TuningStoreError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report on {', '.join(built.runs) or 'no run'} built in {built.seconds:.1f} s")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fashion_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -387,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: one worker of --run-dir
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("report", help="write the technical report from the saved runs (and a tuning study)")
+    p.add_argument(
+        "--runs", help="run ids or shipped names, comma-separated (default: shipped + best of each)"
+    )
+    p.add_argument("--study", help="a tuning study to include")
+    p.add_argument("--out", type=Path, default=Path("report"), help="folder for report.html and the zip")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("studies", help="list the studies in the tuning database, or one study's trials")
     p.add_argument("--study", help="show this study's trials")

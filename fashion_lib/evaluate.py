@@ -59,7 +59,7 @@ class CurveDiagnosis:
 
 def diagnose_curves(rows: list[dict]) -> CurveDiagnosis:
     """Judge a run's per-epoch metrics (``metrics.jsonl`` rows, in order) from their numbers."""
-    rows = [r for r in rows if "val_loss" in r and "accuracy" in r]
+    rows = [r for r in rows if r.get("val_loss") is not None and r.get("accuracy") is not None]
     if not rows:
         return CurveDiagnosis("not enough epochs", 0, 0, 0.0, 0.0, False)
     val_loss = np.array([r["val_loss"] for r in rows])

@@ -154,6 +154,24 @@ class TrainConfig:
             raise ValueError(f"{folder.name}/config.json is not a JSON object")
         return cls.from_dict(values)
 
+    def command(self) -> str:
+        """The command line that trains this config: the model and every setting that is not a default."""
+        default = TrainConfig().to_dict()
+        parts = ["python -m fashion_lib train"]
+        for key, value in self.to_dict().items():
+            if value == default[key] and key != "model":
+                continue
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+            elif isinstance(value, dict):
+                parts.append(f"{flag} '{json.dumps(value, sort_keys=True)}'")
+            elif isinstance(value, list):
+                parts.append(f"{flag} {','.join(map(str, value))}")
+            else:
+                parts.append(f"{flag} {value}")
+        return " ".join(parts)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 

@@ -42,8 +42,8 @@ def make_pruner(name: str):
     import optuna
 
     if name == "median":
-        # Judge from the second epoch on, once three trials have finished.
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        # Judge from the second epoch on (one epoch says little), once three trials have finished.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -109,11 +109,12 @@ class _Stop:
     run_folder: Path | None = None
 
 
-def _pruning_callback(trial, folder: Path):
+def _pruning_callback(trial, folder: Path, last_step: int):
     import keras
 
     class ReportAndPrune(keras.callbacks.Callback):
-        """Reports validation accuracy after every epoch (stage 1 and 2 count on); stops a poor trial."""
+        """Reports validation accuracy after every epoch (stage 1 and 2 count on); stops a poor trial —
+        but not after its last epoch, when the budget is spent anyway and the trial simply completes."""
 
         pruned_at: int | None = None
 
@@ -123,7 +124,7 @@ def _pruning_callback(trial, folder: Path):
                 return
             step = len(runs.read_metrics(folder))  # epochs finished in this run, stages together
             trial.report(float(value), step)
-            if trial.should_prune():
+            if step < last_step and trial.should_prune():
                 self.pruned_at = step
                 lifecycle.request_stop(folder, f"pruned by the tuner after epoch {step}")
                 self.model.stop_training = True
@@ -143,7 +144,8 @@ def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...]) -> Callable:
         runs.write_json(folder / runs.TRIAL_FILE, {"study": tc.study, "number": trial.number})
         trial.set_user_attr("run", folder.name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        callback = _pruning_callback(trial, folder)
+        last_step = cfg.epochs + (cfg.fine_tune_epochs if cfg.fine_tune else 0)
+        callback = _pruning_callback(trial, folder, last_step)
         _Stop.run_folder = folder
         try:
             engine.train(run_dir=folder, extra_callbacks=[callback], handle_sigterm=False)

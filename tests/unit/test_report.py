@@ -1,0 +1,116 @@
+"""The technical report: built from two tiny runs' saved artifacts, it holds their real numbers, says what
+was not run, and writes self-contained HTML and Markdown with pictures."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fashion_lib import __main__ as cli_module
+from fashion_lib import evaluate, report, runs, train, wording
+from fashion_lib.training import TrainConfig
+from tests.unit.test_train import tiny
+
+PLACEHOLDERS = re.compile(r"TODO|TBD|lorem|placeholder|XX\.X|\{[a-z_]+\}|nan %|None %", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def two_runs(dataset):
+    return [runs.read_run(train.train(tiny(epochs=2, seed=s))) for s in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def built(two_runs, dataset):
+    return report.build(two_runs, None, dataset)
+
+
+def texts(rep: report.Report) -> str:
+    out = []
+    for section in rep.sections:
+        out.append(section.title)
+        for block in section.blocks:
+            if isinstance(block, report.Text | report.Missing):
+                out.append(getattr(block, "markdown", None) or block.text)
+            elif isinstance(block, report.Table):
+                out.append(block.frame.to_string())
+            elif isinstance(block, report.Picture | report.Chart):
+                out.append(block.caption)
+    return "\n".join(out)
+
+
+def test_the_report_holds_the_runs_real_numbers(two_runs, built):
+    body = texts(built)
+    for info in two_runs:
+        summary = runs.read_json(info.folder / runs.SUMMARY_FILE)
+        p = evaluate.load_predictions(info.folder)
+        cm = evaluate.confusion_counts(p.labels, p.predicted)
+        pair = evaluate.pair_errors(cm, report.SHIRT, report.PULLOVER)
+        assert wording.percent(summary["test_accuracy"]) in body
+        assert f"{summary['macro_f1']:.4f}" in body
+        assert f"{pair.all_errors:,} errors on {len(p.labels):,} test images" in body
+        assert wording.percent(pair.share, 1) in body
+        assert info.label in body
+    assert not PLACEHOLDERS.search(body), PLACEHOLDERS.search(body)
+    assert built.runs == [r.run_id for r in two_runs]
+
+
+def test_sections_with_nothing_to_show_say_what_is_missing(built):
+    by_title = {s.title: s for s in built.sections}
+    tuning = by_title["Hyperparameter tuning"].blocks
+    assert len(tuning) == 1 and isinstance(tuning[0], report.Missing) and "No tuning study" in tuning[0].text
+    limits = texts(report.Report("t", "now", [], None, [by_title["Limitations — what was not run"]]))
+    assert "EfficientNetB0: no run of it is in this report" in limits
+    assert "evaluated on 50 test images, not all 10,000" in limits
+
+
+def test_an_empty_report_still_builds_and_says_so(dataset):
+    empty = report.build([], None, dataset)
+    missing = [b.text for s in empty.sections for b in s.blocks if isinstance(b, report.Missing)]
+    assert any("No model was chosen" in m for m in missing) and any("No run was chosen" in m for m in missing)
+
+
+def test_html_is_one_self_contained_file(built):
+    page = report.to_html(built)
+    assert page.startswith("<!DOCTYPE html>") and "Plotly" in page
+    assert not re.search(r"<script[^>]+src=", page)  # nothing to fetch: plotly.js is inline
+    assert "data:image/png;base64," in page  # the Grad-CAM pictures are embedded
+    assert page.count("class='chart'") == sum(
+        isinstance(b, report.Chart) for s in built.sections for b in s.blocks
+    )
+
+
+def test_markdown_zip_has_the_text_the_pictures_and_the_html(built):
+    archive = zipfile.ZipFile(io.BytesIO(report.markdown_zip(built)))
+    names = set(archive.namelist())
+    assert {"report.md", "report.html"} <= names
+    text = archive.read("report.md").decode()
+    for image in re.findall(r"\]\((images/[^)]+\.png)\)", text):
+        assert image in names and archive.read(image)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(name.startswith("images/gradcam_") for name in names)
+    assert "| true | predicted | errors | share of all errors |" in text
+
+
+def test_markdown_tables_escape_pipes_and_show_missing_values():
+    table = report.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1.5, np.nan]}))
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1.5 |", "| — | — |"]
+
+
+def test_a_run_without_test_predictions_is_refused_with_the_reason(dataset):
+    trial_like = train.train(tiny(evaluate_test=False))
+    with pytest.raises(ValueError, match="no test-set predictions"):
+        report.resolve_runs([trial_like.name])
+
+
+def test_the_reproduce_command_trains_the_same_config():
+    cfg = tiny(model="mobilenet_v2", fine_tune=True, label_smoothing=0.1, temperature_scaling=False)
+    command = cfg.command()
+    parser = cli_module.build_parser()
+    args = parser.parse_args(command.removeprefix("python -m fashion_lib ").replace("'", "").split())
+    assert isinstance(args, argparse.Namespace) and cli_module.config_from_args(args) == cfg
+    assert TrainConfig().command() == "python -m fashion_lib train --model baseline"
