@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from fashion_lib import data, stats, wording
+from fashion_lib import data, pictures, stats, wording
 
 GRID_SCALE = 3  # 28 px images are shown at 84 px, upscaled without smoothing
 
@@ -72,6 +73,54 @@ def normalized_sample(model: str) -> tuple[np.ndarray, np.ndarray]:
     return raw, stats.normalized_pixels(raw, model)
 
 
+@st.cache_data(show_spinner=False)
+def value_histograms(model: str):
+    """The normalization histograms of ``model``'s input pipeline (binned once per process)."""
+    from fashion_lib import figures
+
+    raw, after = normalized_sample(model)
+    return figures.value_histograms(raw, after, "model input")
+
+
+@dataclass
+class Background:
+    """Work started from a page that goes on while the page is used (one per key, shared by sessions)."""
+
+    started: float
+    done: bool = False
+    error: str | None = None
+
+
+@st.cache_resource
+def _background_jobs() -> dict[str, Background]:
+    return {}
+
+
+def start_background(key: str, function, *args, **kwargs) -> Background:
+    """Run ``function`` in a thread of the server process (once per key at a time)."""
+    import threading
+    import time
+
+    jobs = _background_jobs()
+    if key in jobs and not jobs[key].done:
+        return jobs[key]
+    job = jobs[key] = Background(time.time())
+
+    def work() -> None:
+        try:
+            function(*args, **kwargs)
+        except Exception as exc:  # shown on the page that started it
+            job.error = str(exc)
+        job.done = True
+
+    threading.Thread(target=work, daemon=True, name=f"background-{key}").start()
+    return job
+
+
+def background(key: str) -> Background | None:
+    return _background_jobs().get(key)
+
+
 def data_source_banner(ds: data.FashionMNIST) -> None:
     """One line that says where the data came from and whether it was verified."""
     src = ds.source
@@ -84,7 +133,7 @@ def data_source_banner(ds: data.FashionMNIST) -> None:
 
 
 def upscale(image: np.ndarray, factor: int = GRID_SCALE) -> np.ndarray:
-    return np.kron(np.asarray(image, dtype=np.uint8), np.ones((factor, factor), dtype=np.uint8))
+    return pictures.upscale(image, factor)
 
 
 def image_grid(images: np.ndarray, captions: list[str], columns: int = 10, key: str | None = None) -> None:
@@ -95,7 +144,7 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 10, key: 
             for col, image, caption in zip(
                 cols, images[start : start + columns], captions[start : start + columns], strict=False
             ):
-                col.image(upscale(image), caption=caption)
+                col.image(upscale(image), caption=caption, width=28 * GRID_SCALE)  # the same size everywhere
 
 
 duration = wording.duration
@@ -199,17 +248,13 @@ def loaded_model(folder: Path):
         raise ValueError(f"the model of {folder.name} cannot be loaded ({exc})") from None
 
 
-def thumbnail(image: np.ndarray, size: int = 130) -> np.ndarray:
-    """The image fitted into a size × size square (aspect kept, grey margins); small images stay crisp."""
-    import cv2
+@st.cache_data(show_spinner="Converting the photo…", max_entries=32)
+def converted(payload: bytes, segment: bool):
+    """An upload's conversion, once per file and setting (changing the opacity does not redo it);
+    raises photos.PhotoError for a bad file."""
+    from fashion_lib import photos
 
-    image = np.asarray(image)
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    method = cv2.INTER_NEAREST if max(h, w) <= 64 else cv2.INTER_AREA
-    resized = cv2.resize(image, (nw, nh), interpolation=method)
-    canvas = np.full((size, size, *image.shape[2:]), 128, dtype=image.dtype)
-    y, x = (size - nh) // 2, (size - nw) // 2
-    canvas[y : y + nh, x : x + nw] = resized
-    return canvas
+    return photos.convert_upload(payload, segment=segment)[1]
+
+
+thumbnail = pictures.thumbnail

@@ -49,6 +49,27 @@ class AugmentConfig:
             or self.contrast
         )
 
+    @property
+    def rotation_degrees(self) -> float:
+        return self.rotation * 360
+
+    def describe(self) -> str:
+        """The settings as a person reads them: 'horizontal flips, rotation ±10°, zoom ±10 %'."""
+        parts = []
+        flips = [
+            n for n, on in (("horizontal", self.flip_horizontal), ("vertical", self.flip_vertical)) if on
+        ]
+        if flips:
+            parts.append(" and ".join(flips) + " flips")
+        if self.rotation:
+            parts.append(f"rotation ±{self.rotation_degrees:.0f}°")
+        for name, value in (("zoom", self.zoom), ("shift", self.translation)):
+            if value:
+                parts.append(f"{name} ±{100 * value:.0f} %")
+        if self.contrast:
+            parts.append(f"contrast ±{self.contrast:.1f}")
+        return ", ".join(parts) if parts else "no augmentation"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -142,11 +163,21 @@ def label_risks(cfg: AugmentConfig) -> list[LabelRisk]:
             )
         )
     if cfg.rotation > ROTATION_LIMIT:
+        degrees = cfg.rotation_degrees
+        what = (
+            "turn garments upside down"
+            if degrees >= 135
+            else (
+                "lay garments on their side"
+                if degrees >= 60
+                else "tilt garments well beyond any catalogue photo"
+            )
+        )
         risks.append(
             LabelRisk(
                 "rotation",
-                f"Rotations up to ±{cfg.rotation * 360:.0f}° lay garments on their side (advised: ±30°): "
-                "a trouser on its side no longer looks like the catalogue view the label describes.",
+                f"Rotations up to ±{degrees:.0f}° {what} (advised: ±30° at most): a trouser at that angle no "
+                "longer looks like the catalogue view the label describes.",
                 ("Trouser", "Dress", "Ankle boot"),
                 AugmentConfig(rotation=cfg.rotation),
             )
@@ -204,9 +235,11 @@ def presets_dir() -> Path:
 
 def save_preset(name: str, cfg: AugmentConfig) -> Path:
     """Save ``cfg`` as a named preset that the training page and ``--augment NAME`` can use."""
-    clean = "".join(c for c in name.strip() if c.isalnum() or c in "-_")
-    if not clean:
-        raise ValueError("a preset name needs at least one letter, digit, '-' or '_'")
+    clean = name.strip()
+    if not clean or not all(c.isalnum() or c in "-_" for c in clean):
+        suggestion = "-".join("".join(c for c in word if c.isalnum() or c in "-_") for word in clean.split())
+        hint = f" — for example '{suggestion}'" if suggestion.strip("-") else ""
+        raise ValueError(f"a preset name may hold letters, digits, '-' and '_' only{hint}")
     presets_dir().mkdir(parents=True, exist_ok=True)
     path = presets_dir() / f"{clean}.json"
     path.write_text(cfg.to_json())

@@ -26,7 +26,8 @@ def classification_summary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, A
 
 # ------------------------------------------------------------------------------- learning-curve diagnosis
 
-OVERFIT_GAP = 0.03  # train − validation accuracy beyond which the model memorises more than it learns
+LARGE_GAP = 0.10  # train − validation accuracy this large is over-fitting whatever the trend
+OVERFIT_GAP = 0.05  # … and this large, once validation loss has stopped falling
 OVERFIT_RISE = 0.05  # validation loss this far (relative) above its best
 UNDERFIT_ACCURACY = 0.85  # training accuracy below which the model has not learnt the training set
 STILL_FALLING = 0.01  # the last epoch cut validation loss by more than this (relative): not converged yet
@@ -50,7 +51,8 @@ class CurveDiagnosis:
         )
         advice = {
             "under-fitting": "train longer or give the model more capacity",
-            "over-fitting": "stop earlier, add augmentation or dropout, or use more data",
+            "over-fitting": "the model fits its training images better than new ones — stop earlier, add "
+            "augmentation or dropout, or use more data",
             "good fit": "training and validation agree",
             "not enough epochs": "train at least two epochs to judge the curves",
         }[self.verdict]
@@ -70,7 +72,7 @@ def diagnose_curves(rows: list[dict]) -> CurveDiagnosis:
     still_improving = best == len(rows) - 1 and last_drop > STILL_FALLING
     if len(rows) < 2:
         verdict = "not enough epochs"
-    elif rise > OVERFIT_RISE or (gap > OVERFIT_GAP and not still_improving):
+    elif gap > LARGE_GAP or rise > OVERFIT_RISE or (gap > OVERFIT_GAP and not still_improving):
         verdict = "over-fitting"
     elif rows[-1]["accuracy"] < UNDERFIT_ACCURACY or still_improving:
         verdict = "under-fitting"
@@ -195,6 +197,33 @@ def top_k(probabilities: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray
     """(classes, probabilities) of the k most probable classes of each row, most probable first."""
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(probabilities, order, axis=1)
+
+
+GALLERY_ORDERS = ("most confident first", "least confident first")
+
+
+def gallery(
+    p: Predictions,
+    positions: np.ndarray,
+    order: str = GALLERY_ORDERS[0],
+    limit: int = 60,
+    suspects=frozenset(),
+) -> tuple[np.ndarray, list[str]]:
+    """Which of ``positions`` a gallery shows (ordered by confidence, at most ``limit``) and a caption for
+    each: test index, confidence, a mark for a possible label error, and the top-3 classes."""
+    if order not in GALLERY_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(GALLERY_ORDERS)}")
+    positions = np.asarray(positions, dtype=int)
+    conf = p.confidence[positions]
+    ranked = positions[np.argsort(-conf if order == GALLERY_ORDERS[0] else conf, kind="stable")]
+    shown = ranked[:limit]
+    classes, probs = top_k(p.probabilities[shown], 3)
+    captions = []
+    for pos, cls, pr in zip(shown, classes, probs, strict=True):
+        top3 = ", ".join(f"{config.CLASS_NAMES[c]} {v:.0%}" for c, v in zip(cls, pr, strict=True))
+        mark = " ⚠ possible label error" if pos in suspects else ""
+        captions.append(f"#{p.test_index[pos]} · {p.confidence[pos]:.0%}{mark} · {top3}")
+    return shown, captions
 
 
 def per_class_report(labels: np.ndarray, predicted: np.ndarray):

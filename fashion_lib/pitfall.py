@@ -32,6 +32,18 @@ class LabPlan:
     weights: str
     note: str
 
+    @property
+    def shows_the_failure(self) -> bool:
+        """With ImageNet weights the fixed run learns and the prototype's does not; without them frozen
+        random features are weak and both runs stay near chance, so there is nothing to contrast."""
+        return self.weights == "imagenet"
+
+    @property
+    def button_label(self) -> str:
+        if self.shows_the_failure:
+            return f"Run the pitfall lab ({models.DISPLAY_NAMES[self.model]}, ImageNet weights)"
+        return "Run the pitfall lab anyway (no ImageNet weights: both runs will stay near 10 %)"
+
 
 def plan() -> LabPlan:
     """EfficientNetB0 with ImageNet weights when they are on this machine; otherwise MobileNetV2 with its
@@ -55,9 +67,11 @@ def plan() -> LabPlan:
     return LabPlan(
         models.EFFICIENTNET_B0,
         "none",
-        "No ImageNet weights on this machine: EfficientNetB0 from random initialisation (labelled "
-        "'no ImageNet weights'). Frozen random features are weak, so the fixed pipeline cannot shine "
-        "either; with ImageNet weights the contrast is stark.",
+        "There are no ImageNet weights on this machine, so the lab can only train EfficientNetB0 from random "
+        "initialisation (labelled 'no ImageNet weights'). Its frozen random features are too weak for the "
+        "fixed pipeline to learn anything in 1,000 images either: both runs will sit near 10 % and show no "
+        f"contrast. To see the real failure, put ImageNet weights in {config.weights_dir()} (setting "
+        "FASHION_WEIGHTS_DIR; MobileNetV2's rebuilt file is enough).",
     )
 
 

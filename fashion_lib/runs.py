@@ -357,17 +357,23 @@ def progress_summary(folder: Path) -> Progress:
             return Progress(min(1.0, p.batch / p.batches), eta, f"{p.phase}: {p.batch:,} / {p.batches:,}")
         return Progress(0.0, None, p.phase)
     epochs = max(p.epochs, p.epoch)
-    stage_rows = [r for r in read_metrics(folder) if r["stage"] == p.stage and not r["partial"]]
-    epoch_seconds = (
-        sum(r["seconds"] for r in stage_rows) / len(stage_rows)
-        if stage_rows
-        else (p.epoch_elapsed / p.batch * p.batches if p.batch else None)
-    )
     within = min(1.0, p.batch / p.batches)
     fraction = min(1.0, (p.epoch - 1 + within) / epochs)
-    eta = (epochs - p.epoch + 1 - within) * epoch_seconds if epoch_seconds else None
     stage = "fine-tuning" if p.stage == 2 else "training"
-    return Progress(fraction, eta, f"{stage}: epoch {p.epoch} of {epochs}, batch {p.batch} of {p.batches}")
+    text = f"{stage}: epoch {p.epoch} of {epochs}, batch {p.batch} of {p.batches}"
+    # The rate of this epoch after its first batch (graph tracing and warm-up make that one slow).
+    measured = p.batch - p.warm_batch
+    rate = (
+        measured / (p.epoch_elapsed - p.warm_elapsed)
+        if measured > 0 and p.epoch_elapsed > p.warm_elapsed
+        else None
+    )
+    if rate is None:
+        return Progress(fraction, None, text)
+    finished = [r["seconds"] for r in read_metrics(folder) if r["stage"] == p.stage and not r["partial"]]
+    epoch_seconds = sum(finished) / len(finished) if finished else p.batches / rate
+    eta = (p.batches - p.batch) / rate + (epochs - p.epoch) * epoch_seconds
+    return Progress(fraction, eta, text)
 
 
 # ------------------------------------------------------------------------------------------ comparison

@@ -116,6 +116,8 @@ class Progress(_Lenient):
     batch: int = Field(default=0, ge=0)
     batches: int = Field(default=1, ge=1)
     epoch_elapsed: float = Field(default=0.0, ge=0)
+    warm_batch: int = Field(default=0, ge=0)  # batches done when the first one ended (warm-up excluded)
+    warm_elapsed: float = Field(default=0.0, ge=0)
     phase_started: float | None = None
     time: float | None = None
 

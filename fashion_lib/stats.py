@@ -7,6 +7,7 @@ and the embeddings are also kept on disk under ``$FASHION_HOME/cache`` so they a
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,41 @@ def sample_indices(
 
 
 # ---------------------------------------------------------------------------------- pixel statistics
+
+
+def parse_indices(text: str, limit: int) -> list[int]:
+    """'12, 3045' → [12, 3045]; ValueError saying what is wrong for anything else (or out of 0…limit-1)."""
+    try:
+        indices = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ValueError("indices must be whole numbers separated by commas, e.g. 12, 3045") from None
+    if any(not 0 <= i < limit for i in indices):
+        raise ValueError(f"indices must be between 0 and {limit - 1}")
+    return indices
+
+
+def preview_sample(labels: np.ndarray, class_index: int | None, n: int, seed: int) -> list[int]:
+    """``n`` random image indices (of one class, or of any), sorted, chosen by ``seed``."""
+    pool = np.arange(len(labels)) if class_index is None else np.flatnonzero(labels == class_index)
+    return sorted(np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False).tolist())
+
+
+def selection_sample(
+    selected: np.ndarray, labels: np.ndarray, n: int, classes=None, seed: int = 0
+) -> np.ndarray:
+    """Up to ``n`` of ``selected`` image indices for a gallery, spread over the classes present (round
+    robin, in index order within a class), optionally only ``classes``: a lasso over 52 bags among 1,000
+    shirts still shows bags."""
+    selected = np.asarray(selected, dtype=int)
+    if classes is not None:
+        selected = selected[np.isin(labels[selected], list(classes))]
+    groups = [np.sort(selected[labels[selected] == c]) for c in np.unique(labels[selected])]
+    picked = []
+    for k in range(max((len(g) for g in groups), default=0)):
+        picked.extend(int(g[k]) for g in groups if k < len(g))
+        if len(picked) >= n:
+            break
+    return np.array(picked[:n], dtype=int)
 
 
 def pixel_histograms(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -210,8 +246,33 @@ def tsne_embedding(images: np.ndarray, labels: np.ndarray, n: int = 5000, seed: 
         coords = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(reduced)
         return {"coords": coords.astype(np.float32), "index": index}
 
-    stored = _load_or_compute(tsne_cache_path(n, seed), compute)
+    def timed():
+        started = time.perf_counter()
+        result = compute()
+        result["seconds"] = np.array(time.perf_counter() - started)
+        return result
+
+    stored = _load_or_compute(tsne_cache_path(n, seed), timed)
     return Embedding("t-SNE", stored["coords"], stored["index"], np.asarray(labels)[stored["index"]])
+
+
+TSNE_SECONDS_PER_IMAGE = 0.012  # until this machine has computed one: about 1 min for 5,000 images
+
+
+def tsne_expected_seconds(n: int) -> tuple[float, str]:
+    """How long a t-SNE of ``n`` images should take here, and what that stands on: the last one this
+    machine computed (scaled), else about a minute per 5,000 images."""
+    folder = config.cache_dir() / "embeddings"
+    done = sorted(folder.glob("tsne-*.npz"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    for path in reversed(done):
+        try:
+            with np.load(path) as stored:
+                if "seconds" in stored.files:
+                    took, size = float(stored["seconds"]), len(stored["index"])
+                    return took * n / size, f"the last t-SNE here took {took:.0f} s for {size:,} images"
+        except (OSError, ValueError, KeyError):
+            continue
+    return TSNE_SECONDS_PER_IMAGE * n, "about a minute per 5,000 images on a 2-core machine"
 
 
 def class_mix(labels: np.ndarray) -> pd.DataFrame:

@@ -22,6 +22,16 @@ def percent(share: float | None, digits: int = 2) -> str:
     return "—" if share is None else f"{100 * share:.{digits}f} %"
 
 
+def share_of_row(share: float, count: int) -> str:
+    """A cell of a row-normalised matrix: '12 %', '<1 %' for a few images (never '0 %' when there are
+    some), '0' when there are none."""
+    if count == 0:
+        return "0"
+    if share < 0.005:
+        return "<1 %"
+    return f"{100 * share:.0f} %"
+
+
 def summary_line(summary: schemas.Summary) -> str:
     """Test accuracy, macro-F1, parameters and times of a finished run, in one line (what is recorded)."""
     parts = []

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import augment, config
+from fashion_lib import augment, config, stats
 
 NAMES = list(config.CLASS_NAMES)
 
@@ -39,7 +39,7 @@ cfg = augment.AugmentConfig(
     contrast=contrast,
     seed=int(seed),
 )
-st.caption(f"Config: `{cfg.to_json()}`" + (" — the identity (no augmentation)." if cfg.is_identity else ""))
+st.caption(f"Settings: {cfg.describe()}" + (" — the identity." if cfg.is_identity else "."))
 
 st.subheader("Originals and augmented versions")
 left, middle, right, far = st.columns([2, 2, 1, 1])
@@ -55,25 +55,15 @@ def resample() -> None:
 
 far.button("Re-sample", on_click=resample, icon=":material/casino:", key="aug_resample")
 
-indices, problem = [], None
+indices = []
 if index_text.strip():
     try:
-        indices = [int(part) for part in index_text.replace(" ", "").split(",") if part]
-    except ValueError:
-        problem = "Indices must be whole numbers separated by commas, e.g. 12, 3045."
-    if any(not 0 <= i < len(ds.y_train) for i in indices):
-        problem = f"Indices must be between 0 and {len(ds.y_train) - 1}."
-    if problem:
-        st.error(problem)
-        indices = []
+        indices = stats.parse_indices(index_text, len(ds.y_train))
+    except ValueError as exc:
+        st.error(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
 if not indices:
-    rng = np.random.default_rng(st.session_state.aug_sample_seed)
-    pool = (
-        np.arange(len(ds.y_train))
-        if pick_class == "any"
-        else np.flatnonzero(ds.y_train == NAMES.index(pick_class))
-    )
-    indices = sorted(rng.choice(pool, size=3, replace=False).tolist())
+    class_index = None if pick_class == "any" else NAMES.index(pick_class)
+    indices = stats.preview_sample(ds.y_train, class_index, 3, st.session_state.aug_sample_seed)
 
 draw_cfg = augment.AugmentConfig(**{**cfg.to_dict(), "seed": cfg.seed + st.session_state.aug_draw})
 with st.container(key="aug_preview"):
@@ -113,6 +103,6 @@ if save_col.button("Save preset", icon=":material/save:", key="aug_save"):
 saved = augment.list_presets()
 if saved:
     st.dataframe(
-        pd.DataFrame([{"preset": name, **augment.load_preset(name).to_dict()} for name in saved]),
+        pd.DataFrame([{"preset": name, "settings": augment.load_preset(name).describe()} for name in saved]),
         hide_index=True,
     )

@@ -1,15 +1,20 @@
-"""EDA: class balance, samples, pixel statistics, class similarity, embeddings, normalization."""
+"""EDA: class balance, samples, pixel statistics, class similarity, embeddings, normalization.
+
+Each tab is a fragment: a widget in one tab reruns that tab only, not the whole page."""
+
+import time
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, data, figures, models, stats
+from fashion_lib import config, data, figures, models, pictures, stats
 
 NAMES = list(config.CLASS_NAMES)
 PCA_SHOWN = 10_000
 TSNE_SIZES = (5000, 10000)
+GALLERY = 40
 
 ds = widgets.dataset_or_stop()
 st.title("Explore the data")
@@ -19,36 +24,43 @@ tab_classes, tab_samples, tab_pixels, tab_similarity, tab_embedding, tab_norm = 
     ["Classes", "Samples", "Pixel intensity", "Class similarity", "Embedding", "Normalization"]
 )
 
-with tab_classes:
+
+@st.fragment
+def classes() -> None:
     table = stats.class_distribution({"train": ds.y_train, "test": ds.y_test})
     st.plotly_chart(figures.class_distribution_chart(table), key="class_distribution")
     for split, labels in (("Train", ds.y_train), ("Test", ds.y_test)):
         st.markdown(stats.balance_verdict(labels).sentence(split))
 
-with tab_samples:
-    if "eda_seed" not in st.session_state:
-        st.session_state.eda_seed = 0
+
+@st.fragment
+def samples() -> None:
+    st.session_state.setdefault("eda_seed", 0)
 
     def new_samples() -> None:
         st.session_state.eda_seed += 1
 
-    left, middle, right = st.columns([3, 1, 1])
-    chosen = left.multiselect("Classes", NAMES, default=NAMES, key="eda_classes")
-    per_class = middle.slider("Images per class", 1, 10, 6, key="eda_per_class")
-    split = right.radio("Split", ["train", "test"], horizontal=True, key="eda_split")
-    seed_col, button_col = st.columns([1, 4])
+    chosen = st.multiselect("Classes", NAMES, default=NAMES, key="eda_classes")
+    left, middle, seed_col, button_col = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+    per_class = left.slider("Images per class", 1, 10, 6, key="eda_per_class")
+    split = middle.radio("Split", ["train", "test"], horizontal=True, key="eda_split")
     seed_col.number_input("Seed", min_value=0, step=1, key="eda_seed")
-    button_col.button("New samples", on_click=new_samples, icon=":material/shuffle:")
+    button_col.button("New samples", on_click=new_samples, icon=":material/shuffle:", key="eda_new")
     images, labels = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
     picked = stats.sample_indices(
         labels, sorted(NAMES.index(n) for n in chosen), per_class, st.session_state.eda_seed
     )
-    st.caption(f"Captions are {split}-set indices, to cite an image.")
-    for c, idx in picked.items():
-        st.markdown(f"**{NAMES[c]}**")
-        widgets.image_grid(images[idx], [f"#{i}" for i in idx], columns=10, key=f"samples_{c}")
+    st.caption(f"Under each row: the {split}-set indices of its images, left to right, to cite an image.")
+    with st.container(key="samples"):
+        for c, idx in picked.items():
+            st.image(
+                pictures.mosaic(images[idx], columns=10, factor=widgets.GRID_SCALE),
+                caption=f"{NAMES[c]}: " + ", ".join(f"#{i}" for i in idx),
+            )
 
-with tab_pixels:
+
+@st.fragment
+def pixels() -> None:
     pixel = widgets.pixel_statistics()
     show = st.multiselect(
         "Histogram of",
@@ -72,7 +84,9 @@ with tab_pixels:
     st.markdown("**Standard-deviation image per class** — where the class varies")
     st.plotly_chart(figures.image_facets(pixel["stds"], NAMES, colorscale="viridis"), key="std_images")
 
-with tab_similarity:
+
+@st.fragment
+def similarity() -> None:
     pixel = widgets.pixel_statistics()
     corr = pixel["correlation"]
     st.plotly_chart(figures.correlation_heatmap(corr), key="correlation")
@@ -95,11 +109,32 @@ with tab_similarity:
     mean_a, mean_b = pixel["means"][NAMES.index(a)], pixel["means"][NAMES.index(b)]
     st.plotly_chart(figures.difference_image(mean_a, mean_b, a, b), key="difference")
     st.caption(
-        f"Correlation {stats.pair_correlation(corr, a, b):.3f}; mean absolute difference of the mean images "
-        f"{np.abs(mean_a - mean_b).mean():.1f} grey levels (of 255)."
+        f"{a} and {b}: correlation {stats.pair_correlation(corr, a, b):.3f}; mean absolute difference of the "
+        f"mean images {np.abs(mean_a - mean_b).mean():.1f} grey levels (of 255)."
     )
 
-with tab_embedding:
+
+def tsne_progress(n: int) -> None:
+    """While the t-SNE of ``n`` images computes (in the background), show how long it has been at it."""
+    job = widgets.background(f"tsne-{n}")
+    if job is None:
+        return
+    expected, basis = stats.tsne_expected_seconds(n)
+    elapsed = time.time() - job.started
+    if job.error:
+        st.error(f"t-SNE failed: {job.error}")
+    elif not job.done:
+        st.progress(
+            min(0.99, elapsed / expected),
+            text=f"Computing t-SNE of {n:,} images: {elapsed:.0f} s so far, about {expected:.0f} s expected "
+            f"({basis}). The rest of the page stays usable.",
+        )
+    else:
+        st.rerun()  # done: draw the embedding
+
+
+@st.fragment
+def embedding_tab() -> None:
     method = st.radio("Embedding", ["PCA", "t-SNE"], horizontal=True, key="embedding_method")
     embedding = None
     if method == "PCA":
@@ -118,53 +153,63 @@ with tab_embedding:
         title = f"PCA of all 60,000 training images — components explain {ratio[0]:.1%} and {ratio[1]:.1%}"
     else:
         n = st.selectbox("t-SNE sample (stratified)", TSNE_SIZES, key="tsne_n")
-        if stats.tsne_cache_path(n, 0).is_file() or st.button(
-            f"Compute t-SNE of {n:,} images (about {n // 5000} min, once per machine)", key="tsne_go"
-        ):
+        if stats.tsne_cache_path(n, 0).is_file():
             embedding = widgets.tsne_embedding(n)
             title = f"t-SNE of a stratified sample of {n:,} training images"
+        elif widgets.background(f"tsne-{n}") is not None:
+            st.fragment(tsne_progress, run_every=1.0)(n)
         else:
-            st.info("t-SNE has not been computed on this machine yet.")
-    if embedding is not None:
-        st.caption("Click a point to see its image; drag a box or lasso to see a gallery of the selection.")
-        with st.container(key="embedding_chart"):
-            event = st.plotly_chart(
-                figures.embedding_scatter(embedding.coords, embedding.labels, embedding.index, title),
-                on_select="rerun",
-                selection_mode=("points", "box", "lasso"),
-                key=f"embedding_{method}",
-            )
-        selected = np.array(
-            [int(p["customdata"]) for p in event.selection.points if "customdata" in p], dtype=int
+            expected, basis = stats.tsne_expected_seconds(n)
+            st.info(f"t-SNE has not been computed on this machine yet (about {expected:.0f} s: {basis}).")
+            if st.button(f"Compute t-SNE of {n:,} images", key="tsne_go"):
+                widgets.start_background(f"tsne-{n}", stats.tsne_embedding, ds.x_train, ds.y_train, n=n)
+                st.rerun(scope="fragment")
+    if embedding is None:
+        return
+    st.caption("Click a point to see its image; drag a box or lasso to see a gallery of the selection.")
+    with st.container(key="embedding_chart"):
+        event = st.plotly_chart(
+            figures.embedding_scatter(embedding.coords, embedding.labels, embedding.index, title),
+            on_select="rerun",
+            selection_mode=("points", "box", "lasso"),
+            key=f"embedding_{method}",
         )
-        with st.container(key="embedding_selection"):
-            if len(selected) == 1:
-                i = int(selected[0])
-                left, right = st.columns([1, 3])
-                left.image(widgets.upscale(ds.x_train[i], 8), caption=f"#{i}")
-                right.markdown(f"**Training image #{i}** — class **{NAMES[ds.y_train[i]]}**")
-            elif len(selected) > 1:
-                mix = stats.class_mix(ds.y_train[selected])
-                st.markdown(f"**{len(selected):,} images selected** — class mix:")
-                st.dataframe(
-                    mix,
-                    hide_index=True,
-                    column_config={"share": st.column_config.NumberColumn(format="percent")},
-                )
-                shown = selected[:40]
-                st.caption(f"Showing the first {len(shown)} of the selection (captions: index, class).")
-                widgets.image_grid(
-                    ds.x_train[shown], [f"#{i} {NAMES[ds.y_train[i]]}" for i in shown], columns=10
-                )
+    selected = np.array(
+        [int(p["customdata"]) for p in event.selection.points if "customdata" in p], dtype=int
+    )
+    with st.container(key="embedding_selection"):
+        if len(selected) == 1:
+            i = int(selected[0])
+            left, right = st.columns([1, 3])
+            left.image(widgets.upscale(ds.x_train[i], 8), caption=f"#{i}")
+            right.markdown(f"**Training image #{i}** — class **{NAMES[ds.y_train[i]]}**")
+        elif len(selected) > 1:
+            mix = stats.class_mix(ds.y_train[selected])
+            st.markdown(f"**{len(selected):,} images selected** — class mix:")
+            st.dataframe(
+                mix, hide_index=True, column_config={"share": st.column_config.NumberColumn(format="percent")}
+            )
+            only = st.multiselect(
+                "Show only", list(mix["class"]), key="selection_classes", placeholder="every class"
+            )
+            shown = stats.selection_sample(
+                selected, ds.y_train, GALLERY, [NAMES.index(c) for c in only] if only else None
+            )
+            st.caption(
+                f"{len(shown)} of the selection, taken in turn from each class (captions: index, class)."
+            )
+            widgets.image_grid(ds.x_train[shown], [f"#{i} {NAMES[ds.y_train[i]]}" for i in shown], columns=10)
 
-with tab_norm:
+
+@st.fragment
+def normalization() -> None:
     st.markdown(
         "Each model does its own preprocessing inside its graph, so every caller feeds raw 0–255 pixels. "
         "These histograms run a sample of 500 training images through each model's real input layers."
     )
     rows = []
     for model in models.MODEL_NAMES:
-        raw, after = widgets.normalized_sample(model)
+        _, after = widgets.normalized_sample(model)
         rows.append(
             {
                 "model": models.DISPLAY_NAMES[model],
@@ -175,9 +220,21 @@ with tab_norm:
             }
         )
         st.markdown(f"**{models.DISPLAY_NAMES[model]}** — {stats.NORMALIZATION[model]}")
-        st.plotly_chart(figures.value_histograms(raw, after, "model input"), key=f"norm_{model}")
+        st.plotly_chart(widgets.value_histograms(model), key=f"norm_{model}")
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.warning(
         "Dividing by 255 *before* an EfficientNet (which rescales inside) squeezes every image into "
         "[0, 1/255] — nearly black — which is how the original prototype collapsed to about 10 % accuracy."
     )
+
+
+for tab, body in (
+    (tab_classes, classes),
+    (tab_samples, samples),
+    (tab_pixels, pixels),
+    (tab_similarity, similarity),
+    (tab_embedding, embedding_tab),
+    (tab_norm, normalization),
+):
+    with tab:
+        body()

@@ -6,14 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, evaluate, figures, wording
+from fashion_lib import config, evaluate, figures, report, wording
 
 NAMES = list(config.CLASS_NAMES)
 SHIRT, PULLOVER = NAMES.index("Shirt"), NAMES.index("Pullover")
 GALLERY_MAX = 60
-SEED_CLAIMED_SHARE = (
-    0.70  # the original design's claim about Shirt/Pullover errors, shown next to the real one
-)
+SEED_CLAIMED_SHARE = report.DESIGN_CLAIMS["shirt_pullover_share"]  # shown next to the real share
 
 st.title("Error analysis")
 ds = widgets.dataset_or_stop()
@@ -40,20 +38,12 @@ if collapse.collapsed:
     )
 
 
-def gallery(positions: np.ndarray, key: str, order: str = "most confident first") -> None:
+def gallery(positions: np.ndarray, key: str, order: str = evaluate.GALLERY_ORDERS[0]) -> None:
     """Test images at ``positions`` with confidence, top-3 probabilities and a label-error mark."""
     if len(positions) == 0:
         st.caption("No images.")
         return
-    conf = p.confidence[positions]
-    positions = positions[np.argsort(-conf if order == "most confident first" else conf, kind="stable")]
-    shown = positions[:GALLERY_MAX]
-    classes, probs = evaluate.top_k(p.probabilities[shown], 3)
-    captions = []
-    for pos, cls, pr in zip(shown, classes, probs, strict=True):
-        top3 = ", ".join(f"{NAMES[c]} {v:.0%}" for c, v in zip(cls, pr, strict=True))
-        mark = " ⚠ possible label error" if pos in suspect_positions else ""
-        captions.append(f"#{p.test_index[pos]} · {p.confidence[pos]:.0%}{mark} · {top3}")
+    shown, captions = evaluate.gallery(p, positions, order, GALLERY_MAX, suspect_positions)
     if len(positions) > len(shown):
         st.caption(f"Showing {len(shown)} of {len(positions)}.")
     widgets.image_grid(ds.x_test[p.test_index[shown]], captions, columns=6, key=key)
@@ -101,15 +91,13 @@ with st.container(key="cell_gallery"):
         t, q = selected
         positions = evaluate.cell_positions(p, t, q)
         st.markdown(f"**{len(positions)} test images: true {NAMES[t]} → predicted {NAMES[q]}**")
-        order = st.radio(
-            "Order", ["most confident first", "least confident first"], horizontal=True, key="err_order"
-        )
+        order = st.radio("Order", evaluate.GALLERY_ORDERS, horizontal=True, key="err_order")
         gallery(positions, "cell_images", order)
         if len(positions):
             worst = int(p.test_index[positions[np.argmax(p.confidence[positions])]])
             st.markdown(
-                f"Open any of them on the [Grad-CAM page](/gradcam?test_index={worst}) by its index "
-                f"(this link opens #{worst}, the most confident mistake)."
+                f"Open any of them on the [Grad-CAM page](/gradcam?test_index={worst}&run={info.run_id}) "
+                f"by its index (this link opens #{worst}, the most confident mistake, with this model)."
             )
         other = widgets.run_picker(
             "Compare this cell with another run", key="err_other", exclude=info.run_id, none="none"

@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, explain, photos
+from fashion_lib import config, evaluate, explain, photos, runs, wording
 
 NAMES = list(config.CLASS_NAMES)
 ZOOM = 6  # 28 px shown at 168 px
@@ -19,6 +19,11 @@ st.markdown(
 ds = widgets.dataset_or_stop()
 
 left, right = st.columns(2)
+linked = st.query_params.get("run")  # a link from the error analysis names its model
+if linked and st.session_state.get("cam_linked") != linked:  # once per link, then the user's choice
+    st.session_state[widgets.LAST_CHOICE] = linked
+    st.session_state.pop("cam_run", None)
+    st.session_state.cam_linked = linked
 with left:
     first = widgets.run_picker("Model", key="cam_run", need_model=True)
 with right:
@@ -33,6 +38,11 @@ chosen_models = [m for m in (first, second) if m is not None]
 c1, c2, c3 = st.columns(3)
 target = c1.selectbox("Explain the class", ["predicted class", *NAMES], key="cam_class")
 opacity = c2.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+if runs.is_collapsed(first):
+    st.warning(
+        f"**{first.label}** predicts one class for almost everything (a collapsed model): its heatmaps "
+        "explain that class whatever the image shows. Pick another model to see what a working one looks at."
+    )
 try:
     first_model = widgets.loaded_model(first.folder)
 except ValueError as exc:
@@ -89,8 +99,13 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
     layer = None if (layer_choice.startswith("last") or model_info is not first) else layer_choice
     cam = explain.gradcam(model, image28[None, ..., None], class_index, layer)
     probs, heat = cam.probabilities[0], cam.heatmaps[0]
-    order = np.argsort(-probs)[:3]
-    st.markdown(f"**{model_info.label}** — " + ", ".join(f"{NAMES[c]} **{probs[c]:.1%}**" for c in order))
+    classes, shares = evaluate.top_k(probs[None], 3)
+    st.markdown(
+        f"**{model_info.label}** — "
+        + ", ".join(
+            f"{NAMES[c]} **{wording.percent(v, 1)}**" for c, v in zip(classes[0], shares[0], strict=True)
+        )
+    )
     st.caption(
         f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}`: a {heat.shape[0]}×{heat.shape[1]} "
         "map" + (" (very coarse: pick an earlier layer or a larger input size)" if heat.shape[0] <= 3 else "")
@@ -114,7 +129,7 @@ for n, (name, payload, image28) in enumerate(inputs):
         conversion = None
         if payload is not None:
             try:
-                _, conversion = photos.convert_upload(payload, segment=segment)
+                conversion = widgets.converted(payload, segment)
             except photos.PhotoError as exc:
                 st.error(f"{name}: {exc}")
                 continue

@@ -5,7 +5,15 @@ import streamlit as st
 
 from app import widgets
 from fashion_lib import augment, evaluate, figures, jobs, lifecycle, models, runs, wording
-from fashion_lib.training import FIELD_HELP, LR_SCHEDULES, OPTIMIZERS, TrainConfig, estimates, start_run
+from fashion_lib.training import (
+    FIELD_HELP,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    TrainConfig,
+    estimates,
+    speed,
+    start_run,
+)
 
 SUBSETS = {"all 60,000": 0, "20,000 (balanced)": 20000, "10,000": 10000, "5,000": 5000, "1,000": 1000}
 TEST_SUBSETS = {"all 10,000": 0, "2,000": 2000, "500": 500}
@@ -116,10 +124,18 @@ with st.container(key="train_form", border=True):
         st.warning(warning)
     if cfg is not None:
         estimate = estimates.estimate_seconds(cfg)
-        parts = ", ".join(f"{k} {widgets.duration(v)}" for k, v in estimate.items())
-        st.markdown(
-            f"**Estimated time on this machine:** {widgets.duration(sum(estimate.values()))} ({parts})"
-        )
+        parts = ", ".join(f"{k} {widgets.duration(v)}" for k, v in estimate.phases.items())
+        e1, e2 = st.columns([5, 1])
+        e1.markdown(f"**Estimated time on this machine:** {widgets.duration(estimate.total)} ({parts})")
+        e1.caption(f"Basis: {estimate.basis}.")
+        if not estimate.measured and e2.button(
+            "Measure",
+            key="tr_measure",
+            help="Times a few real training steps of this configuration here (a few seconds).",
+        ):
+            with st.spinner("Timing a few training steps…"):
+                speed.measure(cfg)
+            st.rerun()
     else:
         st.error(problem)
 

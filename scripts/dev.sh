@@ -57,6 +57,15 @@ ensure_chromium() {
   [ -x "$chromium" ] || apt_install chromium
 }
 
+# Fashion-MNIST: found locally (FASHION_MNIST_DIR, the checkout, Debian's package, the Keras cache) or
+# downloaded; when neither works (no internet), Debian's package is installed, as Chromium is.
+ensure_data() {
+  "$PY" -m fashion_lib data >/dev/null 2>&1 && return 0
+  echo ">> Fashion-MNIST was not found and could not be downloaded: installing Debian's dataset-fashion-mnist"
+  apt_install dataset-fashion-mnist
+  "$PY" -m fashion_lib data >/dev/null
+}
+
 # The tuning tests start a real PostgreSQL server (a temporary one, on a free port) from Debian's package.
 ensure_postgresql() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
@@ -68,6 +77,7 @@ case "$cmd" in
   run)
     ensure_venv
     ensure_packages requirements.txt
+    ensure_data || echo ">> still no Fashion-MNIST: the app will say how to provide it"
     echo ">> the app will answer on http://localhost:8501"
     exec "$PY" -m streamlit run app/main.py --server.port 8501 "$@"
     ;;
@@ -76,6 +86,7 @@ case "$cmd" in
     ensure_packages requirements-dev.txt
     ensure_chromium
     ensure_postgresql
+    ensure_data
     exec "$PY" -m pytest "$@"
     ;;
   lint)

@@ -54,6 +54,7 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
             self.epoch = epoch
             self.epoch_started = time.perf_counter()
             self.last_batch = 0
+            self.warm = None  # (batch, seconds) after the first batch: tracing and warm-up excluded
 
         def on_train_batch_end(self, batch, logs=None):
             self.last_batch = batch + 1
@@ -61,6 +62,8 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
                 self.stopped = True
                 self.model.stop_training = True
             now = time.perf_counter()
+            if self.warm is None:
+                self.warm = (batch + 1, now - self.epoch_started)
             if now - self._last_write >= PROGRESS_INTERVAL_S or batch + 1 == batches:
                 self._last_write = now
                 runs.write_json(
@@ -73,6 +76,8 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
                         "batch": batch + 1,
                         "batches": batches,
                         "epoch_elapsed": now - self.epoch_started,
+                        "warm_batch": self.warm[0],
+                        "warm_elapsed": self.warm[1],
                         "time": time.time(),
                     },
                 )

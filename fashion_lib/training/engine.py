@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_lib import data, evaluate, lifecycle, models, processes, runs
+from fashion_lib.training import speed
 from fashion_lib.training.callbacks import StopRequested, StopWatch
 from fashion_lib.training.config import CALIBRATION_IMAGES, TrainConfig
 from fashion_lib.training.feature_cache import train_head_on_features
@@ -90,6 +91,8 @@ def train(
     if state == lifecycle.COMPLETED:  # what a resume would need is no longer needed
         shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
         (run_dir / STAGE1_WEIGHTS).unlink(missing_ok=True)
+        with contextlib.suppress(OSError, ValueError, TypeError):  # only an estimate: never fail a run
+            speed.record_run(cfg, run_dir)
     return run_dir
 
 
@@ -112,7 +115,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
         cfg.conv_filters,
         cfg.dense_units,
     )
-    timings: dict[str, float] = {}
+    timings: dict[str, float | int] = {}
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
     stopped = False
 
@@ -170,7 +173,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             "feature_cache": cfg.uses_feature_cache(),
             "input_scaling": cfg.input_scaling,
             "compute_dtype": cfg.compute_dtype,
-            **{k: round(v, 3) for k, v in timings.items()},
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
             "wall_seconds": round(time.perf_counter() - wall_started, 3),
             "library_versions": library_versions(),
             "data_fingerprint": data.DATA_FINGERPRINT,

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fashion_lib import models
-from fashion_lib.training.config import CALIBRATION_IMAGES, TrainConfig
+from fashion_lib.training import speed
+from fashion_lib.training.config import TrainConfig
 
-# Forward throughput (images/s, batch 64) measured on the project's 2-core CPU machines, by input size.
+# Fallbacks until this machine has measured a configuration (fashion_lib.training.speed): forward throughput
+# (images/s, batch 64) measured on the project's 2-core development machine, by input size …
 FORWARD_SPEED = {
     models.EFFICIENTNET_B0: {32: 1385, 64: 672, 96: 379, 128: 121, 224: 41},
     models.MOBILENET_V2: {32: 2105, 64: 1020, 96: 421, 128: 320, 224: 94},
 }
-# Images/s training the baseline CNN (batch 128) on the same machines, by compute dtype: median step
-# times of 64 and 57 ms on a quiet machine (the same machine was up to 40 % slower at other hours).
+# … images/s training the baseline CNN (batch 128) there, by compute dtype …
 BASELINE_TRAIN_SPEED = {"float32": 2000, "bfloat16": 2250}
-FINE_TUNE_SLOWDOWN = 2.5  # fine-tuning runs the backbone forward and part of it backward
+FINE_TUNE_SLOWDOWN = 2.5  # … fine-tuning runs the backbone forward and part of it backward …
+FROZEN_SLOWDOWN = 1.2  # … a frozen backbone trained end to end (augmentation) still runs it forward …
+HEAD_SPEED = 50000  # … images/s of one epoch of the head on cached features …
+OVERHEAD_S = 5.0  # … and the seconds from launch to end besides the epochs (4–5 s for small runs here).
+VALIDATION_SHARE = 0.25  # an epoch's validation pass costs about a quarter of a training step per image
 
 
 def forward_speed(model: str, size: int) -> float:
@@ -28,29 +34,76 @@ def forward_speed(model: str, size: int) -> float:
     return float(np.exp(np.interp(np.log(size), np.log(sizes), np.log([table[s] for s in sizes]))))
 
 
-def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> dict[str, float]:
-    """Rough seconds per stage on a 2-core CPU like the development machine (all epochs, no early stop)."""
-    n_pool = cfg.subset or 60000
-    n_train = round(n_pool * (1 - cfg.val_fraction))
-    n_test = cfg.test_subset or 10000
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds per phase, and what the numbers stand on."""
+
+    phases: dict[str, float]
+    basis: str
+    measured: bool
+
+    @property
+    def total(self) -> float:
+        return sum(self.phases.values())
+
+
+def _fallback(cfg: TrainConfig) -> speed.Speeds:
     if not cfg.is_transfer:
-        speed = BASELINE_TRAIN_SPEED[cfg.compute_dtype]
-        return {"training": cfg.epochs * n_pool / speed, "test predictions": n_test / 20000}
-    speed = forward_speed(cfg.model, cfg.input_size)
+        return speed.Speeds(
+            train_s_per_image=1 / BASELINE_TRAIN_SPEED[cfg.compute_dtype],
+            forward_s_per_image=1 / (4 * BASELINE_TRAIN_SPEED[cfg.compute_dtype]),
+            overhead_s=OVERHEAD_S,
+        )
+    forward = 1 / forward_speed(cfg.model, cfg.input_size)
+    return speed.Speeds(
+        train_s_per_image=FROZEN_SLOWDOWN * forward,
+        forward_s_per_image=forward,
+        fine_tune_s_per_image=FINE_TUNE_SLOWDOWN * forward,
+        head_s_per_image=1 / HEAD_SPEED,
+        overhead_s=OVERHEAD_S,
+    )
+
+
+def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> Estimate:
+    """Seconds per phase of ``cfg`` (all epochs, no early stop) from what this machine measured — a
+    finished run of the same speed key, or ``speed.measure`` — else from the development machine's
+    constants, and says which."""
+    measured = speed.known(cfg)
+    fallback = _fallback(cfg)
+
+    def rate(name: str) -> float:
+        value = getattr(measured, name, None) if measured else None
+        used.add(name if value is not None else f"~{name}")
+        return value if value is not None else getattr(fallback, name)
+
+    used: set[str] = set()
+    n_pool = cfg.subset or 60000
+    n_val = round(n_pool * cfg.val_fraction)
+    n_train, n_test = n_pool - n_val, (cfg.test_subset or 10000) if cfg.evaluate_test else 0
+    epoch_images = n_train + VALIDATION_SHARE * n_val
     out = {}
     if cfg.uses_feature_cache():
-        out["feature extraction"] = 0.0 if feature_cache_ready else n_pool / speed
-        out["head training"] = cfg.epochs * n_pool / 50000
-    else:
-        out["stage 1 (frozen backbone)"] = cfg.epochs * n_pool / speed * 1.2
-    if cfg.fine_tune:
-        out["stage 2 (fine-tuning)"] = (
-            cfg.fine_tune_epochs * (n_train * FINE_TUNE_SLOWDOWN + n_pool - n_train) / speed
+        out["feature extraction"] = (
+            0.0 if feature_cache_ready else (n_train + n_val) * rate("forward_s_per_image")
         )
-    if cfg.temperature_scaling:
-        out["calibration"] = min(n_pool - n_train, CALIBRATION_IMAGES) / speed
-    out["test predictions"] = n_test / speed
-    return out
+        out["head training"] = cfg.epochs * n_train * rate("head_s_per_image")
+    else:
+        label = "training" if not cfg.is_transfer else "stage 1 (frozen backbone)"
+        out[label] = cfg.epochs * epoch_images * rate("train_s_per_image")
+    if cfg.fine_tune:
+        out["stage 2 (fine-tuning)"] = cfg.fine_tune_epochs * epoch_images * rate("fine_tune_s_per_image")
+    fixed = rate("overhead_s")
+    if not (measured and measured.overhead_s):  # a measured overhead already holds the evaluation
+        fixed += (n_val + n_test) * rate("forward_s_per_image")
+    out["start, calibration and evaluation"] = fixed
+    guessed = sorted(name.lstrip("~") for name in used if name.startswith("~"))
+    if not guessed:
+        basis = f"{measured.basis} (same model, size, batch and precision)"
+    elif len(guessed) < len(used):
+        basis = f"partly {measured.basis}; {', '.join(guessed)} from the development machine's constants"
+    else:
+        basis = "constants measured on the project's development machine, not this one: measure to be sure"
+    return Estimate(out, basis, not guessed)
 
 
 # Peak resident memory (GiB) of fine-tuning at 224 px by batch size: EfficientNetB0 (the larger of the two

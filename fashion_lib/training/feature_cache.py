@@ -139,6 +139,7 @@ class FeatureCache:
         ``on_batch(done, total)`` is called after each batch and may raise StopRequested: what was
         extracted until then is kept."""
         missing = index[~self.done[index]]
+        self.computed = len(missing)  # how many this call extracts (0: all were cached)
         unrecorded: list[np.ndarray] = []
         last_save = time.monotonic()
         try:
@@ -192,7 +193,7 @@ def train_head_on_features(
         )
 
     started = time.perf_counter()
-    features = {}
+    features, extracted = {}, 0
     for split, index in (("train", splits.train_index), ("validation", splits.val_index)):
         features[split] = cache.get(
             index,
@@ -202,7 +203,9 @@ def train_head_on_features(
             cfg.pixel_scale,
             inference_batch(cfg.input_size),
         )
+        extracted += cache.computed
     timings["feature_extraction_seconds"] = time.perf_counter() - started
+    timings["features_extracted"] = extracted
     head = models.head_model(model)
     steps = int(np.ceil(len(features["train"]) / cfg.batch_size))
     started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fashion_lib import config
+
 
 def markdown_text(at) -> str:
     return "\n".join(md.value for md in at.markdown)
@@ -33,36 +35,58 @@ def test_balance_and_correlation_numbers_come_from_the_data(eda_page, dataset):
     assert f"**{r:.3f}**" in markdown_text(eda_page)
 
 
+def sample_captions(at) -> list[str]:
+    """The captions of the sample rows: '<class>: #index, #index, …'."""
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    return [c for c in captions if ": #" in c]
+
+
 def test_new_samples_button_changes_the_samples(eda_page):
     at = eda_page
-    before = [img.caption for img in at.get("imgs")] if at.get("imgs") else None
+    before = sample_captions(at)
+    assert len(before) == 10  # one row per class
     seed_before = at.session_state["eda_seed"]
-    at.button[0].click().run()
+    at.button(key="eda_new").click().run()
     assert at.session_state["eda_seed"] == seed_before + 1
-    after = [img.caption for img in at.get("imgs")] if at.get("imgs") else None
-    assert before != after or before is None
+    after = sample_captions(at)
+    assert len(after) == 10 and after != before
 
 
-def test_choosing_fewer_classes_and_images_shrinks_the_grid(eda_page):
+def test_choosing_fewer_classes_and_images_shrinks_the_grid(eda_page, dataset):
     at = eda_page
     at.multiselect(key="eda_classes").set_value(["Shirt", "Pullover"])
     at.slider(key="eda_per_class").set_value(2)
     at.run()
-    captions = [md.value for md in at.markdown if md.value in ("**Shirt**", "**Pullover**", "**Coat**")]
-    assert captions == ["**Pullover**", "**Shirt**"]
+    captions = sample_captions(at)
+    assert [c.split(":")[0] for c in captions] == ["Pullover", "Shirt"]
+    for caption in captions:  # two images each, and they are of that class
+        indices = [int(part.strip().lstrip("#")) for part in caption.split(":")[1].split(",")]
+        assert len(indices) == 2
+        assert all(config.CLASS_NAMES[dataset.y_train[i]] == caption.split(":")[0] for i in indices)
 
 
-def test_difference_view_follows_the_chosen_classes(eda_page):
+def test_difference_view_follows_the_chosen_classes(eda_page, dataset):
+    import numpy as np
+
+    from fashion_lib import stats
+
     at = eda_page
     at.selectbox(key="diff_a").set_value("Sneaker")
     at.selectbox(key="diff_b").set_value("Ankle boot")
     at.run()
-    assert any("mean absolute difference" in c.value for c in at.caption)
+    means = stats.class_mean_images(dataset.x_train, dataset.y_train)
+    difference = np.abs(means[7] - means[9]).mean()
+    assert any(
+        c.value.startswith("Sneaker and Ankle boot:") and f"{difference:.1f} grey levels" in c.value
+        for c in at.caption
+    )
     assert not at.exception
 
 
-def test_embedding_switches_to_tsne_without_computing_until_asked(eda_page):
+def test_embedding_switches_to_tsne_without_computing_until_asked(eda_page, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # no t-SNE computed on this "machine"
     at = eda_page
     at.radio(key="embedding_method").set_value("t-SNE").run()
     assert not at.exception
-    assert any("t-SNE has not been computed" in i.value for i in at.info) or at.button(key="tsne_go") is None
+    assert any("t-SNE has not been computed" in i.value for i in at.info)
+    assert at.button(key="tsne_go").label == "Compute t-SNE of 5,000 images"

@@ -117,3 +117,26 @@ def test_normalization_uses_the_models_own_input_layers(model, low, high):
     images = np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)])
     out = stats.normalized_pixels(images, model)
     assert out.min() == pytest.approx(low) and out.max() == pytest.approx(high, rel=1e-5)
+
+
+def test_a_selection_gallery_takes_every_class_in_turn():
+    labels = np.array([6] * 1000 + [8] * 52)  # a lasso over 1,000 shirts and 52 bags
+    selected = np.arange(1052)
+    shown = stats.selection_sample(selected, labels, 40)
+    assert len(shown) == 40 and np.sum(labels[shown] == 8) == 20  # the bags are not hidden behind shirts
+    only_bags = stats.selection_sample(selected, labels, 40, classes=[8])
+    assert len(only_bags) == 40 and set(labels[only_bags]) == {8}
+
+
+def test_typed_indices_are_checked():
+    assert stats.parse_indices("12, 3045,7", 60000) == [12, 3045, 7]
+    with pytest.raises(ValueError, match="whole numbers"):
+        stats.parse_indices("12, x", 60000)
+    with pytest.raises(ValueError, match="between 0 and 59999"):
+        stats.parse_indices("60000", 60000)
+
+
+def test_preview_samples_are_of_the_class_and_repeatable():
+    labels = np.repeat(np.arange(10), 100)
+    picked = stats.preview_sample(labels, 3, 5, seed=1)
+    assert len(picked) == 5 and set(labels[picked]) == {3} and picked == stats.preview_sample(labels, 3, 5, 1)

@@ -1,0 +1,53 @@
+"""Time estimates measured on this machine: from finished runs, from a short measurement, else the
+development machine's constants — and always saying which."""
+
+from __future__ import annotations
+
+import pytest
+
+from fashion_lib import runs, train
+from fashion_lib.training import estimates, speed
+from tests.unit.test_train import tiny
+
+
+@pytest.fixture(autouse=True)
+def fresh_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+
+
+def test_without_measurements_the_estimate_says_it_is_the_development_machines():
+    small = estimates.estimate_seconds(tiny(subset=1000, epochs=2))
+    big = estimates.estimate_seconds(tiny(subset=20000, epochs=2))
+    assert 0 < small.total < big.total and not small.measured
+    assert "development machine" in small.basis
+    ft = estimates.estimate_seconds(tiny(model="mobilenet_v2", fine_tune=True))
+    assert {"feature extraction", "head training", "stage 2 (fine-tuning)"} <= set(ft.phases)
+    assert estimates.forward_speed("efficientnet_b0", 96) == pytest.approx(379)
+
+
+def test_a_finished_run_measures_its_configuration_for_the_next_estimate(dataset):
+    cfg = tiny(subset=600, epochs=2)
+    folder = train.train(cfg)
+    summary = runs.read_json(folder / runs.SUMMARY_FILE)
+    estimate = estimates.estimate_seconds(cfg)
+    assert estimate.measured and folder.name in estimate.basis
+    # the same configuration again: the estimate is that run's own time, from its own numbers
+    assert estimate.total == pytest.approx(summary["wall_seconds"], rel=0.25)
+    # another size of the same model, batch and precision scales the measured rates
+    bigger = estimates.estimate_seconds(tiny(subset=6000, epochs=2))
+    assert bigger.measured and bigger.phases["training"] == pytest.approx(
+        10 * estimate.phases["training"], rel=0.01
+    )
+    # a different batch size is another speed: not measured yet
+    assert not estimates.estimate_seconds(tiny(subset=600, epochs=2, batch_size=64)).measured
+
+
+def test_measuring_times_real_steps_and_is_kept(dataset):
+    cfg = tiny(model="mobilenet_v2", fine_tune=True, feature_cache=False)
+    measured = speed.measure(cfg, steps=2)
+    assert measured.train_s_per_image > 0 and measured.fine_tune_s_per_image > 0
+    assert measured.forward_s_per_image > 0
+    estimate = estimates.estimate_seconds(cfg)
+    assert "measured: 2 training steps" in estimate.basis
+    assert "overhead_s" in estimate.basis  # the fixed cost is still the constant, and it says so
+    assert speed.known(cfg) == measured

@@ -1,0 +1,51 @@
+"""Pictures for display and the words numbers are written in: known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fashion_lib import augment, evaluate, pictures, wording
+
+
+def test_a_mosaic_places_each_enlarged_image_in_its_cell():
+    images = np.stack([np.full((2, 2), v, np.uint8) for v in (10, 20, 30)])
+    board = pictures.mosaic(images, columns=2, factor=3, gap=1)
+    assert board.shape == (2 * 6 + 1, 2 * 6 + 1)
+    assert board[0, 0] == 10 and board[0, 7] == 20 and board[7, 0] == 30
+    assert board[7, 7] == 255 and board[6, 0] == 255  # the empty cell and the gap are white
+
+
+def test_row_shares_never_read_zero_for_a_few_errors():
+    assert wording.share_of_row(0.003, 3) == "<1 %" and wording.share_of_row(0.0, 0) == "0"
+    assert wording.share_of_row(0.126, 126) == "13 %"
+    assert wording.percent(0.9301) == "93.01 %" and wording.percent(None) == "—"
+    assert wording.duration(200) == "3 min 20 s"
+
+
+def test_augmentation_is_described_in_degrees_and_percent():
+    cfg = augment.AugmentConfig(flip_horizontal=True, rotation=10 / 360, zoom=0.1)
+    assert cfg.describe() == "horizontal flips, rotation ±10°, zoom ±10 %"
+    assert augment.AugmentConfig().describe() == "no augmentation"
+
+
+@pytest.mark.parametrize(("degrees", "words"), [(40, "tilt"), (90, "on their side"), (180, "upside down")])
+def test_the_rotation_warning_says_what_the_angle_does(degrees, words):
+    (risk,) = augment.label_risks(augment.AugmentConfig(rotation=degrees / 360))
+    assert words in risk.message and f"±{degrees}°" in risk.message
+
+
+def test_a_preset_name_with_a_space_is_refused_with_a_suggestion(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="'walk-gentle'"):
+        augment.save_preset("walk gentle", augment.AugmentConfig())
+    assert augment.save_preset("walk-gentle", augment.AugmentConfig()).stem == "walk-gentle"
+
+
+def test_a_gallery_orders_by_confidence_and_marks_suspects():
+    probs = np.array([[0.6, 0.4] + [0] * 8, [0.9, 0.1] + [0] * 8, [0.2, 0.8] + [0] * 8])
+    p = evaluate.Predictions(probs, np.array([1, 1, 0]), np.array([100, 101, 102]))
+    shown, captions = evaluate.gallery(p, np.arange(3), "most confident first", limit=2, suspects={1})
+    assert list(shown) == [1, 2] and captions[0].startswith("#101 · 90% ⚠ possible label error")
+    shown, _ = evaluate.gallery(p, np.arange(3), "least confident first")
+    assert list(shown) == [0, 2, 1]
