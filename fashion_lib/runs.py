@@ -436,7 +436,7 @@ def run_rows(infos: list[RunInfo]) -> list[dict[str, Any]]:
             "run": info.run_id,
             "model": display_name(info),
             "status": "shipped" if info.shipped else ("damaged" if info.damaged else info.state),
-            "test accuracy": info.test_accuracy,
+            "test accuracy": wording.percent(info.test_accuracy),  # '—' until there is one
             "problem": "; ".join(info.problems) or info.error or "",
         }
         for info in infos

@@ -61,7 +61,6 @@ with st.container(key="models"):
         st.dataframe(
             pd.DataFrame(runs.run_rows(all_runs)),
             hide_index=True,
-            column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
         )
     else:
         st.info(f"No trained models yet. Runs will be stored under `{config.runs_dir()}`.")

@@ -155,11 +155,15 @@ with st.container(key="train_form", border=True):
         except (jobs.JobBusyError, lifecycle.RunStateError, models.WeightsUnavailableError, OSError) as exc:
             if folder is not None:
                 runs.delete_run(folder)
-            st.session_state.tr_message = ("error", str(exc))
+            st.session_state.tr_message = ("error", str(exc), None)
             return
         st.session_state.tr_run_pick = folder.name
         st.session_state.tr_queue = False
-        st.session_state.tr_message = ("success", f"Started {folder.name}" + (" (queued)" if queue else ""))
+        st.session_state.tr_message = (
+            "success",
+            f"Started {folder.name}" + (" (queued)" if queue else ""),
+            folder.name,
+        )
 
     st.button(
         "Launch training",
@@ -171,8 +175,12 @@ with st.container(key="train_form", border=True):
         args=(cfg, queue),
     )
     if "tr_message" in st.session_state:
-        level, text = st.session_state.pop("tr_message")
-        (st.error if level == "error" else st.success)(text)
+        # An error shows once; "Started …" stays while that run is the one shown (the page redraws often).
+        level, text, run_id = st.session_state.tr_message
+        if level == "error" or st.session_state.get("tr_run_pick") != run_id:
+            del st.session_state.tr_message
+        if level == "error" or st.session_state.get("tr_run_pick") == run_id:
+            (st.error if level == "error" else st.success)(text)
 
 # ------------------------------------------------------------------------------------- the live view
 user_runs = runs.list_runs(include_shipped=False)
@@ -254,7 +262,10 @@ def show_run(folder) -> None:
                     jobs.AGAIN: "A new run with the same settings.",
                 }.get(action),
             )
-        st.plotly_chart(figures.learning_curves(rows), key="curves")
+        if rows:
+            st.plotly_chart(figures.learning_curves(rows), key="curves")
+        else:
+            st.caption("No epoch has finished yet: the learning curves appear after the first one.")
         if state.state in (lifecycle.FAILED, lifecycle.INTERRUPTED):
             tail = jobs.read_log_tail(folder, 30)
             with st.expander("The end of the training log", expanded=state.state == lifecycle.FAILED):
@@ -280,7 +291,6 @@ st.subheader("Recent runs")
 st.dataframe(
     pd.DataFrame(runs.run_rows(user_runs)),
     hide_index=True,
-    column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
 )
 with st.expander("Delete a run"):
     doomed = st.selectbox("Run to delete", list(by_id), key="tr_delete_pick")
