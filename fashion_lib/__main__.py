@@ -171,6 +171,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a model over HTTP until interrupted (Ctrl+C)."""
+    from fashion_lib import serve
+
+    try:
+        serve.run(args.model, args.host, args.port, args.batch_window_ms, args.access_log)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     """List runs (newest first) and shipped models."""
     found = runs.list_runs()
@@ -206,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="baseline", help="folder name under cached_models/")
     p.set_defaults(func=cmd_ship)
 
-    from fashion_lib import export
+    from fashion_lib import export, inference, models, serve
 
     p = sub.add_parser(
         "export",
@@ -223,6 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="version folder under DIR/savedmodel/ (TF Serving serves the highest)",
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP inference service (FastAPI + uvicorn) for one model",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=models.BASELINE, help="run id or folder, shipped model, export folder")
+    p.add_argument("--host", default=serve.DEFAULT_HOST, help="interface to listen on (loopback: only here)")
+    p.add_argument("--port", type=int, default=serve.DEFAULT_PORT)
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=inference.BATCH_WINDOW_MS,
+        help="how long a request waits for others to share one forward pass",
+    )
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("runs", help="list runs and shipped models")
     p.set_defaults(func=cmd_runs)
