@@ -27,3 +27,19 @@ def dataset():
 def data_folder(dataset) -> Path:
     """The folder the real data was loaded from."""
     return dataset.source.folder
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, dataset) -> Path:
+    """One tiny completed baseline run (2 epochs on 200 images), trained once per test session in its own
+    FASHION_HOME. Read it, or copy it before changing it."""
+    from fashion_lib import train
+    from tests.unit.test_train import tiny
+
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ["FASHION_HOME"]
+    os.environ["FASHION_HOME"] = str(home)
+    try:
+        return train.train(tiny(epochs=2))
+    finally:
+        os.environ["FASHION_HOME"] = old
