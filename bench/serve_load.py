@@ -202,6 +202,7 @@ def report(title: str, outcomes: list[Outcome], seconds: float) -> None:
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     print(f"\n== {title}")
     print(f"   {len(outcomes):,} requests in {seconds:.1f} s: {len(outcomes) / seconds:,.0f} req/s")
+    print(f"   machine load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"   latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {ms.max():.1f} ms")
     line = f"   errors {wrong} (server errors {server_errors}, broken connections {broken})"
     if bad:

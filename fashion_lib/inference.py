@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from fashion_lib import config, explain, models, photos, runs
 
@@ -89,6 +89,7 @@ class MicroBatcher:
         return await future
 
     async def run(self) -> None:
+        limiter = anyio.CapacityLimiter(1)  # its own worker thread: photo conversions never hold it up
         while True:
             batch = [await self.queue.get()]
             if self.window_s > 0:
@@ -98,7 +99,8 @@ class MicroBatcher:
                 batch.append(self.queue.get_nowait())
                 size += len(batch[-1][0])
             try:
-                probabilities = await run_in_threadpool(self.predict, np.concatenate([b[0] for b in batch]))
+                images = np.concatenate([b[0] for b in batch])
+                probabilities = await anyio.to_thread.run_sync(self.predict, images, limiter=limiter)
             except Exception as exc:  # the callers' requests fail with it; the loop keeps serving
                 for _, future in batch:
                     if not future.done():

@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import secrets
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -80,6 +82,8 @@ class Service:
         self.loaded: inference.LoadedModel | None = None
         self.batcher: inference.MicroBatcher | None = None
         self.error: str | None = None
+        # Photo conversions at once: more only queue for the same cores and hold more decoded photos.
+        self.conversions = anyio.CapacityLimiter(os.cpu_count() or 2)
 
     @property
     def ready(self) -> bool:
@@ -340,7 +344,9 @@ def create_app(
                 detail = f"file {index + 1} ({upload.filename}) is {size:.1f} MB; the limit is {limit} MB"
                 raise ApiError(413, "file_too_large", detail)
             payloads.append((upload.filename, data))
-        images, hows = await run_in_threadpool(inference.model_inputs, payloads)
+        images, hows = await anyio.to_thread.run_sync(
+            inference.model_inputs, payloads, limiter=served.conversions
+        )
         return await predict_images(served, images, [name for name, _ in payloads], hows, top_k, cam)
 
     @app.post(
