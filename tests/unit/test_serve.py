@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from starlette.exceptions import HTTPException
 
 from bench.photo_synthetic import make_photo
-from fashion_lib import config, explain, inference, models, photos, serve
+from fashion_lib import config, explain, export, inference, models, photos, serve
 from fashion_lib.__main__ import main
 from tests.unit.test_photos import BAD, encode, malformed_corpus
 
@@ -155,6 +155,23 @@ def test_explain_adds_a_gradcam_heatmap_png_for_the_predicted_class(client, mode
     plain = client.post("/predict", files=files(png(dataset.x_test[0]))).json()["predictions"][0]
     assert plain["heatmap_png"] is None
     assert abs(plain["top"][0]["probability"] - prediction["top"][0]["probability"]) < 1e-5
+
+
+def test_a_28x28_catalogue_thumbnail_dark_on_white_goes_through_the_photo_conversion(client, dataset):
+    thumbnail = 255 - dataset.x_test[2]  # trousers, dark on white: a photo's polarity, not Fashion-MNIST's
+    prediction = client.post("/predict", files=files(png(thumbnail))).json()["predictions"][0]
+    assert prediction["input"].startswith("photo conversion") and prediction["top"][0]["label"] == "Trouser"
+
+
+def test_the_service_serves_an_export_folder(no_token, dataset, tmp_path):
+    images = dataset.x_test[:8, ..., None]
+    folder = export.export_model(BASELINE, tmp_path / "export", ("keras",), images).folder
+    with TestClient(serve.create_app(str(folder))) as client:
+        wait_until_ready(client)
+        assert client.get("/model").json()["export"]["formats"] == ["keras"]
+        answer = client.post("/predict/pixels", json=dataset.x_test[:1].tolist()).json()
+        assert answer["model"]["run_id"] == "20261129-122347-baseline"
+        assert answer["predictions"][0]["top"][0]["label"] == "Ankle boot"
 
 
 def test_health_and_model_card(client):
