@@ -3,8 +3,16 @@ no download. The download itself is checked in a real browser (tests/e2e/test_ex
 
 from __future__ import annotations
 
+import pytest
+
 from fashion_lib import export
 from tests.app.conftest import page_test
+
+
+@pytest.fixture(autouse=True)
+def no_runs(tmp_path, monkeypatch):
+    """No runs of the user's: the page compares (and offers) the shipped baseline."""
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
 
 
 def export_button(at):
