@@ -19,8 +19,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +32,7 @@ import numpy as np
 
 from bench.photo_synthetic import make_photo
 from fashion_lib import config, data, photos
+from tests.processes import free_port, stop
 from tests.unit.test_photos import BAD, encode, malformed_corpus
 
 STARTUP_TIMEOUT_S = 120
@@ -53,12 +52,6 @@ class Call:
 # ------------------------------------------------------------------------------------------ the server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(model: str, port: int, log: Path, *extra: str) -> subprocess.Popen:
     """`python -m fashion_lib serve` in its own process group, output to ``log``; returns once /health says
     ready (RuntimeError with the log's tail when it exits or takes longer than STARTUP_TIMEOUT_S)."""
@@ -75,18 +68,8 @@ def start_server(model: str, port: int, log: Path, *extra: str) -> subprocess.Po
                     return proc
         except OSError:  # not listening yet, or 503 while loading
             time.sleep(0.2)
-    stop_server(proc)
+    stop(proc)
     raise RuntimeError(f"the service did not become ready:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # ------------------------------------------------------------------------------------------- payloads
@@ -245,7 +228,7 @@ def main() -> None:
             load(port, [calls[:2] for calls in per_client])  # warm-up: connections, first conversions
             report(TITLES[scenario], *load(port, per_client))
     finally:
-        stop_server(server)
+        stop(server)
 
 
 if __name__ == "__main__":

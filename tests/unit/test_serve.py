@@ -7,10 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import cv2
@@ -22,8 +18,10 @@ from fastapi.testclient import TestClient
 from starlette.exceptions import HTTPException
 
 from bench.photo_synthetic import make_photo
+from bench.serve_load import start_server
 from fashion_lib import config, explain, export, inference, models, photos, serve
 from fashion_lib.__main__ import main
+from tests.processes import free_port, stop
 from tests.unit.test_photos import BAD, encode, malformed_corpus
 
 BASELINE = config.CACHED_MODELS_DIR / "baseline"
@@ -385,42 +383,18 @@ def test_a_failing_forward_pass_fails_its_requests_and_the_batcher_goes_on():
 # ---------------------------------------------------------------------------------------- real server
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_real_server_answers_over_http(no_token, dataset, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "fashion_lib", "serve", "--model", "baseline", "--port", str(port)]
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            command, cwd=config.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    server = start_server("baseline", port, log)  # `python -m fashion_lib serve`, until /health says ready
     try:
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    pass
-                time.sleep(0.3)
             photo = http.post("/predict", files=files(png(dataset.x_test[1])))
-            assert (
-                photo.status_code == 200 and photo.json()["predictions"][0]["top"][0]["label"] == "Pullover"
-            )
+            assert photo.status_code == 200
+            assert photo.json()["predictions"][0]["top"][0]["label"] == "Pullover"
             pixels = http.post("/predict/pixels", json=dataset.x_test[:1].tolist())
             assert pixels.json()["predictions"][0]["top"][0]["label"] == "Ankle boot"
             assert_error(http.post("/predict", files=files(BAD["gif"])), 400, "invalid_image", "GIF")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+        stop(server)
     assert "loaded and warmed up: ready" in log.read_text()
