@@ -204,6 +204,38 @@ def cmd_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run or shipped model (.keras, SavedModel, card) into a folder, each format checked."""
+    from fashion_lib import export
+
+    try:
+        folder = export.resolve_model(args.run)
+        result = export.export_model(folder, args.to, args.format, version=args.savedmodel_version)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for check in result.checks:
+        print(
+            f"{export.FORMAT_LABELS[check.format]:<36} {check.path}  "
+            f"(reloaded: largest difference {check.max_difference:.1e} on {check.images} images)"
+        )
+    print(f"{'model card':<36} {result.folder / runs.CARD_FILE}, {result.folder / export.CARD_MARKDOWN}")
+    print(f"checked on {result.checked_on}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a model over HTTP until interrupted (Ctrl+C)."""
+    from fashion_lib import serve
+
+    try:
+        serve.run(args.model, args.host, args.port, args.batch_window_ms, args.access_log)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     """List runs (newest first) and shipped models, with their effective state; damaged ones say why."""
     found = runs.list_runs()
@@ -361,6 +393,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id or folder")
     p.add_argument("--name", default="baseline", help="folder name under cached_models/")
     p.set_defaults(func=cmd_ship)
+
+    from fashion_lib import export, inference, models, serve
+
+    p = sub.add_parser(
+        "export",
+        help="export a run or shipped model: .keras, TensorFlow SavedModel (TF Serving), model card",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run", metavar="RUN_OR_MODEL", help="run id or folder, or a shipped model's name")
+    p.add_argument("--to", type=Path, required=True, metavar="DIR", help="folder to write the export into")
+    p.add_argument("--format", default=",".join(export.EXPORT_FORMATS), help="comma-separated formats")
+    p.add_argument(
+        "--savedmodel-version",
+        type=int,
+        default=export.SAVEDMODEL_VERSION,
+        help="version folder under DIR/savedmodel/ (TF Serving serves the highest)",
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP inference service (FastAPI + uvicorn) for one model",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=models.BASELINE, help="run id or folder, shipped model, export folder")
+    p.add_argument("--host", default=serve.DEFAULT_HOST, help="interface to listen on (loopback: only here)")
+    p.add_argument("--port", type=int, default=serve.DEFAULT_PORT)
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=inference.BATCH_WINDOW_MS,
+        help="how long a request waits for others to share one forward pass",
+    )
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("runs", help="list runs and shipped models")
     p.set_defaults(func=cmd_runs)

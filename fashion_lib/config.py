@@ -76,6 +76,12 @@ SETTINGS: tuple[Setting, ...] = (
         "~/.keras",
         "Keras's own cache root; the dataset is looked for and downloaded under datasets/fashion-mnist/.",
     ),
+    Setting(
+        "FASHION_API_TOKEN",
+        "(unset)",
+        "Bearer token the inference service (python -m fashion_lib serve) requires on every request but "
+        "/health and the docs; unset: no token needed (the service listens on loopback by default).",
+    ),
 )
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
@@ -142,6 +148,11 @@ def mirrors() -> tuple[str, ...]:
     )
 
 
+def api_token() -> str | None:
+    """The inference service's bearer token, or None when FASHION_API_TOKEN is unset or empty."""
+    return os.environ.get("FASHION_API_TOKEN", "").strip() or None
+
+
 def current_settings() -> dict[str, str]:
     """The value in effect for each setting, for display (Home page, CLI)."""
     data = data_dir_setting()
@@ -152,6 +163,7 @@ def current_settings() -> dict[str, str]:
         "FASHION_TUNING_DB": redacted_url(tuning_db_url()),
         "FASHION_MNIST_MIRRORS": ", ".join(mirrors()) or "none (downloads disabled)",
         "KERAS_HOME": str(keras_cache_data_dir().parent.parent),
+        "FASHION_API_TOKEN": "set (hidden)" if api_token() else "(unset)",
     }
 
 

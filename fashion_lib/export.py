@@ -1,14 +1,26 @@
-"""Serialization and model cards: ship a finished run into ``cached_models/`` with its card."""
+"""Serialization and model cards: ship a finished run into ``cached_models/`` with its card, and export a
+run or shipped model as a ``.keras`` file and a TensorFlow SavedModel that TF Serving loads as it is.
+
+An export folder holds ``model.keras``, ``savedmodel/<version>/`` (the layout TF Serving expects under a
+model's base path), ``card.json`` and ``README.md``. Every format is loaded back and checked against the
+original model's probabilities before the export counts as done.
+"""
 
 from __future__ import annotations
 
+import datetime
+import io
 import os
 import shutil
 import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, evaluate, lifecycle, models, runs
+import numpy as np
+
+from fashion_lib import config, data, evaluate, lifecycle, models, runs
 
 SHIPPED_FILES = (
     runs.CONFIG_FILE,
@@ -48,9 +60,10 @@ def model_card(folder: Path) -> dict[str, Any]:
     }
 
 
-def card_markdown(card: dict[str, Any]) -> str:
+def card_markdown(card: dict[str, Any], kind: str = "shipped model") -> str:
+    """The card as Markdown (a shipped model's README); ``kind`` names what the document describes."""
     lines = [
-        f"# {card['name']} — shipped model `{card['run_id']}`",
+        f"# {card['name']} — {kind} `{card['run_id']}`",
         "",
         f"- Test accuracy: **{card['test_accuracy']:.2%}** on {card['test_images']:,} test images; "
         f"macro-F1 {card['macro_f1']:.4f}",
@@ -117,3 +130,253 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
     return target
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+KERAS = "keras"
+SAVEDMODEL = "savedmodel"
+EXPORT_FORMATS: tuple[str, ...] = (KERAS, SAVEDMODEL)
+FORMAT_LABELS = {KERAS: "Keras (.keras)", SAVEDMODEL: "TensorFlow SavedModel (TF Serving)"}
+SAVEDMODEL_DIR = "savedmodel"  # TF Serving's model base path; versions are numbered folders below it
+SAVEDMODEL_VERSION = 1
+SIGNATURE = "serving_default"
+SIGNATURE_INPUT = "pixels"
+SIGNATURE_OUTPUT = "probabilities"
+CARD_MARKDOWN = "README.md"
+ROUND_TRIP_TOLERANCE = 1e-5  # largest allowed difference between reloaded and original probabilities
+CHECK_IMAGES = 256  # test images each format is checked on
+
+INPUT_CONTRACT: dict[str, Any] = {
+    "shape": [None, config.IMAGE_SIZE, config.IMAGE_SIZE, 1],
+    "dtype": "float32",
+    "range": [0, 255],
+    "meaning": "raw Fashion-MNIST pixels: a light garment on a black background, not normalised; "
+    "every preprocessing step is inside the model",
+    "output": f"class probabilities, shape [None, {config.NUM_CLASSES}], in the order of class_names",
+    "savedmodel_signature": {"name": SIGNATURE, "input": SIGNATURE_INPUT, "output": SIGNATURE_OUTPUT},
+}
+
+
+class ExportError(ValueError):
+    """An export that cannot be made or did not survive its round-trip check; the message says which."""
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    """The card of a run, a shipped model or an export folder: what the model is and how well it does,
+    with the class names, the input contract and its temperature (None when it was not scaled)."""
+    card = runs.read_json(folder / runs.CARD_FILE) or model_card(folder)
+    summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
+    return {
+        **card,
+        "temperature": card.get("temperature", summary.get("temperature")),
+        "class_names": list(config.CLASS_NAMES),
+        "input_contract": INPUT_CONTRACT,
+    }
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """The folder of a run (id or path), a shipped model (name) or an export folder (path) holding
+    ``model.keras`` and a card; raises FileNotFoundError naming what was looked for."""
+    try:
+        folder = runs.resolve_run(name_or_path)
+    except FileNotFoundError:
+        folder = Path(name_or_path)
+        if not (folder / runs.CARD_FILE).is_file():
+            raise
+    if not (folder / runs.MODEL_FILE).is_file():
+        raise FileNotFoundError(f"'{name_or_path}' has no {runs.MODEL_FILE}: it has not finished training")
+    return folder
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """One format loaded back: the largest difference from the original model's probabilities."""
+
+    format: str
+    path: Path
+    max_difference: float
+    images: int
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    folder: Path
+    card: dict[str, Any]
+    checks: tuple[RoundTrip, ...]
+    checked_on: str  # which images the round trips used
+
+
+def exportable(infos: list[runs.RunInfo]) -> list[runs.RunInfo]:
+    """The runs among ``infos`` that can be exported: completed runs and shipped models."""
+    return [info for info in infos if info.state == "completed"]
+
+
+def parse_formats(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Formats from "keras,savedmodel" or a list, in the canonical order; raises ExportError for others."""
+    wanted = [f.strip().lower() for f in (value.split(",") if isinstance(value, str) else value) if f.strip()]
+    unknown = sorted(set(wanted) - set(EXPORT_FORMATS))
+    if unknown or not wanted:
+        raise ExportError(
+            f"unknown export format {', '.join(repr(f) for f in unknown) or '(none given)'}: "
+            f"choose from {', '.join(EXPORT_FORMATS)}"
+        )
+    return tuple(f for f in EXPORT_FORMATS if f in wanted)
+
+
+def check_images(n: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
+    """Images (n, 28, 28, 1) float32 for the round-trip checks and where they came from: the first test
+    images when the dataset is here, else seeded random pixels (the check then still compares formats)."""
+    try:
+        ds = data.load(allow_download=False)
+        return ds.x_test[:n, ..., None].astype(np.float32), f"the first {n} test images"
+    except data.FashionDataError:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (n, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)).astype(np.float32)
+        return images, f"{n} random images (Fashion-MNIST not found)"
+
+
+def write_savedmodel(model, target: Path) -> None:
+    """A SavedModel whose ``serving_default`` signature takes ``pixels`` (N, 28, 28, 1) float32 0–255 and
+    returns ``probabilities`` (N, 10): what TF Serving's REST and gRPC APIs call."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serve",  # ExportArchive makes the endpoint named "serve" the serving_default signature
+        fn=lambda pixels: {SIGNATURE_OUTPUT: model(pixels, training=False)},
+        input_signature=[tf.TensorSpec(INPUT_CONTRACT["shape"], tf.float32, name=SIGNATURE_INPUT)],
+    )
+    archive.write_out(str(target), verbose=False)
+
+
+def savedmodel_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
+    """Call a SavedModel through its serving signature, as TF Serving does."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    return serve(**{SIGNATURE_INPUT: tf.constant(images, tf.float32)})[SIGNATURE_OUTPUT].numpy()
+
+
+def _check(fmt: str, path: Path, reloaded: np.ndarray, original: np.ndarray) -> RoundTrip:
+    difference = float(np.abs(reloaded - original).max())
+    if not difference <= ROUND_TRIP_TOLERANCE:  # also catches NaN
+        raise ExportError(
+            f"the {fmt} export's probabilities differ from the original model's by {difference:.2e} "
+            f"(allowed {ROUND_TRIP_TOLERANCE:.0e}): the export is not faithful; it was left in {path}"
+        )
+    return RoundTrip(fmt, path, difference, len(original))
+
+
+def export_model(
+    folder: Path,
+    target: Path,
+    formats: tuple[str, ...] = EXPORT_FORMATS,
+    images: np.ndarray | None = None,
+    version: int = SAVEDMODEL_VERSION,
+) -> ExportResult:
+    """Export a completed run or shipped model (``folder``) into ``target``: ``model.keras`` (no optimizer
+    state, loads with ``safe_mode=True``), ``savedmodel/<version>/``, ``card.json`` and ``README.md``.
+
+    Each format is loaded back and its probabilities on ``images`` (N, 28, 28, 1) raw pixels, default
+    :func:`check_images`, compared with the original's; ExportError when they differ by more than 1e-5."""
+    formats = parse_formats(formats)
+    if version < 1:
+        raise ExportError(f"the SavedModel version must be a positive integer, got {version}")
+    card = read_card(folder)
+    source = models.load_model(folder / runs.MODEL_FILE)
+    if images is None:
+        images, checked_on = check_images()
+    else:
+        checked_on = f"{len(images)} given images"
+    images = np.asarray(images, np.float32)
+    original = source.predict(images, batch_size=CHECK_IMAGES, verbose=0)
+    target.mkdir(parents=True, exist_ok=True)
+    checks = []
+    if KERAS in formats:
+        path = target / runs.MODEL_FILE
+        source.save(path)
+        reloaded = models.load_model(path).predict(images, batch_size=CHECK_IMAGES, verbose=0)
+        checks.append(_check(KERAS, path, reloaded, original))
+    if SAVEDMODEL in formats:
+        path = target / SAVEDMODEL_DIR / str(version)
+        if path.exists():
+            shutil.rmtree(path)
+        write_savedmodel(source, path)
+        checks.append(_check(SAVEDMODEL, path, savedmodel_probabilities(path, images), original))
+    card["export"] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "formats": list(formats),
+        "savedmodel_version": version if SAVEDMODEL in formats else None,
+        "round_trip": {c.format: {"max_difference": c.max_difference, "images": c.images} for c in checks},
+        "checked_on": checked_on,
+        "library_versions": _library_versions(),
+    }
+    runs.write_json(target / runs.CARD_FILE, card)
+    (target / CARD_MARKDOWN).write_text(export_markdown(card))
+    return ExportResult(target, card, tuple(checks), checked_on)
+
+
+def _library_versions() -> dict[str, str]:
+    from fashion_lib.training.engine import library_versions  # what a run records; the same for an export
+
+    return library_versions()
+
+
+def export_markdown(card: dict[str, Any]) -> str:
+    """An export's README: the model card, then what the files are and how to call them."""
+    info = card["export"]
+    contract = card["input_contract"]
+    lines = [
+        card_markdown(card, kind="export of"),
+        "## Input and output",
+        "",
+        f"- Input: `{contract['dtype']}` array of shape `{contract['shape']}`, values "
+        f"{contract['range'][0]}–{contract['range'][1]}: {contract['meaning']}.",
+        f"- Output: {contract['output']}.",
+        f"- Classes: {', '.join(f'{i} {name}' for i, name in enumerate(card['class_names']))}.",
+        "",
+        "## Files",
+        "",
+    ]
+    if KERAS in info["formats"]:
+        lines.append(
+            f"- `{runs.MODEL_FILE}`: `keras.saving.load_model(path, safe_mode=True)` "
+            f"(largest difference from the original: {info['round_trip'][KERAS]['max_difference']:.1e})."
+        )
+    if SAVEDMODEL in info["formats"]:
+        sig = contract["savedmodel_signature"]
+        lines.append(
+            f"- `{SAVEDMODEL_DIR}/{info['savedmodel_version']}/`: TensorFlow SavedModel, signature "
+            f"`{sig['name']}` (input `{sig['input']}`, output `{sig['output']}`); TF Serving: "
+            f"`docker run -p 8501:8501 -v $PWD/{SAVEDMODEL_DIR}:/models/fashion -e MODEL_NAME=fashion "
+            "tensorflow/serving` (largest difference from the original: "
+            f"{info['round_trip'][SAVEDMODEL]['max_difference']:.1e})."
+        )
+    lines += [
+        f"- Checked on {info['checked_on']}; exported {info['date']} with "
+        f"{', '.join(f'{k} {v}' for k, v in info['library_versions'].items())}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def export_zip(
+    folder: Path, formats: tuple[str, ...] = EXPORT_FORMATS, images: np.ndarray | None = None
+) -> bytes:
+    """The export of ``folder`` (see :func:`export_model`) as the bytes of a zip file whose entries sit in
+    one folder named after the run, for a download button."""
+    with tempfile.TemporaryDirectory(prefix="fashion_export_") as tmp:
+        result = export_model(folder, Path(tmp) / folder.name, formats, images)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(result.folder.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(result.folder.parent))
+    return buffer.getvalue()
+
+
+def zip_name(folder: Path) -> str:
+    """The download's file name."""
+    return f"{folder.name}-export.zip"

@@ -21,6 +21,7 @@ from fashion_lib import config
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # the upload limit set in .streamlit/config.toml
 MAX_PIXELS = 40_000_000  # about 8000 × 5000: larger claims are decompression bombs or scans, not photos
+MAX_UPLOAD_FILES = 16  # photos per upload (the page's uploader, the service's POST /predict)
 MIN_SIDE = 8
 ALLOWED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
 SEGMENT_SIDE = 200  # GrabCut runs on a copy this size: fast on a CPU, accurate enough for a 28 px result

@@ -1,10 +1,12 @@
 """Baseline versus EfficientNetB0 versus MobileNetV2: the measured comparison, and the pitfall lab."""
 
+import functools
+
 import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, evaluate, figures, lifecycle, pitfall, runs
+from fashion_lib import config, evaluate, export, figures, lifecycle, pitfall, runs
 
 st.title("Compare models")
 st.markdown(
@@ -63,6 +65,34 @@ else:
         left, right = st.columns(2)
         left.plotly_chart(figures.accuracy_vs_cost(table, "wall time s"), key="cmp_time")
         right.plotly_chart(figures.accuracy_vs_cost(table, "parameters"), key="cmp_params")
+
+        with st.expander("Export a model", icon=":material/download:"):
+            exportable = export.exportable(chosen)
+            if not exportable:
+                st.info("Only completed runs and shipped models can be exported.")
+            else:
+                st.caption(
+                    "A zip of the chosen formats and the model card; each format is loaded back and "
+                    "checked against the original first (as `python -m fashion_lib export RUN --to DIR`)."
+                )
+                to_export = st.selectbox("Model", exportable, format_func=lambda r: r.label, key="export_run")
+                formats = st.multiselect(
+                    "Formats",
+                    export.EXPORT_FORMATS,
+                    default=export.EXPORT_FORMATS,
+                    format_func=export.FORMAT_LABELS.get,
+                    key="export_formats",
+                )
+                st.download_button(
+                    "Download the export (zip)",
+                    data=functools.partial(export.export_zip, to_export.folder, tuple(formats)),
+                    file_name=export.zip_name(to_export.folder),
+                    mime="application/zip",
+                    disabled=not formats,
+                    on_click="ignore",
+                    icon=":material/download:",
+                    key="export_download",
+                )
 
 st.divider()
 st.header("Pitfall lab")

@@ -38,3 +38,19 @@ def move_run(folder: Path, state: str, **fields) -> None:
         lifecycle.transition(folder, lifecycle.RUNNING, by=me)
     if state not in (lifecycle.QUEUED, lifecycle.RUNNING):
         lifecycle.transition(folder, state, by=me, **fields)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, dataset) -> Path:
+    """One tiny completed baseline run (2 epochs on 200 images), trained once per test session in its own
+    FASHION_HOME. Read it, or copy it before changing it."""
+    from fashion_lib import train
+    from tests.unit.test_train import tiny
+
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ["FASHION_HOME"]
+    os.environ["FASHION_HOME"] = str(home)
+    try:
+        return train.train(tiny(epochs=2))
+    finally:
+        os.environ["FASHION_HOME"] = old

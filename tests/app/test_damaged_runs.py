@@ -4,14 +4,12 @@ and why, and keeps working for the other runs (issue #12: each of these crashed 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
 
-from fashion_lib import config, runs, train
+from fashion_lib import config, runs
 from tests.app.conftest import page_test
-from tests.unit.test_train import tiny
 
 
 def _edit_json(path, **changes):
@@ -42,17 +40,6 @@ DAMAGES = {
     "summary.json half written": (lambda f: (f / runs.SUMMARY_FILE).write_text('{"test_acc'), "summary.json"),
 }
 PAGES = ["home.py", "training.py", "comparison.py", "errors.py", "gradcam.py"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, dataset):
-    home = tmp_path_factory.mktemp("home")
-    old = os.environ["FASHION_HOME"]
-    os.environ["FASHION_HOME"] = str(home)
-    try:
-        return train.train(tiny(epochs=2))
-    finally:
-        os.environ["FASHION_HOME"] = old
 
 
 @pytest.fixture(params=list(DAMAGES))

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
-from fashion_lib import config, evaluate, export, pitfall, runs, train, wording
+from fashion_lib import config, evaluate, export, pitfall, runs, wording
 from tests.app.conftest import page_test
 from tests.conftest import move_run
 from tests.unit.test_train import tiny
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, dataset):
-    """One tiny completed baseline run, trained once for this module."""
-    home = tmp_path_factory.mktemp("home")
-    old = os.environ["FASHION_HOME"]
-    os.environ["FASHION_HOME"] = str(home)
-    try:
-        folder = train.train(tiny(epochs=2))
-    finally:
-        os.environ["FASHION_HOME"] = old
-    return folder
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ curves; a damaged database; starting a search."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
@@ -11,29 +10,17 @@ import pytest
 from fashion_lib import config, train, wording
 from fashion_lib.tuning import results, storage
 from tests.app.conftest import page_test
-from tests.unit.test_train import tiny
 from tests.unit.test_tuning import stored_study
 
 
-@pytest.fixture(scope="module")
-def trial_run(tmp_path_factory, dataset):
-    home = tmp_path_factory.mktemp("home")
-    old = os.environ["FASHION_HOME"]
-    os.environ["FASHION_HOME"] = str(home)
-    try:
-        return train.train(tiny(epochs=2))
-    finally:
-        os.environ["FASHION_HOME"] = old
-
-
 @pytest.fixture
-def study(tmp_path, monkeypatch, trial_run):
+def study(tmp_path, monkeypatch, trained_run):
     """A fresh FASHION_HOME whose database holds the small stored study; each trial has a run folder."""
     monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FASHION_TUNING_DB", raising=False)
     study = stored_study(storage.open_store())
     for trial in study.trials:
-        shutil.copytree(trial_run, config.runs_dir() / trial.user_attrs["run"])
+        shutil.copytree(trained_run, config.runs_dir() / trial.user_attrs["run"])
     return study
 
 

@@ -1,0 +1,209 @@
+"""Inference for the service, without HTTP: load and warm up a model, micro-batch forward passes, turn
+uploads and pixel arrays into model inputs, rank classes and draw Grad-CAM heatmaps.
+
+An upload goes through the same validation and photo conversion as on the Grad-CAM page (``photos``), except
+a 28×28 grayscale image on a dark background: that already is a Fashion-MNIST image and is used as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+
+from fashion_lib import config, explain, models, photos, runs
+
+MAX_PIXEL_IMAGES = 256  # images per pixel-array request
+BATCH_WINDOW_MS = 2.0  # how long the first request of a batch waits for others to join it
+MAX_BATCH = 64
+AS_IS = "used as it is: a 28×28 grayscale image, light on dark (Fashion-MNIST's own form)"
+SIZE = config.IMAGE_SIZE
+
+
+class BadInput(ValueError):
+    """Input the model cannot take: a short machine-readable code, a sentence for people and, for uploads,
+    what is wrong with each file."""
+
+    def __init__(self, code: str, detail: str, files: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.files = code, detail, files
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to answer: ``predict`` maps raw pixels (N, 28, 28, 1) float32 to probabilities."""
+
+    model: Any
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+def load_warm(folder: Path) -> LoadedModel:
+    """Load ``folder``'s model (safe mode), compile its forward pass once and warm up every path a request
+    takes (forward pass at two batch sizes, Grad-CAM, the photo conversion), so no request pays for it."""
+    import tensorflow as tf
+
+    model = models.load_model(folder / runs.MODEL_FILE)
+    forward = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec((None, SIZE, SIZE, 1), tf.float32)],
+    )
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return forward(images).numpy()
+
+    for n in (1, MAX_BATCH):
+        predict(np.zeros((n, SIZE, SIZE, 1), np.float32))
+    for n in (1, 2):  # Grad-CAM's function generalises its batch size after two different ones
+        explain.gradcam(model, np.zeros((n, SIZE, SIZE, 1), np.float32))
+    photo = np.full((64, 48, 3), 255, np.uint8)
+    photo[16:48, 12:36] = 40
+    photos.to_fashion_mnist(photos.Photo(photo))
+    return LoadedModel(model, predict)
+
+
+class MicroBatcher:
+    """Gathers the images of concurrent requests into one forward pass: the first request of a batch
+    waits ``window_ms`` for others (up to ``max_batch`` images), then one call in a worker thread answers
+    them all. While a pass runs, new requests queue up and form the next batch."""
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], window_ms: float, max_batch: int) -> None:
+        self.predict = predict
+        self.window_s = window_ms / 1000
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+
+    async def __call__(self, images: np.ndarray) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((images, future))
+        return await future
+
+    async def run(self) -> None:
+        limiter = anyio.CapacityLimiter(1)  # its own worker thread: photo conversions never hold it up
+        while True:
+            batch = [await self.queue.get()]
+            if self.window_s > 0:
+                await asyncio.sleep(self.window_s)
+            size = len(batch[0][0])
+            while size < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                size += len(batch[-1][0])
+            try:
+                images = np.concatenate([b[0] for b in batch])
+                probabilities = await anyio.to_thread.run_sync(self.predict, images, limiter=limiter)
+            except Exception as exc:  # the callers' requests fail with it; the loop keeps serving
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for images, future in batch:
+                if not future.done():  # a caller that went away has a cancelled future
+                    future.set_result(probabilities[start : start + len(images)])
+                start += len(images)
+
+
+# -------------------------------------------------------------------------------------------- inputs
+
+
+def claims_fashion_mnist_size(data: bytes) -> bool:
+    """Whether the image header says 28×28 (the header only: nothing is decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size == (SIZE, SIZE)
+    except Exception:  # any unreadable header: photos.convert_upload says what is wrong with it
+        return False
+
+
+def model_input(data: bytes) -> tuple[np.ndarray, str]:
+    """One upload → the 28×28 uint8 image the model sees, and how it was obtained. Raises PhotoError."""
+    if claims_fashion_mnist_size(data):
+        photo = photos.load_photo(data)
+        rgb = photo.rgb
+        gray = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+        if gray and photo.alpha is None and photos.corner_colour(rgb)[0] < 128:
+            return rgb[..., 0].copy(), AS_IS
+    _, conversion = photos.convert_upload(data)
+    return conversion.image, f"photo conversion ({conversion.mask_method})"
+
+
+def model_inputs(payloads: list[tuple[str, bytes]]) -> tuple[np.ndarray, list[str]]:
+    """Every upload (file name, bytes) → images (N, 28, 28) uint8 and how each was obtained; BadInput
+    listing every file that cannot be used, with the reason."""
+    images, hows, problems = [], [], []
+    for index, (name, data) in enumerate(payloads):
+        try:
+            image, how = model_input(data)
+        except photos.PhotoError as exc:
+            problems.append({"index": index, "file": name, "detail": str(exc)})
+            continue
+        images.append(image)
+        hows.append(how)
+    if problems:
+        detail = "; ".join(f"file {p['index'] + 1} ({p['file']}): {p['detail']}" for p in problems)
+        raise BadInput("invalid_image", detail, problems)
+    return np.stack(images), hows
+
+
+def parse_pixels(body: bytes) -> np.ndarray:
+    """A JSON array of 28×28 images (or one 28×28 image) of numbers 0–255 → (N, 28, 28) float32; BadInput
+    saying what is wrong otherwise."""
+    expected = f"expected a JSON array of {SIZE}×{SIZE} images of numbers 0–255 (shape [N, {SIZE}, {SIZE}])"
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise BadInput("invalid_json", f"the body is not JSON ({exc}); {expected}") from exc
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged nesting
+        raise BadInput("wrong_shape", f"the arrays have uneven lengths; {expected}") from exc
+    if array.dtype.kind not in "iuf":
+        raise BadInput("wrong_shape", f"the array holds something other than numbers; {expected}")
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (SIZE, SIZE):
+        raise BadInput("wrong_shape", f"got shape {list(np.shape(value))}; {expected}")
+    if len(array) > MAX_PIXEL_IMAGES:
+        raise BadInput("too_many_images", f"{len(array)} images; at most {MAX_PIXEL_IMAGES} per request")
+    if not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 255):
+        raise BadInput("out_of_range", f"pixel values must be finite numbers from 0 to 255; {expected}")
+    return array.astype(np.float32)
+
+
+def png_base64(image: np.ndarray) -> str:
+    import cv2
+
+    return base64.b64encode(cv2.imencode(".png", image)[1].tobytes()).decode("ascii")
+
+
+def heatmap_pngs(model, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Grad-CAM of the predicted class for images (N, 28, 28): the probabilities and each heatmap resized
+    to 28×28, scaled to 0–255, as a base64 PNG."""
+    import cv2
+
+    cam = explain.gradcam(model, images[..., None])
+    maps = [cv2.resize(m, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for m in cam.heatmaps]
+    return cam.probabilities, [png_base64(np.uint8(np.rint(255 * np.clip(m, 0, 1)))) for m in maps]
+
+
+def top_classes(probabilities: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+    """The k most probable classes of each row, most probable first."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [
+        [{"label": config.CLASS_NAMES[i], "index": int(i), "probability": float(row[i])} for i in idx]
+        for row, idx in zip(probabilities, order, strict=True)
+    ]

@@ -1,0 +1,134 @@
+"""Export: a tiny run (and the shipped baseline) to .keras + SavedModel + card, each format loaded back the
+way its users load it, the card read back from the run, the zip for the download button, the command line."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fashion_lib import config, export, models, runs
+from fashion_lib.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def test_images(dataset) -> np.ndarray:
+    return dataset.x_test[:64, ..., None].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, test_images, tmp_path_factory) -> export.ExportResult:
+    return export.export_model(trained_run, tmp_path_factory.mktemp("export") / "out", images=test_images)
+
+
+def original_probabilities(folder, images) -> np.ndarray:
+    return models.load_model(folder / runs.MODEL_FILE).predict(images, verbose=0)
+
+
+def test_the_keras_file_loads_in_safe_mode_and_predicts_what_the_run_predicts(
+    exported, trained_run, test_images
+):
+    reloaded = keras.saving.load_model(exported.folder / "model.keras", safe_mode=True, compile=False)
+    probabilities = reloaded.predict(test_images, verbose=0)
+    assert np.abs(probabilities - original_probabilities(trained_run, test_images)).max() <= 1e-5
+
+
+def test_the_savedmodel_serving_signature_takes_raw_pixels_and_returns_the_runs_probabilities(
+    exported, trained_run, test_images
+):
+    version = exported.folder / "savedmodel" / "1"  # TF Serving's layout: base path / numbered version
+    assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    _, inputs = serve.structured_input_signature
+    assert inputs["pixels"].shape.as_list() == [None, 28, 28, 1] and inputs["pixels"].dtype == tf.float32
+    probabilities = serve(pixels=tf.constant(test_images))["probabilities"].numpy()
+    assert probabilities.shape == (64, 10)
+    assert np.abs(probabilities - original_probabilities(trained_run, test_images)).max() <= 1e-5
+
+
+def test_each_format_was_checked_on_the_given_images(exported):
+    assert [c.format for c in exported.checks] == ["keras", "savedmodel"]
+    assert all(c.images == 64 and c.max_difference <= export.ROUND_TRIP_TOLERANCE for c in exported.checks)
+
+
+def test_the_card_is_read_back_from_the_run(exported, trained_run):
+    card = runs.read_json(exported.folder / "card.json")
+    summary = runs.read_json(trained_run / runs.SUMMARY_FILE)
+    assert card["run_id"] == trained_run.name
+    assert card["config"] == runs.read_json(trained_run / runs.CONFIG_FILE)
+    for field in ("data_fingerprint", "test_accuracy", "macro_f1", "per_class_f1", "library_versions"):
+        assert card[field] == summary[field]
+    assert card["temperature"] == summary.get("temperature")
+    assert card["class_names"] == list(config.CLASS_NAMES)
+    contract = card["input_contract"]
+    assert contract["shape"] == [None, 28, 28, 1] and contract["range"] == [0, 255]
+    assert card["calibration"].startswith(("Temperature scaling", "This model's confidences were not"))
+    assert card["export"]["formats"] == ["keras", "savedmodel"] and card["export"]["date"][:2] == "20"
+    assert card["export"]["library_versions"]["tensorflow"] == tf.__version__
+    readme = (exported.folder / "README.md").read_text()
+    assert f"`{trained_run.name}`" in readme and "serving_default" in readme and "Shirt" in readme
+
+
+def test_a_savedmodel_that_does_not_reproduce_the_model_fails_the_export(
+    trained_run, test_images, tmp_path, monkeypatch
+):
+    honest = export.savedmodel_probabilities
+    monkeypatch.setattr(export, "savedmodel_probabilities", lambda path, x: honest(path, x) + 1e-4)
+    with pytest.raises(export.ExportError, match="savedmodel export's probabilities differ"):
+        export.export_model(trained_run, tmp_path / "out", images=test_images)
+
+
+def test_a_model_that_needs_unsafe_loading_is_not_exported(trained_run, test_images, tmp_path):
+    folder = shutil.copytree(trained_run, tmp_path / "run")
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10, activation="softmax")(
+        keras.layers.Flatten()(keras.layers.Lambda(lambda x: x / 255.0)(inputs))
+    )
+    keras.Model(inputs, outputs).save(folder / runs.MODEL_FILE)
+    with pytest.raises(ValueError, match=r"(?i)lambda"):
+        export.export_model(folder, tmp_path / "out", images=test_images)
+
+
+def test_only_the_chosen_format_is_written(trained_run, test_images, tmp_path):
+    out = tmp_path / "out"
+    result = export.export_model(trained_run, out, ("savedmodel",), images=test_images[:8], version=3)
+    assert not (out / "model.keras").exists() and (out / "savedmodel" / "3" / "saved_model.pb").is_file()
+    assert [c.format for c in result.checks] == ["savedmodel"]
+
+
+@pytest.mark.parametrize("value", ["onnx", "keras,tflite", ""])
+def test_an_unknown_format_is_named(value):
+    with pytest.raises(export.ExportError, match="choose from keras, savedmodel"):
+        export.parse_formats(value)
+
+
+def test_the_zip_holds_the_chosen_formats_and_the_card_in_one_folder(trained_run, test_images):
+    archive = zipfile.ZipFile(io.BytesIO(export.export_zip(trained_run, ("keras",), test_images[:8])))
+    names = set(archive.namelist())
+    assert {f"{trained_run.name}/{n}" for n in ("model.keras", "card.json", "README.md")} <= names
+    assert not any("savedmodel" in n for n in names)
+    assert archive.testzip() is None
+
+
+def test_the_shipped_baseline_exports_with_its_card(tmp_path, test_images):
+    folder = export.resolve_model("baseline")
+    result = export.export_model(folder, tmp_path / "out", ("keras",), images=test_images)
+    shipped = runs.read_json(config.CACHED_MODELS_DIR / "baseline" / runs.CARD_FILE)
+    assert result.card["test_accuracy"] == shipped["test_accuracy"] and result.card["temperature"] > 0
+
+
+def test_the_export_command_writes_the_folder_and_says_what_it_checked(trained_run, tmp_path, capsys):
+    assert main(["export", str(trained_run), "--to", str(tmp_path / "out"), "--format", "keras"]) == 0
+    out = capsys.readouterr().out
+    assert "model.keras" in out and "largest difference" in out
+    assert (tmp_path / "out" / "card.json").is_file()
+
+
+def test_the_export_command_names_an_unknown_model(tmp_path, capsys):
+    assert main(["export", "no-such-run", "--to", str(tmp_path / "out")]) == 2
+    assert "no run named 'no-such-run'" in capsys.readouterr().err
