@@ -203,42 +203,118 @@ def learning_curves(rows: list[dict], title: str = "") -> go.Figure:
     return fig
 
 
-def overlaid_curves(curves: dict[str, list[dict]], metric: str = "val_accuracy") -> go.Figure:
-    """One line per run of ``metric`` against the epoch."""
+RUN_PALETTE = (*px.colors.qualitative.D3, *px.colors.qualitative.Dark2)
+
+
+def run_colours(run_ids: list[str]) -> dict[str, str]:
+    """One colour per run, the same in every chart of a page."""
+    return {rid: RUN_PALETTE[i % len(RUN_PALETTE)] for i, rid in enumerate(run_ids)}
+
+
+def _legend_below(fig: go.Figure) -> None:
+    # Run names are long: a legend under the chart keeps them whole and leaves the plot its width.
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0))
+
+
+def overlaid_curves(
+    curves: dict[str, list[dict]], metric: str, labels: dict[str, str], colours: dict[str, str]
+) -> go.Figure:
+    """One line per run (keyed by run id) of ``metric`` against the epoch."""
     fig = go.Figure()
-    for name, rows in curves.items():
+    for rid, rows in curves.items():
         fig.add_trace(
             go.Scatter(
-                x=[r["epoch"] for r in rows], y=[r.get(metric) for r in rows], mode="lines+markers", name=name
+                x=[r["epoch"] for r in rows],
+                y=[r.get(metric) for r in rows],
+                mode="lines+markers",
+                name=labels.get(rid, rid),
+                line=dict(color=colours.get(rid)),
             )
         )
     if "accuracy" in metric:
-        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+        fig.update_yaxes(tickformat=".0%")
     fig.update_layout(
-        height=360, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin=dict(t=30, b=10)
+        height=420, xaxis_title="epoch", yaxis_title=metric.replace("_", " "), margin=dict(t=30, b=10)
     )
+    fig.update_xaxes(dtick=1)
+    _legend_below(fig)
     return fig
 
 
-def per_class_f1_bars(f1: pd.DataFrame) -> go.Figure:
-    """Grouped bars: per-class F1 (long table with columns run, class, F1)."""
-    fig = px.bar(
-        f1,
-        x="class",
-        y="F1",
-        color="run",
+def per_class_f1_bars(f1: pd.DataFrame, labels: dict[str, str], colours: dict[str, str]) -> go.Figure:
+    """Grouped bars: per-class F1 (long table with columns run, class, F1), a colour per run."""
+    fig = go.Figure()
+    for rid, part in f1.groupby("run", sort=False):
+        fig.add_trace(
+            go.Bar(x=part["class"], y=part["F1"], name=labels.get(rid, rid), marker_color=colours.get(rid))
+        )
+    fig.update_layout(
         barmode="group",
-        category_orders={"class": list(config.CLASS_NAMES)},
+        height=440,
+        yaxis_range=[0, 1],
+        yaxis_title="F1",
+        xaxis=dict(categoryorder="array", categoryarray=list(config.CLASS_NAMES)),
+        margin=dict(t=30, b=10),
     )
-    fig.update_layout(height=380, yaxis_range=[0, 1], legend_title_text="", margin=dict(t=30, b=10))
+    _legend_below(fig)
     return fig
 
 
-def accuracy_vs_cost(table: pd.DataFrame, cost: str) -> go.Figure:
-    """Test accuracy against a cost column (training seconds or parameters), one labelled point per run."""
-    fig = px.scatter(table, x=cost, y="test accuracy", color="model", text="run", log_x=True)
-    fig.update_traces(textposition="top center", marker=dict(size=12))
-    fig.update_layout(height=380, yaxis_tickformat=".0%", yaxis_range=[0, 1.05], margin=dict(t=30, b=10))
+# Round durations for a log time axis: seconds, minutes, hours as people count them.
+NICE_SECONDS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 18000, 36000, 86400)
+
+
+def log_ticks(low: float, high: float, text, nice: tuple[float, ...] | None = None) -> tuple[list, list[str]]:
+    """Tick values spanning [low, high] on a log axis — 1-2-5 steps, or the ``nice`` ones — each written by
+    ``text``: an axis reads '10 s, 1 min, 5 min' or '500k, 1M, 2M', not plotly's '5 10 2 5 100 2'."""
+    low, high = max(low, 1e-9), max(high, low)
+    if nice is None:
+        exponents = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 2)
+        nice = tuple(step * 10.0**e for e in exponents for step in (1, 2, 5))
+    values = [v for v in nice if low / 2.5 <= v <= high * 2.5]
+    while len(values) > 6:  # thin out, keeping the ends
+        values = values[::2]
+    return values, [text(v) for v in values]
+
+
+def si_number(value: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def accuracy_vs_cost(table: pd.DataFrame, cost: str, colours: dict[str, str]) -> go.Figure:
+    """Test accuracy against a cost column ('wall time s' or 'parameters'), one coloured point per run."""
+    from fashion_lib import wording
+
+    fig = go.Figure()
+    for _, row in table.iterrows():
+        if row.get(cost) is None or pd.isna(row.get(cost)) or pd.isna(row.get("test accuracy")):
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[row[cost]],
+                y=[row["test accuracy"]],
+                mode="markers",
+                name=row["model"],
+                marker=dict(size=14, color=colours.get(row["run"])),
+            )
+        )
+    values = pd.to_numeric(table[cost], errors="coerce").dropna()
+    title = "training time" if cost == "wall time s" else cost
+    if len(values):
+        timed = cost == "wall time s"
+        ticks, texts = log_ticks(
+            float(values.min()),
+            float(values.max()),
+            wording.duration if timed else si_number,
+            NICE_SECONDS if timed else None,
+        )
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=texts, title_text=f"{title} (log scale)")
+    fig.update_yaxes(tickformat=".1%", title_text="test accuracy")
+    fig.update_layout(height=420, margin=dict(t=30, b=10), showlegend=True)
+    _legend_below(fig)
     return fig
 
 

@@ -103,3 +103,12 @@ def start() -> dict[str, str]:
 def current() -> dict | None:
     """The last lab started on this machine: {'runs': {label: run id}, 'note': …}, or None."""
     return runs.read_json(lab_file())
+
+
+def current_folders() -> dict[str, Path]:
+    """The last lab's run folders by label (empty when none was started or the file is damaged)."""
+    lab = current() or {}
+    started = lab.get("runs")
+    if not isinstance(started, dict):
+        return {}
+    return {str(label): config.runs_dir() / str(run_id) for label, run_id in started.items()}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashion_lib import config, data, evaluate, figures, lifecycle, models, runs, stats, wording
+from fashion_lib import config, data, evaluate, figures, models, runs, stats, wording
 
 SHIRT, PULLOVER = config.CLASS_NAMES.index("Shirt"), config.CLASS_NAMES.index("Pullover")
 # What the original, hand-written design report claimed (typed, not measured).
@@ -99,13 +99,7 @@ class Report:
 
 def default_runs() -> list[runs.RunInfo]:
     """The shipped models and the best completed run of each model family (never a collapsed one)."""
-    candidates = runs.comparable_runs()
-    chosen = [r for r in candidates if r.shipped]
-    for family in models.MODEL_NAMES:
-        best = runs.default_choice([r for r in candidates if r.model == family and not r.shipped])
-        if best is not None and best.state == lifecycle.COMPLETED and not runs.is_collapsed(best):
-            chosen.append(best)
-    return chosen
+    return runs.default_comparison(runs.comparable_runs())
 
 
 def resolve_runs(names: list[str]) -> list[runs.RunInfo]:

@@ -389,16 +389,32 @@ def comparable_runs() -> list[RunInfo]:
 
 
 def default_comparison(candidates: list[RunInfo]) -> list[RunInfo]:
-    """The newest run of each model family; a family with no run of the user's falls back to a shipped one."""
-    chosen: dict[str, RunInfo] = {}
-    for info in candidates:  # user runs come first, newest first
-        if info.model not in chosen and info.state == lifecycle.COMPLETED:
-            chosen[info.model] = info
-    return list(chosen.values())
+    """What a comparison (or the report) starts with: every shipped model, and the best completed run of
+    each model family among the user's own (never a collapsed one)."""
+    chosen = [r for r in candidates if r.shipped]
+    for family in models.MODEL_NAMES:
+        own = [
+            r for r in candidates if r.model == family and not r.shipped and r.state == lifecycle.COMPLETED
+        ]
+        best = default_choice(own)
+        if best is not None and not best.damaged and not is_collapsed(best):
+            chosen.append(best)
+    return chosen
+
+
+COMPARISON_COLUMNS = (
+    "model",
+    "test accuracy",
+    "macro-F1",
+    "wall time s",
+    "latency ms/image",
+    "size MB",
+    "parameters",
+)  # what matters first; the other columns are details
 
 
 def comparison_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
-    """One row per run: what it is, what it cost and how well it does, read from its validated summary."""
+    """One row per run, read from its validated summary: the COMPARISON_COLUMNS first, then the details."""
     rows = []
     for info in infos:
         s = info.summary or schemas.Summary()
@@ -407,23 +423,24 @@ def comparison_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
         extra = s.model_extra or {}
         rows.append(
             {
+                "model": info.label,
+                "test accuracy": s.test_accuracy,
+                "macro-F1": s.macro_f1,
+                "wall time s": s.wall_seconds,
+                "latency ms/image": s.latency_ms_per_image_batched,
+                "size MB": s.model_size_bytes / 1e6 if s.model_size_bytes is not None else None,
+                "parameters": final.total if final else None,
                 "run": info.run_id,
-                "model": s.display_name or info.model,
+                "family": s.display_name or info.model,
                 "weights": s.weights,
                 "input size": s.input_size,
                 "training images": s.training_images,
-                "parameters": final.total if final else None,
+                "epochs": s.epochs_run,
                 "trainable (stage 1)": params["stage1"].trainable if "stage1" in params else None,
                 "trainable (fine-tuning)": params["stage2"].trainable if "stage2" in params else None,
                 "feature extraction s": _number(extra.get("feature_extraction_seconds")),
                 "stage 1 s": _number(extra.get("stage1_seconds")),
                 "stage 2 s": _number(extra.get("stage2_seconds")),
-                "wall time s": s.wall_seconds,
-                "epochs": s.epochs_run,
-                "test accuracy": s.test_accuracy,
-                "macro-F1": s.macro_f1,
-                "latency ms/image": s.latency_ms_per_image_batched,
-                "size MB": s.model_size_bytes / 1e6 if s.model_size_bytes is not None else None,
             }
         )
     return rows

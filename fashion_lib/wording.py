@@ -6,15 +6,16 @@ from fashion_lib import schemas
 
 
 def duration(seconds: float | None) -> str:
-    """'45 s', '3 min 20 s', '1 h 05 min'; 'unknown' for None."""
+    """'45 s', '3 min 20 s', '5 min', '1 h 05 min', '2 h'; 'unknown' for None."""
     if seconds is None:
         return "unknown"
     seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+        return f"{seconds // 60} min" + (f" {seconds % 60:02d} s" if seconds % 60 else "")
+    minutes = seconds % 3600 // 60
+    return f"{seconds // 3600} h" + (f" {minutes:02d} min" if minutes else "")
 
 
 def percent(share: float | None, digits: int = 2) -> str:

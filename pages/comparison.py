@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, evaluate, export, figures, lifecycle, pitfall, runs
+from fashion_lib import evaluate, export, figures, lifecycle, pitfall, runs
 
 st.title("Compare models")
 st.markdown(
@@ -38,33 +38,32 @@ else:
         st.info("Pick at least one run.")
     else:
         table = pd.DataFrame(runs.comparison_table(chosen))
+        colours = figures.run_colours(chosen_ids)
+        names = {r.run_id: r.label for r in chosen}
+        formats = {
+            "test accuracy": st.column_config.NumberColumn(format="percent"),
+            "macro-F1": st.column_config.NumberColumn(format="%.4f"),
+            "wall time s": st.column_config.NumberColumn("training time s", format="%.0f"),
+            "latency ms/image": st.column_config.NumberColumn(format="%.3f"),
+            "size MB": st.column_config.NumberColumn(format="%.1f"),
+            "parameters": st.column_config.NumberColumn(format="localized"),
+        }
         with st.container(key="cmp_table"):
-            st.dataframe(
-                table,
-                hide_index=True,
-                column_config={
-                    "test accuracy": st.column_config.NumberColumn(format="percent"),
-                    "macro-F1": st.column_config.NumberColumn(format="%.4f"),
-                    "latency ms/image": st.column_config.NumberColumn(format="%.3f"),
-                    "size MB": st.column_config.NumberColumn(format="%.2f"),
-                    **{
-                        c: st.column_config.NumberColumn(format="%.0f")
-                        for c in table.columns
-                        if c.endswith(" s")
-                    },
-                },
-            )
+            st.dataframe(table[list(runs.COMPARISON_COLUMNS)], hide_index=True, column_config=formats)
+        with st.expander("Details: weights, input size, images, epochs, stage times, trainable parameters"):
+            st.dataframe(table.drop(columns=list(runs.COMPARISON_COLUMNS[1:])), hide_index=True)
         metric = st.radio(
             "Curves", ["val_accuracy", "val_loss", "accuracy", "loss"], horizontal=True, key="cmp_metric"
         )
         curves = {r.run_id: runs.read_metrics(r.folder) for r in chosen}
-        st.plotly_chart(figures.overlaid_curves(curves, metric), key="cmp_curves")
+        st.plotly_chart(figures.overlaid_curves(curves, metric, names, colours), key="cmp_curves")
         st.markdown("**Per-class F1**")
-        st.plotly_chart(figures.per_class_f1_bars(pd.DataFrame(runs.per_class_f1(chosen))), key="cmp_f1")
+        f1 = pd.DataFrame(runs.per_class_f1(chosen))
+        st.plotly_chart(figures.per_class_f1_bars(f1, names, colours), key="cmp_f1")
         st.markdown("**Accuracy against cost**")
         left, right = st.columns(2)
-        left.plotly_chart(figures.accuracy_vs_cost(table, "wall time s"), key="cmp_time")
-        right.plotly_chart(figures.accuracy_vs_cost(table, "parameters"), key="cmp_params")
+        left.plotly_chart(figures.accuracy_vs_cost(table, "wall time s", colours), key="cmp_time")
+        right.plotly_chart(figures.accuracy_vs_cost(table, "parameters", colours), key="cmp_params")
 
         with st.expander("Export a model", icon=":material/download:"):
             exportable = export.exportable(chosen)
@@ -105,28 +104,25 @@ st.markdown(
     "a squeezed signal."
 )
 lab = pitfall.plan()
-st.caption(lab.note)
-if st.button("Run the pitfall lab", icon=":material/science:", key="lab_start"):
+(st.caption if lab.shows_the_failure else st.warning)(lab.note)
+if st.button(lab.button_label, icon=":material/science:", key="lab_start"):
     pitfall.start()
     st.toast("Both lab runs are queued.")
 
-current = pitfall.current()
 
-
-def show_lab(current: dict) -> None:
-    cols = st.columns(len(current["runs"]))
-    for col, (label, run_id) in zip(cols, current["runs"].items(), strict=True):
-        folder = config.runs_dir() / run_id
+def show_lab(folders: dict[str, object]) -> None:
+    cols = st.columns(len(folders))
+    for col, (label, folder) in zip(cols, folders.items(), strict=True):
         state = lifecycle.state_of(folder) if folder.exists() else None
-        col.markdown(f"**{label}**  \n`{run_id}` — {state.state if state else 'deleted'}")
+        col.markdown(f"**{label}**  \n`{folder.name}` — {state.state if state else 'deleted'}")
         if state is None:
             continue
         if state.active:
             col.progress(runs.progress_summary(folder).fraction)
         elif state.state == lifecycle.COMPLETED:
             try:
-                saved = evaluate.load_predictions(folder)
-            except ValueError as exc:
+                saved = widgets.predictions_of(folder)
+            except (OSError, ValueError) as exc:
                 col.error(str(exc))
                 continue
             report = evaluate.collapse_report(saved.labels, saved.probabilities)
@@ -134,17 +130,16 @@ def show_lab(current: dict) -> None:
             (col.error if report.collapsed else col.success)(report.sentence())
             col.plotly_chart(
                 figures.prediction_histogram(report.predicted_counts, "predicted classes"),
-                key=f"lab_hist_{run_id}",
+                key=f"lab_hist_{folder.name}",
             )
         elif state.state in (lifecycle.FAILED, lifecycle.INTERRUPTED, lifecycle.DAMAGED):
             col.error(state.error or state.detail or state.state)
 
 
-lab_runs = current.get("runs") if isinstance(current, dict) else None
-if isinstance(lab_runs, dict) and lab_runs:
-    folders = [config.runs_dir() / str(rid) for rid in lab_runs.values()]
-    if any(f.exists() and lifecycle.state_of(f).active for f in folders):
-        st.fragment(show_lab, run_every=1.0)(current)
+lab_folders = pitfall.current_folders()
+if lab_folders:
+    if any(f.exists() and lifecycle.state_of(f).active for f in lab_folders.values()):
+        st.fragment(show_lab, run_every=1.0)(lab_folders)
     else:
-        show_lab(current)
+        show_lab(lab_folders)
 widgets.data_source_banner(widgets.dataset_or_stop())

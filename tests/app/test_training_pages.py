@@ -103,16 +103,23 @@ def test_compare_page_defaults_to_the_shipped_model(shipped, dataset):
     at = page_test("comparison.py").run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table["run"]) == ["baseline"]
+    assert list(table["model"]) == [runs.read_run(shipped, shipped=True).label]
+    assert list(table.columns[:4]) == [
+        "model",
+        "test accuracy",
+        "macro-F1",
+        "wall time s",
+    ]  # what matters first
 
 
 def test_compare_page_compares_a_run_with_the_shipped_model(completed, shipped, failed, dataset):
     at = page_test("comparison.py").run()
     assert not at.exception
-    assert at.multiselect(key="cmp_runs").value == [completed.name]  # newest per family
-    at.multiselect(key="cmp_runs").set_value([completed.name, "baseline"]).run()
+    expected = [r.run_id for r in runs.default_comparison(runs.comparable_runs())]  # shipped + best own
+    assert at.multiselect(key="cmp_runs").value == expected and expected[0] == "baseline"
+    at.multiselect(key="cmp_runs").set_value([completed.name]).run()
     table = at.dataframe[0].value
-    assert list(table["run"]) == [completed.name, "baseline"]
+    assert list(table["model"]) == [runs.read_run(completed).label]
     assert failed.name not in at.multiselect(key="cmp_runs").options
     summary = runs.read_json(completed / runs.SUMMARY_FILE)
     assert table.iloc[0]["test accuracy"] == summary["test_accuracy"]

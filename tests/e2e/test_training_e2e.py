@@ -65,12 +65,12 @@ def test_comparison_table_shows_two_runs(page: Page, app_url: str, dataset):
     open_page(page, f"{app_url}/comparison", "Compare models")
     expect(page.locator(".st-key-cmp_table [data-testid=stDataFrame]")).to_be_visible()
     grid = page.locator(".st-key-cmp_table [role=grid]")  # the data grid's accessible (off-screen) table
-    expect(grid).to_have_attribute("aria-rowcount", "2")  # header + the one default run
-    # the multiselect defaults to the newest run of each family: add the other one
-    completed = [r.label for r in runs.comparable_runs() if not r.shipped and r.state == "completed"]
+    defaults = runs.default_comparison(runs.comparable_runs())  # the shipped models + the best own run
+    expect(grid).to_have_attribute("aria-rowcount", str(len(defaults) + 1))  # header + those
+    other = next(r for r in runs.comparable_runs() if r.run_id not in {d.run_id for d in defaults})
     page.get_by_label("Runs to compare").first.click()
-    page.get_by_role("option", name=completed[1]).click()
+    page.get_by_role("option", name=other.label).click()
     wait_for_script(page)
     page.keyboard.press("Escape")
-    expect(grid).to_have_attribute("aria-rowcount", "3")  # header + two runs
+    expect(grid).to_have_attribute("aria-rowcount", str(len(defaults) + 2))
     screenshot(page, "comparison")

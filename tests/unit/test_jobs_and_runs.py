@@ -184,18 +184,46 @@ def test_comparison_table_and_shipping_read_the_real_summary(dataset, tmp_path):
     assert loaded.shipped and loaded.test_accuracy == summary["test_accuracy"]
 
 
-def test_default_comparison_takes_the_newest_completed_run_of_each_family(tmp_path):
-    def info(run_id, model, state="completed", shipped=False):
-        return runs.RunInfo(run_id, tmp_path / run_id, state, model, shipped, 0.9, None)
+def fake_run(folder, model, accuracy, state="completed", shipped=False, collapsed=False):
+    """A RunInfo whose folder holds predictions: right on ``accuracy`` of 1,000 images, or all 'Dress'."""
+    folder.mkdir(parents=True)
+    labels = np.repeat(np.arange(10), 100)
+    predicted = (
+        np.full(1000, 3)
+        if collapsed
+        else np.where(np.arange(1000) < accuracy * 1000, labels, (labels + 1) % 10)
+    )
+    np.savez(
+        folder / runs.PREDICTIONS_FILE,
+        probabilities=np.eye(10)[predicted],
+        labels=labels,
+        test_index=np.arange(1000),
+    )
+    return runs.RunInfo(folder.name, folder, state, model, shipped, accuracy, None)
 
+
+def test_default_model_is_the_last_choice_else_the_best_completed_never_a_collapsed_one(tmp_path):
+    best = fake_run(tmp_path / "2", "baseline", 0.93)
+    collapsed = fake_run(tmp_path / "9", "efficientnet_b0", 0.95, collapsed=True)  # newer and "better"
+    stopped = fake_run(tmp_path / "5", "baseline", 0.99, state="stopped")
+    shipped = fake_run(tmp_path / "ship", "baseline", 0.91, shipped=True)
+    candidates = [collapsed, stopped, best, shipped]
+    assert runs.default_choice(candidates).run_id == "2"
+    assert runs.default_choice(candidates, last_choice="ship").run_id == "ship"  # the user's own choice
+    assert runs.default_choice(candidates, last_choice="gone").run_id == "2"
+    assert runs.default_choice([collapsed]).run_id == "9"  # nothing else to show: still something
+
+
+def test_default_comparison_is_the_shipped_models_and_the_best_own_run_of_each_family(tmp_path):
     candidates = [
-        info("3", "baseline"),
-        info("2", "mobilenet_v2", "stopped"),
-        info("1", "baseline"),
-        info("ship", "baseline", shipped=True),
-        info("m-ship", "mobilenet_v2", shipped=True),
+        fake_run(tmp_path / "3", "baseline", 0.90),
+        fake_run(tmp_path / "2", "mobilenet_v2", 0.94, state="stopped"),
+        fake_run(tmp_path / "1", "baseline", 0.92),
+        fake_run(tmp_path / "4", "efficientnet_b0", 0.10, collapsed=True),
+        fake_run(tmp_path / "ship", "baseline", 0.93, shipped=True),
+        fake_run(tmp_path / "m-ship", "mobilenet_v2", 0.95, shipped=True),
     ]
-    assert [r.run_id for r in runs.default_comparison(candidates)] == ["3", "m-ship"]
+    assert [r.run_id for r in runs.default_comparison(candidates)] == ["ship", "m-ship", "1"]
 
 
 # ------------------------------------------------------------------------------------------- diagnosis

@@ -20,7 +20,8 @@ def test_row_shares_never_read_zero_for_a_few_errors():
     assert wording.share_of_row(0.003, 3) == "<1 %" and wording.share_of_row(0.0, 0) == "0"
     assert wording.share_of_row(0.126, 126) == "13 %"
     assert wording.percent(0.9301) == "93.01 %" and wording.percent(None) == "—"
-    assert wording.duration(200) == "3 min 20 s"
+    assert wording.duration(200) == "3 min 20 s" and wording.duration(300) == "5 min"
+    assert wording.duration(3600) == "1 h" and wording.duration(3900) == "1 h 05 min"
 
 
 def test_augmentation_is_described_in_degrees_and_percent():
@@ -49,3 +50,12 @@ def test_a_gallery_orders_by_confidence_and_marks_suspects():
     assert list(shown) == [1, 2] and captions[0].startswith("#101 · 90% ⚠ possible label error")
     shown, _ = evaluate.gallery(p, np.arange(3), "least confident first")
     assert list(shown) == [0, 2, 1]
+
+
+def test_log_axes_read_in_round_numbers():
+    from fashion_lib import figures
+
+    ticks, texts = figures.log_ticks(2, 270, wording.duration, figures.NICE_SECONDS)
+    assert texts == ["1 s", "5 s", "20 s", "1 min", "5 min"] and ticks == sorted(ticks)
+    _, texts = figures.log_ticks(888_154, 2_300_000, figures.si_number)
+    assert texts == ["500k", "1M", "2M", "5M"]
