@@ -53,6 +53,8 @@ def model_card(folder: Path) -> dict[str, Any]:
         "macro_f1": summary["macro_f1"],
         "per_class_f1": summary["per_class_f1"],
         "wall_seconds": summary["wall_seconds"],
+        "cpu_seconds": summary.get("cpu_seconds"),
+        "cpu_count": os.cpu_count(),
         "parameters": summary["parameters"],
         "model_size_bytes": summary["model_size_bytes"],
         "library_versions": summary["library_versions"],
@@ -67,10 +69,15 @@ def card_markdown(card: dict[str, Any], kind: str = "shipped model") -> str:
         "",
         f"- Test accuracy: **{card['test_accuracy']:.2%}** on {card['test_images']:,} test images; "
         f"macro-F1 {card['macro_f1']:.4f}",
-        f"- Trained on {card['training_images']:,} images in {card['wall_seconds']:.0f} s; "
-        f"weights: {card['weights']}",
+        f"- Trained on {card['training_images']:,} images in {card['wall_seconds']:.0f} s"
+        + (
+            f" ({card['cpu_seconds'] / 60:.0f} CPU-minutes on a {card.get('cpu_count') or '?'}-core machine)"
+            if card.get("cpu_seconds")
+            else ""
+        )
+        + f"; weights: {card['weights']}",
         f"- Parameters: {card['parameters']['stage1']['total']:,}; "
-        f"file size {card['model_size_bytes']:,} bytes",
+        f"file size {card['model_size_bytes']:,} bytes ({card['model_size_bytes'] / 1e6:.1f} MB)",
         f"- Data fingerprint {card['data_fingerprint']}, split checksum {card['split_checksum']}",
         *([f"- {card['calibration']}"] if card.get("calibration") else []),
         f"- Libraries: {', '.join(f'{k} {v}' for k, v in card['library_versions'].items())}",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from fashion_lib import config, explain, models, photos, runs
+from fashion_lib import config, evaluate, explain, models, photos, runs
 
 MAX_PIXEL_IMAGES = 256  # images per pixel-array request
 BATCH_WINDOW_MS = 2.0  # how long the first request of a batch waits for others to join it
@@ -116,26 +115,11 @@ class MicroBatcher:
 # -------------------------------------------------------------------------------------------- inputs
 
 
-def claims_fashion_mnist_size(data: bytes) -> bool:
-    """Whether the image header says 28×28 (the header only: nothing is decoded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size == (SIZE, SIZE)
-    except Exception:  # any unreadable header: photos.convert_upload says what is wrong with it
-        return False
-
-
 def model_input(data: bytes) -> tuple[np.ndarray, str]:
     """One upload → the 28×28 uint8 image the model sees, and how it was obtained. Raises PhotoError."""
-    if claims_fashion_mnist_size(data):
-        photo = photos.load_photo(data)
-        rgb = photo.rgb
-        gray = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
-        if gray and photo.alpha is None and photos.corner_colour(rgb)[0] < 128:
-            return rgb[..., 0].copy(), AS_IS
     _, conversion = photos.convert_upload(data)
+    if conversion.mask_method == photos.AS_IS:
+        return conversion.image, AS_IS
     return conversion.image, f"photo conversion ({conversion.mask_method})"
 
 
@@ -202,8 +186,11 @@ def heatmap_pngs(model, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def top_classes(probabilities: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
     """The k most probable classes of each row, most probable first."""
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    classes, shares = evaluate.top_k(probabilities, k)
     return [
-        [{"label": config.CLASS_NAMES[i], "index": int(i), "probability": float(row[i])} for i in idx]
-        for row, idx in zip(probabilities, order, strict=True)
+        [
+            {"label": config.CLASS_NAMES[c], "index": int(c), "probability": float(p)}
+            for c, p in zip(cs, ps, strict=True)
+        ]
+        for cs, ps in zip(classes, shares, strict=True)
     ]

@@ -282,9 +282,33 @@ def map_to_photo(heatmap: np.ndarray, conversion: Conversion) -> np.ndarray:
     return full
 
 
+AS_IS = "as it is"  # the mask method of an upload that already is a Fashion-MNIST image
+
+
+def already_fashion_mnist(photo: Photo) -> bool:
+    """A 28×28 grayscale image, light on a dark background: Fashion-MNIST's own form, used as it is
+    (converted like a photo it would be negated and misread)."""
+    rgb = photo.rgb
+    return (
+        rgb.shape[:2] == (SIZE, SIZE)
+        and photo.alpha is None
+        and bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        and corner_colour(rgb)[0] < 128
+    )
+
+
+def as_is(photo: Photo) -> Conversion:
+    image = np.ascontiguousarray(photo.rgb[..., 0])
+    full = (0, 0, SIZE, SIZE)
+    return Conversion(image, {"28×28, used as uploaded": image}, full, full, (SIZE, SIZE), AS_IS)
+
+
 def convert_upload(data: bytes, segment: bool = True) -> tuple[Photo, Conversion]:
-    """Validate an upload and convert it; raises PhotoError only."""
+    """Validate an upload and convert it (or take it as it is, when it already is a Fashion-MNIST image);
+    raises PhotoError only."""
     photo = load_photo(data)
+    if already_fashion_mnist(photo):
+        return photo, as_is(photo)
     try:
         return photo, to_fashion_mnist(photo, segment)
     except PhotoError:

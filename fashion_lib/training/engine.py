@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import resource
 import shutil
 import signal
 import time
@@ -100,7 +101,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    wall_started = time.perf_counter()
+    wall_started, cpu_started = time.perf_counter(), _cpu_seconds()
     ds = data.load()
     splits = make_splits(cfg, ds)
     weights = models.resolve_weights(cfg.model, cfg.weights)
@@ -175,6 +176,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             "compute_dtype": cfg.compute_dtype,
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
             "wall_seconds": round(time.perf_counter() - wall_started, 3),
+            "cpu_seconds": round(_cpu_seconds() - cpu_started, 1),  # all threads: what the run cost
             "library_versions": library_versions(),
             "data_fingerprint": data.DATA_FINGERPRINT,
             "split_checksum": splits.checksum(),
@@ -185,6 +187,12 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     runs.write_json(folder / runs.SUMMARY_FILE, summary)
     runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "done", "time": time.time()})
     return lifecycle.STOPPED if stopped else lifecycle.COMPLETED
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (user + system, all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _phase(folder: Path, text: str) -> None:

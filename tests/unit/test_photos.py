@@ -278,3 +278,11 @@ def _claiming_other_size(data: bytes, rng: np.random.Generator) -> bytes:
         if at > 14:
             data[at : at + 4] = (side & 0x3FFF).to_bytes(2, "little") * 2
     return bytes(data)
+
+
+def test_an_uploaded_fashion_mnist_image_is_used_as_it_is(dataset):
+    image = dataset.x_test[0]  # light on black, 28 × 28: already the model's input
+    _, conv = photos.convert_upload(encode(image, "PNG"))
+    assert conv.mask_method == photos.AS_IS and np.array_equal(conv.image, image)
+    _, photo_like = photos.convert_upload(encode(255 - image, "PNG"))  # dark on white: a photo, converted
+    assert photo_like.mask_method != photos.AS_IS
