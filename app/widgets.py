@@ -248,6 +248,23 @@ def loaded_model(folder: Path):
         raise ValueError(f"the model of {folder.name} cannot be loaded ({exc})") from None
 
 
+@st.cache_resource(
+    show_spinner="Learning what this model's training images look like (once per model)…", max_entries=6
+)
+def _familiar(path: str, mtime: float):
+    from fashion_lib import confidence
+
+    model = _loaded_model(path, mtime)
+    stats = confidence.familiarity(model, Path(path), _cached_dataset())
+    return stats, confidence.with_features(model, stats.layer)
+
+
+def familiar(folder: Path):
+    """(familiarity statistics, a [features, probabilities] model) of a run's model, once per file."""
+    path = folder / "model.keras"
+    return _familiar(str(path), path.stat().st_mtime)
+
+
 @st.cache_data(show_spinner="Converting the photo…", max_entries=32)
 def converted(payload: bytes, segment: bool):
     """An upload's conversion, once per file and setting (changing the opacity does not redo it);

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from fashion_lib import config, evaluate, explain, models, photos, runs
+from fashion_lib import confidence, config, evaluate, explain, models, photos, runs
 
 MAX_PIXEL_IMAGES = 256  # images per pixel-array request
 BATCH_WINDOW_MS = 2.0  # how long the first request of a batch waits for others to join it
@@ -41,25 +41,38 @@ class BadInput(ValueError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to answer: ``predict`` maps raw pixels (N, 28, 28, 1) float32 to probabilities."""
+    """A model ready to answer: ``predict`` maps raw pixels (N, 28, 28, 1) float32 to rows of the ten class
+    probabilities followed by the image's familiarity distance (``confidence``), in one forward pass."""
 
     model: Any
     predict: Callable[[np.ndarray], np.ndarray]
+    familiarity: confidence.Familiarity
+
+
+def split(answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, 10), familiarity distances (N,)) from ``LoadedModel.predict``'s rows."""
+    return answers[:, : config.NUM_CLASSES], answers[:, config.NUM_CLASSES]
 
 
 def load_warm(folder: Path) -> LoadedModel:
-    """Load ``folder``'s model (safe mode), compile its forward pass once and warm up every path a request
-    takes (forward pass at two batch sizes, Grad-CAM, the photo conversion), so no request pays for it."""
+    """Load ``folder``'s model (safe mode), learn where its training images lie (``confidence``), compile its
+    forward pass once and warm up every path a request takes (forward pass at two batch sizes, Grad-CAM, the
+    photo conversion), so no request pays for it."""
     import tensorflow as tf
 
+    from fashion_lib import data
+
     model = models.load_model(folder / runs.MODEL_FILE)
+    stats = confidence.familiarity(model, folder / runs.MODEL_FILE, data.load())
+    both = confidence.with_features(model, stats.layer)
     forward = tf.function(
-        lambda x: model(x, training=False),
+        lambda x: both(x, training=False),
         input_signature=[tf.TensorSpec((None, SIZE, SIZE, 1), tf.float32)],
     )
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return forward(images).numpy()
+        features, probabilities = (t.numpy() for t in forward(images))
+        return np.concatenate([probabilities, stats.distances(features)[:, None]], axis=1)
 
     for n in (1, MAX_BATCH):
         predict(np.zeros((n, SIZE, SIZE, 1), np.float32))
@@ -68,7 +81,7 @@ def load_warm(folder: Path) -> LoadedModel:
     photo = np.full((64, 48, 3), 255, np.uint8)
     photo[16:48, 12:36] = 40
     photos.to_fashion_mnist(photos.Photo(photo))
-    return LoadedModel(model, predict)
+    return LoadedModel(model, predict, stats)
 
 
 class MicroBatcher:
@@ -115,30 +128,31 @@ class MicroBatcher:
 # -------------------------------------------------------------------------------------------- inputs
 
 
-def model_input(data: bytes) -> tuple[np.ndarray, str]:
-    """One upload → the 28×28 uint8 image the model sees, and how it was obtained. Raises PhotoError."""
+def model_input(data: bytes) -> tuple[photos.Conversion, str]:
+    """One upload → its conversion (the 28×28 uint8 image the model sees), and how it was obtained. Raises
+    PhotoError."""
     _, conversion = photos.convert_upload(data)
     if conversion.mask_method == photos.AS_IS:
-        return conversion.image, AS_IS
-    return conversion.image, f"photo conversion ({conversion.mask_method})"
+        return conversion, AS_IS
+    return conversion, f"photo conversion ({conversion.mask_method})"
 
 
-def model_inputs(payloads: list[tuple[str, bytes]]) -> tuple[np.ndarray, list[str]]:
-    """Every upload (file name, bytes) → images (N, 28, 28) uint8 and how each was obtained; BadInput
-    listing every file that cannot be used, with the reason."""
-    images, hows, problems = [], [], []
+def model_inputs(payloads: list[tuple[str, bytes]]) -> tuple[np.ndarray, list[str], list[photos.Conversion]]:
+    """Every upload (file name, bytes) → images (N, 28, 28) uint8, how each was obtained and its conversion;
+    BadInput listing every file that cannot be used, with the reason."""
+    conversions, hows, problems = [], [], []
     for index, (name, data) in enumerate(payloads):
         try:
-            image, how = model_input(data)
+            conversion, how = model_input(data)
         except photos.PhotoError as exc:
             problems.append({"index": index, "file": name, "detail": str(exc)})
             continue
-        images.append(image)
+        conversions.append(conversion)
         hows.append(how)
     if problems:
         detail = "; ".join(f"file {p['index'] + 1} ({p['file']}): {p['detail']}" for p in problems)
         raise BadInput("invalid_image", detail, problems)
-    return np.stack(images), hows
+    return np.stack([c.image for c in conversions]), hows, conversions
 
 
 def parse_pixels(body: bytes) -> np.ndarray:
@@ -194,3 +208,15 @@ def top_classes(probabilities: np.ndarray, k: int) -> list[list[dict[str, Any]]]
         ]
         for cs, ps in zip(classes, shares, strict=True)
     ]
+
+
+def verdicts(
+    loaded: LoadedModel, probabilities: np.ndarray, distances: np.ndarray, conversions: list | None = None
+) -> list[dict[str, Any]]:
+    """For each image: a class or "not sure", with the reasons (``confidence.decide``)."""
+    conversions = conversions or [None] * len(probabilities)
+    out = []
+    for p, d, c in zip(probabilities, distances, conversions, strict=True):
+        verdict = confidence.decide(p, c, float(d), loaded.familiarity)
+        out.append({"label": verdict.label, "sure": verdict.sure, "reasons": list(verdict.reasons)})
+    return out

@@ -158,6 +158,8 @@ class Conversion:
     placement: tuple[int, int, int, int]  # x0, y0, x1, y1 of the object inside the 28×28 image
     photo_shape: tuple[int, int]
     mask_method: str
+    foreground_share: float = 0.0  # of the photo's pixels, what the mask took for the product
+    border_share: float = 0.0  # the largest share of one edge's pixels that are product (cut off?)
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -267,7 +269,20 @@ def to_fashion_mnist(photo: Photo, segment: bool = True) -> Conversion:
         "resized + sharpened": np.rint(sharpened).astype(np.uint8),
         "28×28, centred": final,
     }
-    return Conversion(final, steps, (x0, y0, x1, y1), (ox, oy, ox + nw, oy + nh), (h, w), method)
+    # A product cut off by the frame reaches the edge; GrabCut keeps its outermost 2 % as background, so
+    # look just inside that band.
+    m = min(max(1, round(0.03 * min(h, w))), min(h, w) // 2 - 1)
+    edges = max(float(line.mean()) for line in (mask[m], mask[-m - 1], mask[:, m], mask[:, -m - 1]))
+    return Conversion(
+        final,
+        steps,
+        (x0, y0, x1, y1),
+        (ox, oy, ox + nw, oy + nh),
+        (h, w),
+        method,
+        float(mask.mean()),
+        edges,
+    )
 
 
 def map_to_photo(heatmap: np.ndarray, conversion: Conversion) -> np.ndarray:

@@ -120,10 +120,17 @@ class ClassProbability(BaseModel):
     probability: float
 
 
+class Verdict(BaseModel):
+    label: str | None  # None: not sure
+    sure: bool
+    reasons: list[str]
+
+
 class ImagePrediction(BaseModel):
     file: str | None
     input: str
     top: list[ClassProbability]
+    verdict: Verdict
     heatmap_png: str | None = None
 
 
@@ -134,23 +141,28 @@ class Prediction(BaseModel):
 
 
 async def predict_images(
-    service: Service, images: np.ndarray, files: list[str | None], hows: list[str], top_k: int, cam: bool
+    service: Service,
+    images: np.ndarray,
+    files: list[str | None],
+    hows: list[str],
+    top_k: int,
+    cam: bool,
+    conversions: list | None = None,
 ) -> dict[str, Any]:
     """The response for images (N, 28, 28): batched forward pass, or Grad-CAM (which also predicts)."""
+    x = images[..., None].astype(np.float32)
+    probabilities, distances = inference.split(await service.batcher(x))
     heatmaps: list[str | None] = [None] * len(images)
     if cam:
-        probabilities, heatmaps = await run_in_threadpool(
-            inference.heatmap_pngs, service.loaded.model, images
-        )
-    else:
-        probabilities = await service.batcher(images[..., None].astype(np.float32))
+        _, heatmaps = await run_in_threadpool(inference.heatmap_pngs, service.loaded.model, images)
     tops = inference.top_classes(probabilities, top_k)
+    verdicts = inference.verdicts(service.loaded, probabilities, distances, conversions)
     return {
         "model": service.info(),
         "calibrated": service.card.get("temperature") is not None,
         "predictions": [
-            {"file": f, "input": how, "top": top, "heatmap_png": heat}
-            for f, how, top, heat in zip(files, hows, tops, heatmaps, strict=True)
+            {"file": f, "input": how, "top": top, "verdict": verdict, "heatmap_png": heat}
+            for f, how, top, verdict, heat in zip(files, hows, tops, verdicts, heatmaps, strict=True)
         ],
     }
 
@@ -344,10 +356,11 @@ def create_app(
                 detail = f"file {index + 1} ({upload.filename}) is {size:.1f} MB; the limit is {limit} MB"
                 raise ApiError(413, "file_too_large", detail)
             payloads.append((upload.filename, data))
-        images, hows = await anyio.to_thread.run_sync(
+        images, hows, conversions = await anyio.to_thread.run_sync(
             inference.model_inputs, payloads, limiter=served.conversions
         )
-        return await predict_images(served, images, [name for name, _ in payloads], hows, top_k, cam)
+        names = [name for name, _ in payloads]
+        return await predict_images(served, images, names, hows, top_k, cam, conversions)
 
     @app.post(
         "/predict/pixels",

@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from app import widgets
-from fashion_lib import config, evaluate, explain, photos, runs, wording
+from fashion_lib import confidence, config, evaluate, explain, photos, runs, wording
 
 NAMES = list(config.CLASS_NAMES)
 ZOOM = 6  # 28 px shown at 168 px
@@ -99,6 +99,10 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
     layer = None if (layer_choice.startswith("last") or model_info is not first) else layer_choice
     cam = explain.gradcam(model, image28[None, ..., None], class_index, layer)
     probs, heat = cam.probabilities[0], cam.heatmaps[0]
+    stats, features_of = widgets.familiar(model_info.folder)
+    distance = float(stats.distances(confidence.features(features_of, image28[None]))[0])
+    verdict = confidence.decide(probs, conversion, distance, stats)
+    (st.success if verdict.sure else st.warning)(f"**{verdict.sentence()}**")
     classes, shares = evaluate.top_k(probs[None], 3)
     st.markdown(
         f"**{model_info.label}** — "

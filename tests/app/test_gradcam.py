@@ -33,6 +33,9 @@ def test_uploading_photos_shows_the_strip_prediction_and_overlays_and_a_bad_file
     assert "notes.jpg: this is not an image we can read" in at.error[0].value
     captions = [c.value for c in at.caption]
     assert any("a 7×7 map" in c for c in captions)
+    verdicts = [e.value for e in [*at.success, *at.warning] if e.value.startswith("**")]
+    assert len(verdicts) == 1  # one photo could be used: one verdict, a class or "not sure" with reasons
+    assert verdicts[0].startswith("**Not sure:") or " %)**" in verdicts[0]
 
 
 def test_a_test_image_by_index_is_explained(gradcam_page, dataset):

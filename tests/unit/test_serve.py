@@ -398,3 +398,14 @@ def test_the_real_server_answers_over_http(no_token, dataset, tmp_path):
     finally:
         stop(server)
     assert "loaded and warmed up: ready" in log.read_text()
+
+
+def test_every_prediction_says_whether_it_is_sure_and_text_is_not_clothes(client, dataset):
+    from fashion_lib import photo_render
+
+    sure = client.post("/predict/pixels", json=dataset.x_test[:1].tolist()).json()["predictions"][0]
+    assert sure["verdict"] == {"label": sure["top"][0]["label"], "sure": True, "reasons": []}
+    text = photo_render.not_clothes("text", seed=0)  # a photo of words: none of the ten classes
+    doubt = client.post("/predict", files=files(text)).json()["predictions"][0]
+    assert doubt["verdict"]["sure"] is False and doubt["verdict"]["label"] is None
+    assert "unlike the images the model learnt from" in doubt["verdict"]["reasons"][0]

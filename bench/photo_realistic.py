@@ -1,0 +1,109 @@
+"""Models on product photos: test images rendered as photos (``fashion_lib.photo_render``: coloured and
+patterned products, rotation, perspective, shadows) on white, plain-colour, gradient and busy backgrounds,
+converted by the app's own ``photos.convert_upload`` and classified by each shipped model (or the runs named).
+Also: how often the app says "not sure" on those photos and on pictures of things that are not clothes.
+
+    python -m bench.photo_realistic [--per-class 20] [--models baseline,mobilenet_v2] [--no-segment]
+
+Prints accuracy by background, the "not sure" rates, and the conversion time; asserts nothing. It is more
+realistic than bench.photo_synthetic (plain pastes of test images), but rendered, not photographed: real
+photos of worn clothes and cluttered rooms are harder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from fashion_lib import confidence, config, data, models, photo_render, photos, runs
+from fashion_lib.training.pipelines import predict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--per-class", type=int, default=20, help="test images per class and background")
+    parser.add_argument("--models", help="run ids or shipped names (default: every shipped model)")
+    parser.add_argument("--no-segment", action="store_true", help="the corner-colour trim only (no GrabCut)")
+    args = parser.parse_args()
+
+    ds = data.load()
+    index = data.stratified_subset(ds.y_test, args.per_class * config.NUM_CLASSES, seed=0)
+    names = args.models.split(",") if args.models else [r.run_id for r in runs.shipped_models()]
+    loaded = {name: models.load_model(runs.resolve_run(name) / runs.MODEL_FILE) for name in names}
+
+    images, labels, kinds, seconds, conversions = [], [], [], [], []
+    for b, background in enumerate(photo_render.BACKGROUNDS):
+        for k, i in enumerate(index):
+            jpeg = photo_render.render(ds.x_test[i], background, seed=100_000 * b + k)
+            started = time.perf_counter()
+            _, conversion = photos.convert_upload(jpeg, segment=not args.no_segment)
+            seconds.append(time.perf_counter() - started)
+            images.append(conversion.image)
+            conversions.append(conversion)
+            labels.append(int(ds.y_test[i]))
+            kinds.append(background)
+    ood, ood_conversions = [], []
+    for k, kind in enumerate(photo_render.OUT_OF_CLASS * (args.per_class * 2)):
+        _, conversion = photos.convert_upload(
+            photo_render.not_clothes(kind, seed=k), segment=not args.no_segment
+        )
+        ood.append(conversion.image)
+        ood_conversions.append(conversion)
+    x = np.stack(images)[..., None]
+    labels, kinds = np.array(labels), np.array(kinds)
+    grid = f"{args.per_class} per class × {len(photo_render.BACKGROUNDS)} backgrounds"
+    print(
+        f"{len(images)} rendered product photos ({grid}) and {len(ood)} pictures of other things; "
+        f"conversion median {1000 * statistics.median(seconds):.0f} ms, slowest {1000 * max(seconds):.0f} ms"
+        + (" (no GrabCut)" if args.no_segment else "")
+    )
+    for name, model in loaded.items():
+        folder = runs.resolve_run(name)
+        stats = confidence.familiarity(model, folder / runs.MODEL_FILE, ds)
+        features_of = confidence.with_features(model, stats.layer)
+        probs = predict(model, x, batch_size=256)
+        right = probs.argmax(1) == labels
+        distances = stats.distances(confidence.features(features_of, x))
+        verdicts = [
+            confidence.decide(p, c, d, stats) for p, c, d in zip(probs, conversions, distances, strict=True)
+        ]
+        sure = np.array([v.sure for v in verdicts])
+        x_ood = np.stack(ood)[..., None]
+        ood_probs = predict(model, x_ood, batch_size=256)
+        ood_distances = stats.distances(confidence.features(features_of, x_ood))
+        ood_sure = np.array(
+            [
+                confidence.decide(p, c, d, stats).sure
+                for p, c, d in zip(ood_probs, ood_conversions, ood_distances, strict=True)
+            ]
+        )
+        natural = ds.x_test[index][..., None]
+        natural_sure = np.array(
+            [
+                confidence.decide(p, None, d, stats).sure
+                for p, d in zip(
+                    predict(model, natural),
+                    stats.distances(confidence.features(features_of, natural)),
+                    strict=True,
+                )
+            ]
+        )
+        by_bg = ", ".join(f"{bg} {np.mean(right[kinds == bg]):.1%}" for bg in photo_render.BACKGROUNDS)
+        print(f"\n== {runs.read_run(folder, shipped=runs.is_shipped(folder)).label}")
+        print(f"   accuracy on rendered photos: {np.mean(right):.1%} ({by_bg})")
+        print(
+            f"   'not sure' on product photos: {np.mean(~sure):.1%} (of the right answers "
+            f"{np.mean(~sure[right]):.1%}, of the wrong ones {np.mean(~sure[~right]):.1%}); accuracy when "
+            f"sure {np.mean(right[sure]) if sure.any() else float('nan'):.1%}"
+        )
+        print(f"   'not sure' on things that are not clothes: {np.mean(~ood_sure):.1%}")
+        print(f"   'not sure' on the same test images as they are (no photo): {np.mean(~natural_sure):.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""When to say "not sure" instead of a label. Three signs, each with its reason for the user:
+
+- the photo's conversion went wrong (nothing stands out, no background found, the product cut off);
+- the image looks unlike anything the model was trained on: its features (the layer before the output)
+  are further from every class than ``FAMILIAR_QUANTILE`` of held-out training images are (the Mahalanobis
+  distance to the nearest class mean, with one shared covariance);
+- the model's calibrated confidence in its best guess is low.
+
+Measured on rendered photos (``bench/photo_realistic``): products on four kinds of background against
+shapes, text and landscapes. The softmax confidence alone let most of those other things through (it calls
+a circle a Bag with 75 % confidence); the distance catches most of them. The statistics are computed once per
+model file from training images (never the test set) and kept on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fashion_lib import config, photos
+
+MIN_CONFIDENCE = 0.5  # below this calibrated probability of the top class: not sure
+FAMILIAR_QUANTILE = 99.0  # images further than this percentile of held-out training images: unfamiliar
+STATS_IMAGES, THRESHOLD_IMAGES = 5000, 1000  # training images for the class statistics / for the threshold
+MIN_FOREGROUND = 0.01  # less of the photo than this is the product: almost nothing stands out
+MAX_FOREGROUND = 0.85  # more than this: no background was told apart from the product
+MAX_BORDER = 0.3  # more of one edge of the photo than this is product: cut off by the frame
+MIN_INK = 12.0  # mean grey level of the 28×28 result below this: almost empty
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one image: a class name, or None for "not sure" with the reasons."""
+
+    label: str | None
+    confidence: float
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def sure(self) -> bool:
+        return self.label is not None
+
+    def sentence(self) -> str:
+        if self.sure:
+            return f"{self.label} ({100 * self.confidence:.0f} %)"
+        return "Not sure: " + "; ".join(self.reasons) + "."
+
+
+def conversion_problems(conversion: photos.Conversion | None) -> list[str]:
+    """Why the 28×28 image made from a photo may not show the product (empty when it looks fine)."""
+    if conversion is None or conversion.mask_method == photos.AS_IS:
+        return []
+    problems = []
+    if conversion.foreground_share < MIN_FOREGROUND:
+        problems.append("almost nothing in the photo stands out from the background")
+    elif conversion.foreground_share > MAX_FOREGROUND:
+        problems.append("no background could be told apart from the product")
+    if conversion.border_share > MAX_BORDER:
+        problems.append("the product seems cut off by the edge of the photo")
+    if float(np.mean(conversion.image)) < MIN_INK:
+        problems.append("the converted image is almost empty")
+    return problems
+
+
+@dataclass(frozen=True)
+class Familiarity:
+    """Where a model's training images lie in its feature space: per-class means, the inverse of the shared
+    covariance, and the distance beyond which an image is unlike them."""
+
+    layer: str
+    means: np.ndarray  # (10, d)
+    inverse: np.ndarray  # (d, d)
+    threshold: float
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each row of ``features`` to its nearest class mean."""
+        f = np.asarray(features, np.float64)
+        d = [np.einsum("ij,jk,ik->i", f - mu, self.inverse, f - mu) for mu in self.means]
+        return np.min(np.stack(d, axis=1), axis=1)
+
+
+def feature_layer(model) -> str:
+    """The layer whose output the distance is measured on: the one that feeds the output layer's input
+    (the baseline's hidden dense layer, a transfer model's pooled backbone features)."""
+    names = [layer.name for layer in model.layers]
+    for name in ("head_hidden", "head_pool"):
+        if name in names:
+            return name
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    if len(dense) >= 2:
+        return dense[-2].name
+    raise ValueError(f"model '{model.name}' has no layer before its output to measure familiarity on")
+
+
+def with_features(model, layer: str | None = None):
+    """A model answering [features, probabilities] in one pass (the same layers as ``model``)."""
+    import keras
+
+    layer = layer or feature_layer(model)
+    return keras.Model(
+        model.inputs[0], [model.get_layer(layer).output, model.output], name=f"{model.name}_familiar"
+    )
+
+
+def _stats_path(model_file: Path) -> Path:
+    digest = hashlib.md5(model_file.read_bytes()).hexdigest()[:16]
+    return config.cache_dir() / "familiarity" / f"{digest}.npz"
+
+
+def features(features_of, images: np.ndarray, batch: int = 128) -> np.ndarray:
+    """The feature rows of raw images (N, 28, 28) through a ``with_features`` model."""
+    x = np.asarray(images, np.float32).reshape(-1, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
+    parts = [np.asarray(features_of(x[i : i + batch], training=False)[0]) for i in range(0, len(x), batch)]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def familiarity(model, model_file: Path, ds) -> Familiarity:
+    """The model's familiarity statistics, from ``STATS_IMAGES`` balanced training images (the threshold
+    from ``THRESHOLD_IMAGES`` others); computed once per model file (seconds; about 20 s for a transfer model
+    at 128 px on 2 cores) and kept under ``$FASHION_HOME/cache``."""
+    from fashion_lib import data
+
+    path = _stats_path(model_file)
+    with contextlib.suppress(OSError, ValueError, KeyError), np.load(path) as stored:
+        return Familiarity(
+            str(stored["layer"]), stored["means"], stored["inverse"], float(stored["threshold"])
+        )
+    layer = feature_layer(model)
+    features_of = with_features(model, layer)
+    pool = data.stratified_subset(ds.y_train, STATS_IMAGES + THRESHOLD_IMAGES, seed=3)
+    fit, held = pool[:STATS_IMAGES], pool[STATS_IMAGES:]
+    fitted, labels = features(features_of, ds.x_train[fit]), ds.y_train[fit]
+    means = np.stack([fitted[labels == c].mean(axis=0) for c in range(config.NUM_CLASSES)])
+    centred = fitted - means[labels]
+    inverse = np.linalg.inv(centred.T @ centred / len(fitted) + 1e-3 * np.eye(fitted.shape[1]))
+    distances = Familiarity(layer, means, inverse, 0.0).distances(features(features_of, ds.x_train[held]))
+    result = Familiarity(layer, means, inverse, float(np.percentile(distances, FAMILIAR_QUANTILE)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(result, path)
+    return result
+
+
+def save(stats: Familiarity, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, layer=stats.layer, means=stats.means, inverse=stats.inverse, threshold=stats.threshold)
+    tmp.replace(path)
+
+
+def decide(
+    probabilities: np.ndarray,
+    conversion: photos.Conversion | None = None,
+    distance: float | None = None,
+    stats: Familiarity | None = None,
+) -> Verdict:
+    """The verdict for one image: its calibrated class probabilities, for a photo its conversion, and its
+    feature distance with the model's familiarity statistics (when known)."""
+    top = int(np.argmax(probabilities))
+    confidence = float(probabilities[top])
+    reasons = conversion_problems(conversion)
+    if distance is not None and stats is not None and distance > stats.threshold:
+        reasons.append(
+            "it looks unlike the images the model learnt from (further from all ten classes than "
+            f"{FAMILIAR_QUANTILE:g} % of training images)"
+        )
+    if confidence < MIN_CONFIDENCE:
+        reasons.append(
+            f"the model is only {100 * confidence:.0f} % sure of its best guess, "
+            f"{config.CLASS_NAMES[top]} — it may be none of the ten classes"
+        )
+    return Verdict(None if reasons else config.CLASS_NAMES[top], confidence, tuple(reasons))

@@ -1,0 +1,177 @@
+"""Product photos rendered from Fashion-MNIST images, and pictures of things that are not clothes: the
+measuring tape for the photo conversion and for how models do on photos (``bench/photo_realistic``).
+
+A 28×28 image is Fashion-MNIST's own negative of a catalogue photo: light where the product is, with its
+shading. ``render`` turns it back into a photo as a shop or a phone would take it: a coloured (sometimes
+patterned) product with that shading, slightly rotated and in perspective, casting a soft shadow, on one of
+four kinds of background — white (catalogue), a plain colour, a gradient, or a busy scene — then lit,
+noised and JPEG-compressed. ``not_clothes`` draws things the ten classes do not cover (shapes, text,
+landscapes), to measure how often the app says "not sure" when it should.
+
+Everything is seeded: the same arguments give the same picture.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+
+BACKGROUNDS = ("white", "plain", "gradient", "busy")
+OUT_OF_CLASS = ("shapes", "text", "landscape")
+SIDE = 480  # rendered photos are SIDE × SIDE before JPEG
+
+COLOURS = (
+    (235, 235, 230),  # white
+    (40, 40, 45),  # black
+    (35, 45, 90),  # navy
+    (170, 30, 40),  # red
+    (200, 180, 140),  # beige
+    (120, 120, 125),  # grey
+    (60, 110, 60),  # green
+    (90, 60, 40),  # brown
+    (210, 120, 160),  # pink
+    (70, 130, 190),  # light blue
+)
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A multiplicative pattern in [0.75, 1.15]: plain, stripes, checks or fabric noise."""
+    h, w = shape
+    kind = rng.integers(0, 4)
+    if kind == 0:
+        return np.ones(shape, np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = float(rng.uniform(8, 24))
+    if kind == 1:
+        angle = rng.uniform(0, np.pi)
+        stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0
+        return np.where(stripes, 1.1, 0.8).astype(np.float32)
+    if kind == 2:
+        checks = ((xx // period).astype(int) + (yy // period).astype(int)) % 2 == 0
+        return np.where(checks, 1.1, 0.82).astype(np.float32)
+    noise = cv2.GaussianBlur(rng.normal(0, 1, shape).astype(np.float32), (0, 0), 1.5)
+    return (1.0 + 0.08 * noise).astype(np.float32)
+
+
+def _background(kind: str, rng: np.random.Generator) -> np.ndarray:
+    h = w = SIDE
+    if kind == "white":
+        tone = rng.uniform(238, 255)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        vignette = 1 - 0.06 * (((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (w * w / 2))
+        return np.repeat((tone * vignette)[..., None], 3, axis=2)
+    if kind == "plain":
+        colour = rng.uniform(30, 230, 3)
+        return np.broadcast_to(colour, (h, w, 3)).astype(np.float32).copy()
+    if kind == "gradient":
+        a, b = rng.uniform(20, 240, 3), rng.uniform(20, 240, 3)
+        t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+        return (a * (1 - t) + b * t) * np.ones((1, w, 1), np.float32)
+    # busy: a floor or bed of large blobs, stripes and small clutter, like a room or a market stall
+    base = rng.uniform(60, 200, 3)
+    image = np.broadcast_to(base, (h, w, 3)).astype(np.float32).copy()
+    for _ in range(int(rng.integers(6, 14))):
+        colour = rng.uniform(0, 255, 3).tolist()
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        if rng.random() < 0.5:
+            axes = (int(rng.integers(20, 160)), int(rng.integers(20, 160)))
+            cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+        else:
+            size = (int(rng.integers(30, 200)), int(rng.integers(30, 200)))
+            cv2.rectangle(image, centre, (centre[0] + size[0], centre[1] + size[1]), colour, -1)
+    grain = cv2.GaussianBlur(rng.normal(0, 18, (h, w)).astype(np.float32), (0, 0), 2)
+    return cv2.GaussianBlur(image, (0, 0), 2) + grain[..., None]
+
+
+def render(image28: np.ndarray, background: str, seed: int) -> bytes:
+    """A JPEG product photo of the Fashion-MNIST image ``image28`` on a ``background`` (see BACKGROUNDS)."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}")
+    rng = np.random.default_rng(seed)
+    size = int(rng.uniform(0.45, 0.8) * SIDE)
+    shade = cv2.resize(np.asarray(image28, np.float32) / 255.0, (size, size), interpolation=cv2.INTER_CUBIC)
+    shade = np.clip(shade, 0, 1)
+    alpha = np.clip((shade - 0.06) / 0.12, 0, 1)  # the product: where Fashion-MNIST is not black
+    colour = np.array(COLOURS[int(rng.integers(0, len(COLOURS)))], np.float32) * rng.uniform(0.85, 1.1)
+    light = 0.55 + 0.45 * shade  # Fashion-MNIST's intensity is the product's shading
+    product = colour * (light * _texture(rng, shade.shape))[..., None]
+    # place it: a random position, a slight rotation and perspective
+    canvas_alpha = np.zeros((SIDE, SIDE), np.float32)
+    canvas = np.zeros((SIDE, SIDE, 3), np.float32)
+    x0 = int(rng.integers(0, SIDE - size + 1))
+    y0 = int(rng.integers(0, SIDE - size + 1))
+    canvas_alpha[y0 : y0 + size, x0 : x0 + size] = alpha
+    canvas[y0 : y0 + size, x0 : x0 + size] = product
+    src = np.float32([[0, 0], [SIDE, 0], [SIDE, SIDE], [0, SIDE]])
+    jitter = rng.uniform(-0.04, 0.04, (4, 2)).astype(np.float32) * SIDE
+    turn = cv2.getRotationMatrix2D((SIDE / 2, SIDE / 2), float(rng.uniform(-8, 8)), 1.0)
+    dst = cv2.transform((src + jitter)[None], turn)[0].astype(np.float32)
+    warp = cv2.getPerspectiveTransform(src, dst)
+    canvas_alpha = cv2.warpPerspective(canvas_alpha, warp, (SIDE, SIDE))
+    canvas = cv2.warpPerspective(canvas, warp, (SIDE, SIDE))
+    # a soft shadow under and beside it
+    scene = _background(background, rng)
+    shift = rng.integers(4, 18, 2)
+    shadow = cv2.GaussianBlur(np.roll(canvas_alpha, tuple(shift), axis=(0, 1)), (0, 0), 9)
+    scene = scene * (1 - 0.35 * shadow[..., None])
+    photo = scene * (1 - canvas_alpha[..., None]) + canvas * canvas_alpha[..., None]
+    # light and sensor
+    photo = photo * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
+    photo = photo + rng.normal(0, rng.uniform(1, 5), photo.shape)
+    return _jpeg(np.clip(photo, 0, 255).astype(np.uint8), int(rng.integers(70, 95)))
+
+
+def not_clothes(kind: str, seed: int) -> bytes:
+    """A JPEG of something that is none of the ten classes: ``shapes``, ``text`` or a ``landscape``."""
+    if kind not in OUT_OF_CLASS:
+        raise ValueError(f"kind must be one of {', '.join(OUT_OF_CLASS)}")
+    rng = np.random.default_rng(seed)
+    image = np.clip(_background("white" if kind != "landscape" else "gradient", rng), 0, 255).astype(np.uint8)
+    if kind == "shapes":
+        for _ in range(int(rng.integers(1, 4))):
+            colour = rng.uniform(0, 200, 3).tolist()
+            centre = (int(rng.integers(120, SIDE - 120)), int(rng.integers(120, SIDE - 120)))
+            radius = int(rng.integers(30, 110))
+            if rng.random() < 0.5:
+                cv2.circle(image, centre, radius, colour, -1)
+            else:
+                points = rng.integers(60, SIDE - 60, (int(rng.integers(3, 7)), 2)).astype(np.int32)
+                cv2.fillPoly(image, [points], colour)
+    elif kind == "text":
+        words = ("SALE", "Hello", "2026", "Menu", "OPEN", "Fashion", "Receipt", "Total 42")
+        for line in range(int(rng.integers(1, 4))):
+            cv2.putText(
+                image,
+                str(rng.choice(words)),
+                (int(rng.integers(20, 120)), 140 + 110 * line),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                float(rng.uniform(1.6, 3.0)),
+                rng.uniform(0, 120, 3).tolist(),
+                int(rng.integers(3, 9)),
+            )
+    else:  # landscape: sky, hills, a sun
+        horizon = int(rng.uniform(0.4, 0.7) * SIDE)
+        xs = np.arange(SIDE)
+        hills = (horizon + 30 * np.sin(xs / rng.uniform(30, 90) + rng.uniform(0, 6))).astype(int)
+        ground = rng.uniform(30, 140, 3)
+        for x, top in zip(xs, hills, strict=True):
+            image[top:, x] = ground
+        cv2.circle(
+            image,
+            (int(rng.integers(60, SIDE - 60)), int(rng.integers(40, horizon - 40))),
+            35,
+            (250, 220, 120),
+            -1,
+        )
+    noisy = image.astype(np.float32) + rng.normal(0, 3, image.shape)
+    return _jpeg(np.clip(noisy, 0, 255).astype(np.uint8), 90)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()

@@ -1,0 +1,69 @@
+"""Saying "not sure": conversion-quality checks on crafted photos, the decision on known probabilities,
+and the familiarity distance of the shipped baseline on test images and on things that are not clothes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fashion_lib import confidence, config, models, photo_render, photos, runs
+from tests.unit.test_photos import encode, silhouette
+
+
+def converted(image: np.ndarray) -> photos.Conversion:
+    return photos.convert_upload(encode(image, "PNG"))[1]
+
+
+def test_a_clean_product_photo_has_no_conversion_problem():
+    assert confidence.conversion_problems(converted(silhouette())) == []
+
+
+def test_a_product_cut_off_by_the_frame_is_flagged():
+    cut = silhouette(h=300, w=500, box=(0, 60, 200, 300))  # runs off the left and bottom edges
+    assert any("cut off" in p for p in confidence.conversion_problems(converted(cut)))
+
+
+def test_a_speck_is_almost_nothing_and_a_blank_photo_is_refused():
+    speck = silhouette(h=400, w=400, box=(200, 200, 206, 206))
+    problems = confidence.conversion_problems(converted(speck))
+    assert any("almost nothing" in p for p in problems)
+    with pytest.raises(photos.PhotoError, match="no product"):
+        converted(np.full((300, 300, 3), 255, np.uint8))
+
+
+def test_an_uploaded_fashion_mnist_image_is_never_judged_as_a_photo(dataset):
+    as_is = converted(dataset.x_test[0])
+    assert as_is.mask_method == photos.AS_IS and confidence.conversion_problems(as_is) == []
+
+
+def test_the_decision_says_why():
+    sure = confidence.decide(np.eye(10)[3] * 0.9 + 0.01)
+    assert sure.sure and sure.label == "Dress" and sure.sentence() == "Dress (91 %)"
+    unsure = confidence.decide(np.full(10, 0.1))
+    assert not unsure.sure and "only 10 % sure" in unsure.sentence()
+    stats = confidence.Familiarity("x", np.zeros((10, 2)), np.eye(2), threshold=4.0)
+    far = confidence.decide(np.eye(10)[3], distance=9.0, stats=stats)
+    assert not far.sure and "unlike the images the model learnt from" in far.reasons[0]
+    assert confidence.decide(np.eye(10)[3], distance=1.0, stats=stats).sure
+
+
+def test_the_shipped_baseline_knows_test_images_and_doubts_other_things(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    folder = config.CACHED_MODELS_DIR / "baseline"
+    model = models.load_model(folder / runs.MODEL_FILE)
+    stats = confidence.familiarity(model, folder / runs.MODEL_FILE, dataset)
+    again = confidence.familiarity(model, folder / runs.MODEL_FILE, dataset)  # from the cache
+    assert again.threshold == stats.threshold and stats.layer == "head_hidden"
+    features_of = confidence.with_features(model, stats.layer)
+    test_images = dataset.x_test[:500]
+    flagged = np.mean(stats.distances(confidence.features(features_of, test_images)) > stats.threshold)
+    assert flagged < 0.05  # about 1 % of held-out training images lie beyond the threshold
+    others = np.stack(
+        [
+            photos.convert_upload(photo_render.not_clothes(kind, seed))[1].image
+            for seed in range(10)
+            for kind in photo_render.OUT_OF_CLASS
+        ]
+    )
+    far = np.mean(stats.distances(confidence.features(features_of, others)) > stats.threshold)
+    assert far > 0.3  # measured: 58 % with the confidence rule too (bench.photo_realistic)
