@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from fashion_lib.config import REPO_ROOT
-from tests.e2e.conftest import CHROMIUM, free_port, stop, wait_until_healthy
+from tests.e2e.conftest import CHROMIUM
+from tests.processes import start_app, stop
 
 IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 REPEATS = 5
@@ -35,36 +33,9 @@ def settle(page, before: float) -> float:
 
 
 def main() -> None:
-    port = free_port()
-    log = open(tempfile.mktemp(suffix=".log"), "w")  # noqa: SIM115 - closed with the server
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app/main.py",
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
-    server = subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkdtemp()) / "server.log"
+    server, url = start_app(log)
     try:
-        wait_until_healthy(url, server, Path(log.name))
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
@@ -101,7 +72,6 @@ def main() -> None:
             browser.close()
     finally:
         stop(server)
-        log.close()
     print(f"machine load average now: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

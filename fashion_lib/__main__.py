@@ -117,6 +117,31 @@ def _stop_while_queued() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _as_job(args: argparse.Namespace, kind: str, prepare, work):
+    """What every job command shares: the run (or tuning job) folder from ``prepare(me)``, the machine's
+    lock — handed over by a launcher, or waited for — then ``work(folder, me)``. A stop while it waits for
+    the machine ends the folder 'stopped'. Returns (folder, what ``work`` returned, or None when it was
+    stopped before it began)."""
+    from fashion_lib import jobs, lifecycle, processes
+
+    me = processes.current()
+    _stop_while_queued()  # first: a stop may come as soon as the launcher has started this process
+    folder = None
+    try:
+        folder = prepare(me)
+        with jobs.machine_lock(
+            folder, kind=kind, wait=not args.no_wait, on_wait=_say_waiting, inherited_fd=args.lock_fd
+        ):
+            return folder, work(folder, me)
+    except (_StoppedWhileQueued, jobs.JobBusyError) as exc:
+        if folder is not None:
+            lifecycle.transition(folder, lifecycle.STOPPED, by=me, finished=time.time())
+        if isinstance(exc, jobs.JobBusyError):
+            raise
+        print(f"stopped before it started: {folder or args.run_dir}")
+        return folder, None
+
+
 def _prepare_run(args: argparse.Namespace, me) -> Path:
     """The run folder this command trains: handed over by a launcher, resumed, or new."""
     from fashion_lib import export, lifecycle
@@ -143,26 +168,13 @@ def _prepare_run(args: argparse.Namespace, me) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; print the run folder at the end."""
-    from fashion_lib import jobs, lifecycle, models, processes
+    from fashion_lib import jobs, lifecycle, models
     from fashion_lib.training import engine
 
-    me = processes.current()
-    _stop_while_queued()  # first: a stop may come as soon as the launcher has started this process
-    folder = None
     try:
-        try:
-            folder = _prepare_run(args, me)
-            with jobs.machine_lock(
-                folder, wait=not args.no_wait, on_wait=_say_waiting, inherited_fd=args.lock_fd
-            ):
-                folder = engine.train(run_dir=folder)
-        except (_StoppedWhileQueued, jobs.JobBusyError) as exc:
-            if folder is not None:
-                lifecycle.transition(folder, lifecycle.STOPPED, by=me, finished=time.time())
-            if isinstance(exc, jobs.JobBusyError):
-                raise
-            print(f"stopped before training started: {folder or args.run_dir}")
-            return 0
+        folder, result = _as_job(
+            args, "train", lambda me: _prepare_run(args, me), lambda f, me: engine.train(run_dir=f)
+        )
     except (
         ValueError,
         FileNotFoundError,
@@ -173,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if result is None:
+        return 0
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
     print(f"\nstatus: {lifecycle.effective_state(folder)}")
     if "test_accuracy" in summary:
@@ -288,39 +302,32 @@ def _tune_config(args: argparse.Namespace):
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Search hyperparameters into a study (new or resumed); one progress line per finished trial."""
-    from fashion_lib import jobs, lifecycle, processes
+    from fashion_lib import jobs, lifecycle
     from fashion_lib.tuning import search
     from fashion_lib.tuning.storage import TuningStoreError
 
     if args.worker is not None:
         return search.run_worker(args.run_dir, args.worker, args.heartbeat)
-    me = processes.current()
-    _stop_while_queued()
-    job = None
+
+    def prepare(me):
+        if args.run_dir and args.token:
+            lifecycle.claim(args.run_dir, args.token, me)
+            return args.run_dir
+        return search.create_job(_tune_config(args))
+
+    def work(job, me):
+        return search.run_job(job, me, lambda line: print(line, flush=True), args.heartbeat)
+
     try:
-        try:
-            if args.run_dir and args.token:
-                lifecycle.claim(args.run_dir, args.token, me)
-                job = args.run_dir
-            else:
-                job = search.create_job(_tune_config(args))
-            with jobs.machine_lock(
-                job, kind="tune", wait=not args.no_wait, on_wait=_say_waiting, inherited_fd=args.lock_fd
-            ):
-                state = search.run_job(job, me, lambda line: print(line, flush=True), args.heartbeat)
-        except (_StoppedWhileQueued, jobs.JobBusyError) as exc:
-            if job is not None:
-                lifecycle.transition(job, lifecycle.STOPPED, by=me, finished=time.time())
-            if isinstance(exc, jobs.JobBusyError):
-                raise
-            print("stopped before the search started")
-            return 0
+        job, state = _as_job(args, "tune", prepare, work)
     except (ValueError, TuningStoreError, lifecycle.RunStateError, jobs.JobBusyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # a worker died; the job is 'failed' with this reason
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if state is None:
+        return 0
     print(f"status: {state}\njob folder: {job}")
     return 0
 

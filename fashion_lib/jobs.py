@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fashion_lib import config, lifecycle, processes, runs
 
@@ -157,28 +158,18 @@ def start(folder: Path, queue: bool = False, kind: str = "train") -> subprocess.
     started = False
     try:
         lifecycle.hand_over(folder, token, by=me)
-        cmd = [sys.executable, "-m", "fashion_lib", kind, "--run-dir", str(folder), "--token", token]
+        arguments = [kind, "--run-dir", str(folder), "--token", token]
         fds: tuple[int, ...] = ()
         if handle is not None:
             fds = (handle.fileno(),)
-            cmd += ["--lock-fd", str(handle.fileno())]
+            arguments += ["--lock-fd", str(handle.fileno())]
         try:
-            with (folder / LOG_FILES[kind]).open("ab") as log:
-                proc = subprocess.Popen(
-                    cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=config.REPO_ROOT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    start_new_session=True,
-                    pass_fds=fds,
-                )
+            proc = spawn(arguments, folder / LOG_FILES[kind], start_new_session=True, pass_fds=fds)
         except OSError as exc:
             lifecycle.transition(folder, lifecycle.FAILED, by=token, error=lifecycle.one_line(exc))
             raise
         identity = processes.identify(proc.pid) or processes.ProcessIdentity(proc.pid)
-        lifecycle.record_job(folder, identity, token, cmd)
+        lifecycle.record_job(folder, identity, token, proc.args)
         started = True
         return proc
     finally:
@@ -187,6 +178,20 @@ def start(folder: Path, queue: bool = False, kind: str = "train") -> subprocess.
                 with contextlib.suppress(OSError):
                     _holder_path().unlink()
             handle.close()  # the child holds the lock through its inherited descriptor
+
+
+def spawn(arguments: list[str], log: Path, **popen: Any) -> subprocess.Popen:
+    """``python -m fashion_lib ARGUMENTS`` from the checkout, unbuffered, its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fashion_lib", *arguments],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=config.REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            **popen,
+        )
 
 
 def _job_process(folder: Path, state: lifecycle.RunState) -> processes.ProcessIdentity | None:

@@ -298,6 +298,19 @@ def record_job(folder: Path, process: ProcessIdentity, token: str, command: list
     )
 
 
+@contextlib.contextmanager
+def running(folder: Path, owner: Owner) -> Iterator[None]:
+    """The owner's work on a run: it moves to 'running'; if the block raises anything, the run ends
+    'failed' with the error's one-line reason (and the error goes on)."""
+    transition(folder, RUNNING, by=owner, started=time.time())
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(RunStateError, OSError):
+            transition(folder, FAILED, by=owner, error=one_line(exc), finished=time.time())
+        raise
+
+
 def request_stop(folder: Path, reason: str = "") -> None:
     """Ask the owning process to stop after the current batch (it saves the model, then 'stopped');
     ``reason`` is kept in the run's summary (e.g. the tuner pruning a trial)."""

@@ -1,5 +1,5 @@
-"""Child processes for tests and benchmarks: a free loopback port to start a server on, and stopping the
-server's whole process group."""
+"""Child processes for tests and benchmarks: a free loopback port to start a server on, the app itself as
+a real `streamlit run` server, and stopping a server's whole process group."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from fashion_lib.config import REPO_ROOT
+
+STARTUP_TIMEOUT_S = 60
 
 
 def free_port() -> int:
@@ -25,3 +33,42 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"streamlit did not answer within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+def start_app(log: Path) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app/main.py` on a free loopback port, in its own process session, output to ``log``;
+    returns the process and its base URL once it answers."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true"]
+    cmd += ["--server.address", "127.0.0.1", "--server.port", str(port)]
+    cmd += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, proc, log)
+    except RuntimeError:
+        stop(proc)
+        raise
+    return proc, url

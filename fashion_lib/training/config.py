@@ -193,6 +193,21 @@ class TrainConfig:
     def model_input_size(self) -> int:
         return self.input_size if self.is_transfer else config.IMAGE_SIZE
 
+    def build_model(self, weights: str | None = None):
+        """The model this config trains (``weights`` overrides the config's: 'none' when only its shape
+        and speed matter)."""
+        return models.build_model(
+            self.model,
+            self.input_size,
+            self.weights if weights is None else weights,
+            self.interpolation,
+            self.seed,
+            self.compute_dtype,
+            self.dropout,
+            self.conv_filters,
+            self.dense_units,
+        )
+
     def uses_feature_cache(self) -> bool:
         return self.is_transfer and self.feature_cache and self.augment.is_identity
 

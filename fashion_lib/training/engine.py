@@ -77,16 +77,9 @@ def train(
         lifecycle.transition(run_dir, lifecycle.STOPPED, by=me, finished=time.time())
         (run_dir / lifecycle.STOP_FILE).unlink(missing_ok=True)
         return run_dir
-    lifecycle.transition(run_dir, lifecycle.RUNNING, by=me, started=time.time())
-    try:
+    with lifecycle.running(run_dir, me):
         cfg = TrainConfig.from_run(run_dir)
         state = _train_stages(cfg, run_dir, watch, extra_callbacks)
-    except BaseException as exc:
-        with contextlib.suppress(lifecycle.RunStateError, OSError):
-            lifecycle.transition(
-                run_dir, lifecycle.FAILED, by=me, error=lifecycle.one_line(exc), finished=time.time()
-            )
-        raise
     lifecycle.transition(run_dir, state, by=me, finished=time.time())
     (run_dir / lifecycle.STOP_FILE).unlink(missing_ok=True)
     if state == lifecycle.COMPLETED:  # what a resume would need is no longer needed
@@ -105,17 +98,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     ds = data.load()
     splits = make_splits(cfg, ds)
     weights = models.resolve_weights(cfg.model, cfg.weights)
-    model = models.build_model(
-        cfg.model,
-        cfg.input_size,
-        cfg.weights,
-        cfg.interpolation,
-        cfg.seed,
-        cfg.compute_dtype,
-        cfg.dropout,
-        cfg.conv_filters,
-        cfg.dense_units,
-    )
+    model = cfg.build_model()
     timings: dict[str, float | int] = {}
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
     stopped = False

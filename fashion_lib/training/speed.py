@@ -150,17 +150,7 @@ def measure(cfg: TrainConfig, steps: int = MEASURE_STEPS) -> Speeds:
     from fashion_lib import models
     from fashion_lib.training.fitting import make_optimizer
 
-    model = models.build_model(
-        cfg.model,
-        cfg.input_size,
-        "none",
-        cfg.interpolation,
-        cfg.seed,
-        cfg.compute_dtype,
-        cfg.dropout,
-        cfg.conv_filters,
-        cfg.dense_units,
-    )
+    model = cfg.build_model(weights="none")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (cfg.batch_size, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)).astype(np.float32)
     y = rng.integers(0, config.NUM_CLASSES, cfg.batch_size)

@@ -19,14 +19,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, lifecycle, processes, runs
+from fashion_lib import config, jobs, lifecycle, processes, runs
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import TuneConfig
 from fashion_lib.tuning.storage import HEARTBEAT_S, Store, guarded, load_study, open_store
@@ -198,18 +197,8 @@ def _set_parent_death_signal() -> None:
 
 def _start_worker(job: Path, index: int, heartbeat: int) -> subprocess.Popen:
     """A worker process; its training output goes to ``worker-<index>.log`` in the job folder."""
-    command = [sys.executable, "-m", "fashion_lib", "tune", "--worker", str(index)]
-    command += ["--run-dir", str(job), "--heartbeat", str(heartbeat)]
-    with (job / f"worker-{index}.log").open("ab") as log:
-        return subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=config.REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=_set_parent_death_signal,
-        )
+    arguments = ["tune", "--worker", str(index), "--run-dir", str(job), "--heartbeat", str(heartbeat)]
+    return jobs.spawn(arguments, job / f"worker-{index}.log", preexec_fn=_set_parent_death_signal)
 
 
 def describe_trial(trial, best) -> str:
@@ -365,16 +354,9 @@ def list_jobs() -> list[tuple[Path, lifecycle.RunState]]:
 
 def run_job(job: Path, me: processes.ProcessIdentity, out=print, heartbeat: int = HEARTBEAT_S) -> str:
     """Run the search of a job folder this process owns, moving it through its states."""
-    lifecycle.transition(job, lifecycle.RUNNING, by=me, started=time.time())
-    try:
+    with lifecycle.running(job, me):
         tc = TuneConfig.from_file(job / runs.CONFIG_FILE)
         state = run_search(tc, job, out, heartbeat)
-    except BaseException as exc:
-        with contextlib.suppress(lifecycle.RunStateError, OSError):
-            lifecycle.transition(
-                job, lifecycle.FAILED, by=me, error=lifecycle.one_line(exc), finished=time.time()
-            )
-        raise
     lifecycle.transition(job, state, by=me, finished=time.time())
     return state
 

@@ -8,7 +8,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from fashion_lib import augment, config, lifecycle, runs
 from fashion_lib.tuning import results, search, storage
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import TuneConfig
+from tests.processes import free_port
 from tests.unit.test_jobs_and_runs import wait_for
 
 TINY = ("--subset", "200", "--epochs", "2")
@@ -255,12 +255,6 @@ def test_a_locked_database_gets_a_clear_message(tmp_path, monkeypatch):
     finally:
         holder.rollback()
         holder.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
