@@ -221,11 +221,25 @@ def foreground_mask(photo: Photo, segment: bool = True) -> tuple[np.ndarray, str
         )
     except cv2.error:
         return colour_mask, "corner colour"
-    small_mask = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    small_mask = main_object(np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8))
     share = small_mask.mean()
     if not 0.01 < share < 0.98:  # GrabCut gave up: keep the procedure's own corner-colour trim
         return colour_mask, "corner colour"
     return cv2.resize(small_mask, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool), "GrabCut"
+
+
+KEEP_COMPONENT = 0.15  # a separate blob this large (against the largest) may be part of the product
+
+
+def main_object(mask: np.ndarray) -> np.ndarray:
+    """The mask's largest connected region, and only other regions at least KEEP_COMPONENT of its size:
+    on a busy background GrabCut keeps bits of clutter, which would stretch the crop box around them."""
+    count, components, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:  # background and at most one region
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= KEEP_COMPONENT * areas.max())
+    return np.isin(components, keep).astype(np.uint8)
 
 
 def _sharpen(image: np.ndarray) -> np.ndarray:
