@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fashion_lib import data, pictures, stats, wording
+from fashion_lib import data, pictures, runs, stats, wording
 
 GRID_SCALE = 3  # 28 px images are shown at 84 px, upscaled without smoothing
 
@@ -206,8 +206,6 @@ def run_picker(label: str, key: str, exclude: str | None = None, need_model: boo
 
     Opens on the user's last explicit choice in this tab (any page), else on the best completed model
     (``runs.default_choice``: shipped models included, never a collapsed or damaged one)."""
-    from fashion_lib import runs
-
     candidates = [
         r for r in runs.comparable_runs() if r.run_id != exclude and (r.has_model or not need_model)
     ]
@@ -241,7 +239,7 @@ def loaded_model(folder: Path):
     """A run's model, loaded once per process (and again only when the file changes).
 
     Raises ValueError saying what is wrong when the file is missing or cannot be loaded."""
-    path = folder / "model.keras"
+    path = folder / runs.MODEL_FILE
     try:
         return _loaded_model(str(path), path.stat().st_mtime)
     except Exception as exc:  # a damaged file can fail inside Keras, h5py or zipfile in many ways
@@ -254,14 +252,14 @@ def loaded_model(folder: Path):
 def _familiar(path: str, mtime: float):
     from fashion_lib import confidence
 
-    model = _loaded_model(path, mtime)
-    stats = confidence.familiarity(model, Path(path), _cached_dataset())
+    model, ds = _loaded_model(path, mtime), _cached_dataset()
+    stats = confidence.familiarity(model, Path(path), ds, confidence.held_out(Path(path).parent, ds))
     return stats, confidence.with_features(model, stats.layer)
 
 
 def familiar(folder: Path):
     """(familiarity statistics, a [features, probabilities] model) of a run's model, once per file."""
-    path = folder / "model.keras"
+    path = folder / runs.MODEL_FILE
     return _familiar(str(path), path.stat().st_mtime)
 
 

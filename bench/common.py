@@ -8,6 +8,17 @@ from pathlib import Path
 from fashion_lib import runs, train
 
 
+def peak_memory_mb() -> float:
+    """This process's resident-memory high-water mark. VmHWM, not getrusage's ru_maxrss:
+    Linux carries ru_maxrss over fork and exec, so a child of a large process would report
+    its parent's size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def cpu_seconds() -> float:
     """CPU time of this process (user + system, all threads): unlike wall time, other work on the machine
     does not inflate it."""

@@ -64,7 +64,7 @@ def main() -> None:
     )
     for name, model in loaded.items():
         folder = runs.resolve_run(name)
-        stats = confidence.familiarity(model, folder / runs.MODEL_FILE, ds)
+        stats = confidence.familiarity(model, folder / runs.MODEL_FILE, ds, confidence.held_out(folder, ds))
         features_of = confidence.with_features(model, stats.layer)
         probs = predict(model, x, batch_size=256)
         right = probs.argmax(1) == labels

@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import resource
 import shutil
 import subprocess
 import sys
 
-from bench.common import train_and_report
+from bench.common import peak_memory_mb, train_and_report
 from fashion_lib import config, models, train
 from fashion_lib.training.feature_cache import feature_cache_key
 
 MEMORY_BATCHES = (32, 128)  # peak memory does not grow with the number of images, only with the batch
 
 PEAK_MEMORY_SNIPPET = """
-import resource
+from bench.common import peak_memory_mb
 from fashion_lib import train
 cfg = train.TrainConfig(model={model!r}, input_size=224, weights={weights!r}, subset=600, test_subset=200,
                         epochs=1, batch_size={batch}, feature_cache=False, fine_tune=True,
                         fine_tune_layers={layers}, fine_tune_epochs=1)
 train.train(cfg)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(peak_memory_mb())
 """
 
 
@@ -97,7 +96,7 @@ def main() -> None:
                 continue
             peak_mb = float(out.stdout.strip().splitlines()[-1])
             print(f"\n-- {what}: peak memory {peak_mb:.0f} MB", flush=True)
-    print(f"\n(this process: peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(f"\n(this process: peak {peak_memory_mb():.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -109,7 +110,6 @@ class _StoppedWhileQueued(Exception):
 
 def _stop_while_queued() -> None:
     """Until training starts, SIGTERM (the Stop button) ends the waiting process; the run ends 'stopped'."""
-    import signal
 
     def handler(signum, frame):
         raise _StoppedWhileQueued
@@ -132,10 +132,13 @@ def _as_job(args: argparse.Namespace, kind: str, prepare, work):
         with jobs.machine_lock(
             folder, kind=kind, wait=not args.no_wait, on_wait=_say_waiting, inherited_fd=args.lock_fd
         ):
+            # From here a stop is a request the work honours (it installs its own handler when it can).
+            signal.signal(signal.SIGTERM, lambda signum, frame: lifecycle.request_stop(folder))
             return folder, work(folder, me)
     except (_StoppedWhileQueued, jobs.JobBusyError) as exc:
         if folder is not None:
             lifecycle.transition(folder, lifecycle.STOPPED, by=me, finished=time.time())
+            (folder / lifecycle.STOP_FILE).unlink(missing_ok=True)
         if isinstance(exc, jobs.JobBusyError):
             raise
         print(f"stopped before it started: {folder or args.run_dir}")

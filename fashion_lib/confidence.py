@@ -2,8 +2,8 @@
 
 - the photo's conversion went wrong (nothing stands out, no background found, the product cut off);
 - the image looks unlike anything the model was trained on: its features (the layer before the output)
-  are further from every class than ``FAMILIAR_QUANTILE`` of held-out training images are (the Mahalanobis
-  distance to the nearest class mean, with one shared covariance);
+  are further from every class than ``FAMILIAR_QUANTILE`` % of its run's validation images are (images
+  it never trained on; the Mahalanobis distance to the nearest class mean, one shared covariance);
 - the model's calibrated confidence in its best guess is low.
 
 Measured on rendered photos (``bench/photo_realistic``): products on four kinds of background against
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_lib import config, photos
+from fashion_lib import config, files, photos
 
 MIN_CONFIDENCE = 0.5  # below this calibrated probability of the top class: not sure
 FAMILIAR_QUANTILE = 99.0  # images further than this percentile of held-out training images: unfamiliar
@@ -118,10 +118,23 @@ def features(features_of, images: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
-def familiarity(model, model_file: Path, ds) -> Familiarity:
-    """The model's familiarity statistics, from ``STATS_IMAGES`` balanced training images (the threshold
-    from ``THRESHOLD_IMAGES`` others); computed once per model file (seconds; about 20 s for a transfer model
-    at 128 px on 2 cores) and kept under ``$FASHION_HOME/cache``."""
+def held_out(folder: Path, ds) -> np.ndarray | None:
+    """Training-set indices of the run's validation split: images its model never trained on (None when
+    the run's settings cannot be read)."""
+    from fashion_lib.training.config import TrainConfig
+    from fashion_lib.training.pipelines import make_splits
+
+    try:
+        return make_splits(TrainConfig.from_run(folder), ds).val_index
+    except (ValueError, TypeError):
+        return None
+
+
+def familiarity(model, model_file: Path, ds, held_out_index: np.ndarray | None = None) -> Familiarity:
+    """The model's familiarity statistics: class means and covariance from ``STATS_IMAGES`` balanced
+    training images, and the threshold from ``THRESHOLD_IMAGES`` images the model never trained on (its
+    run's validation split, ``held_out_index``; other training images when that is unknown). Computed once
+    per model file (seconds; about 20 s for a transfer model at 128 px on 2 cores), kept in the cache."""
     from fashion_lib import data
 
     path = _stats_path(model_file)
@@ -131,8 +144,13 @@ def familiarity(model, model_file: Path, ds) -> Familiarity:
         )
     layer = feature_layer(model)
     features_of = with_features(model, layer)
-    pool = data.stratified_subset(ds.y_train, STATS_IMAGES + THRESHOLD_IMAGES, seed=3)
-    fit, held = pool[:STATS_IMAGES], pool[STATS_IMAGES:]
+    if held_out_index is not None and len(held_out_index):
+        rng = np.random.default_rng(3)
+        held = rng.choice(held_out_index, size=min(THRESHOLD_IMAGES, len(held_out_index)), replace=False)
+        fit = data.stratified_subset(ds.y_train, STATS_IMAGES, seed=3)
+    else:
+        pool = data.stratified_subset(ds.y_train, STATS_IMAGES + THRESHOLD_IMAGES, seed=3)
+        fit, held = pool[:STATS_IMAGES], pool[STATS_IMAGES:]
     fitted, labels = features(features_of, ds.x_train[fit]), ds.y_train[fit]
     means = np.stack([fitted[labels == c].mean(axis=0) for c in range(config.NUM_CLASSES)])
     centred = fitted - means[labels]
@@ -145,9 +163,8 @@ def familiarity(model, model_file: Path, ds) -> Familiarity:
 
 
 def save(stats: Familiarity, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, layer=stats.layer, means=stats.means, inverse=stats.inverse, threshold=stats.threshold)
-    tmp.replace(path)
+    with files.atomic(path, suffix=".npz") as tmp:
+        np.savez(tmp, layer=stats.layer, means=stats.means, inverse=stats.inverse, threshold=stats.threshold)
 
 
 def decide(
@@ -161,10 +178,10 @@ def decide(
     top = int(np.argmax(probabilities))
     confidence = float(probabilities[top])
     reasons = conversion_problems(conversion)
-    if distance is not None and stats is not None and distance > stats.threshold:
+    if distance is not None and stats is not None and not np.isnan(distance) and distance > stats.threshold:
         reasons.append(
             "it looks unlike the images the model learnt from (further from all ten classes than "
-            f"{FAMILIAR_QUANTILE:g} % of training images)"
+            f"{FAMILIAR_QUANTILE:g} % of the images it was checked on)"
         )
     if confidence < MIN_CONFIDENCE:
         reasons.append(

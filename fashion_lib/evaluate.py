@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +161,7 @@ def load_predictions(folder) -> Predictions:
             probabilities = np.asarray(saved["probabilities"], dtype=np.float64)
             labels = np.asarray(saved["labels"])
             index = np.asarray(saved["test_index"]) if "test_index" in saved.files else np.arange(len(labels))
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"predictions.npz cannot be read ({exc})") from None
     n = len(labels)
     if probabilities.shape != (n, config.NUM_CLASSES) or index.shape != (n,) or n == 0:

@@ -46,7 +46,7 @@ class LoadedModel:
 
     model: Any
     predict: Callable[[np.ndarray], np.ndarray]
-    familiarity: confidence.Familiarity
+    familiarity: confidence.Familiarity | None  # None: no training data here to learn it from
 
 
 def split(answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +63,12 @@ def load_warm(folder: Path) -> LoadedModel:
     from fashion_lib import data
 
     model = models.load_model(folder / runs.MODEL_FILE)
-    stats = confidence.familiarity(model, folder / runs.MODEL_FILE, data.load())
-    both = confidence.with_features(model, stats.layer)
+    try:
+        ds = data.load(allow_download=False)
+        stats = confidence.familiarity(model, folder / runs.MODEL_FILE, ds, confidence.held_out(folder, ds))
+    except data.FashionDataError:  # an export served where Fashion-MNIST is not: verdicts without it
+        stats = None
+    both = confidence.with_features(model, stats.layer if stats else None)
     forward = tf.function(
         lambda x: both(x, training=False),
         input_signature=[tf.TensorSpec((None, SIZE, SIZE, 1), tf.float32)],
@@ -72,7 +76,8 @@ def load_warm(folder: Path) -> LoadedModel:
 
     def predict(images: np.ndarray) -> np.ndarray:
         features, probabilities = (t.numpy() for t in forward(images))
-        return np.concatenate([probabilities, stats.distances(features)[:, None]], axis=1)
+        distances = stats.distances(features) if stats else np.full(len(features), np.nan)
+        return np.concatenate([probabilities, distances[:, None]], axis=1)
 
     for n in (1, MAX_BATCH):
         predict(np.zeros((n, SIZE, SIZE, 1), np.float32))

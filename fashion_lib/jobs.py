@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,12 +72,18 @@ def _holder_path() -> Path:
     return jobs_dir() / "active.json"
 
 
-def _try_lock(handle) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+def _try_lock(handle, tries: int = 3) -> bool:
+    """Take the lock if it is free. ``active_job`` probes it by taking it for an instant, so a refusal is
+    tried again twice, 20 ms apart, before it counts."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.02)
+            continue
+        return True
+    return False
 
 
 def _write_holder(folder: Path, kind: str) -> None:
@@ -123,7 +130,7 @@ def active_job() -> ActiveJob | None:
     if not _lock_path().exists():
         return None
     with _lock_path().open("a+") as handle:
-        if _try_lock(handle):
+        if _try_lock(handle, tries=1):
             fcntl.flock(handle, fcntl.LOCK_UN)
             return None
     holder = runs.read_json(_holder_path()) or {}
@@ -194,10 +201,20 @@ def spawn(arguments: list[str], log: Path, **popen: Any) -> subprocess.Popen:
         )
 
 
-def _job_process(folder: Path, state: lifecycle.RunState) -> processes.ProcessIdentity | None:
-    if state.owner is not None:
-        return state.owner
-    job = lifecycle.read_job(folder)  # started, not claimed yet
+def launch(folder: Path, queue: bool = False, kind: str = "train") -> subprocess.Popen:
+    """Start a folder this process has just created (a new run, or a tuning job). If it cannot start —
+    another job holds the machine, the run cannot be handed over, no process can be made — the folder is
+    removed again, so nothing is left queued in the launcher's name."""
+    try:
+        return start(folder, queue=queue, kind=kind)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _launched_child(folder: Path) -> processes.ProcessIdentity | None:
+    """The process a launcher started for the run (job.json), whether or not it has claimed the run yet."""
+    job = lifecycle.read_job(folder)
     return processes.ProcessIdentity(job.pid, job.start_ticks, job.boot_id) if job else None
 
 
@@ -205,40 +222,55 @@ def stop(folder: Path) -> bool:
     """Ask the run's process to stop: a training run finishes the current batch, saves its model and ends
     'stopped'; a queued one ends at once. Returns False when nothing was running.
 
-    Only a process whose recorded identity still matches is signalled; the request file is there too, so
-    a stop reaches the run even when no signal can be sent."""
+    Signals go only to the run's own process, recognised by its recorded identity, and to its whole
+    session only when it is a child this app started in a session of its own. A run this very process
+    created and never started is simply closed; a tuning trial gets the request file alone (its worker
+    goes on with the next trial); a process still starting finds the request file when it begins."""
     state = lifecycle.state_of(folder)
     if not state.active:
         return False
-    lifecycle.request_stop(folder)
-    process = _job_process(folder, state)
-    if process is None or state.state != lifecycle.QUEUED:
-        if process is not None:
-            process.signal(signal.SIGTERM)  # a running job stops itself after the current batch
+    me = processes.current()
+    if state.owner == me:
+        lifecycle.transition(folder, lifecycle.STOPPED, by=me, finished=time.time())
         return True
-    # A queued job has done no work: end its whole session. Once it is gone, a run that was still
-    # waiting (or had not even claimed the run yet) is closed as stopped by whoever is left: us.
-    process.signal(signal.SIGTERM, group=True)
+    lifecycle.request_stop(folder)
+    if (folder / runs.TRIAL_FILE).exists():
+        return True
+    child = _launched_child(folder)
+    process = state.owner or child
+    if process is None:
+        return True
+    if state.state != lifecycle.QUEUED:
+        process.signal(signal.SIGTERM)  # a running job stops itself after the current batch
+        return True
+    # A queued job has done no work: end it (with its session, if it is our child). Once it is gone, a run
+    # that was still waiting (or had not even claimed the run yet) is closed as stopped by us.
+    process.signal(signal.SIGTERM, group=process == child)
     deadline = time.monotonic() + QUEUED_STOP_WAIT_S
     while process.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     if lifecycle.effective_state(folder) == lifecycle.INTERRUPTED:
         with contextlib.suppress(lifecycle.RunStateError):
-            lifecycle.transition(folder, lifecycle.STOPPED, by=processes.current(), finished=time.time())
+            lifecycle.transition(folder, lifecycle.STOPPED, by=me, finished=time.time())
     return True
 
 
 def queue_position(folder: Path) -> int | None:
-    """1 for the next job to start, 2 for the one after …; None when ``folder`` is not queued.
+    """1 for the next job to start, 2 for the one after …; None when ``folder`` is not queued. Training
+    runs and tuning jobs wait for the same machine, so both count.
 
-    The order is the order the runs were queued in; the lock itself makes no promise of order, so this
-    is what a user can expect, not a guarantee."""
+    The order is the order they were queued in; the lock itself makes no promise of order, so this is
+    what a user can expect, not a guarantee."""
+    from fashion_lib.tuning import search
+
+    folders = [info.folder for info in runs.list_runs(include_shipped=False)]
+    folders += [job for job, _ in search.list_jobs()]
     waiting = []
-    for info in runs.list_runs(include_shipped=False):
-        if info.state == lifecycle.QUEUED:
-            status, _ = lifecycle.read_status(info.folder)
-            waiting.append(((status.queued_at if status else None) or 0.0, info.folder))
-    order = [f for _, f in sorted(waiting)]
+    for candidate in folders:
+        state = lifecycle.state_of(candidate)
+        if state.state == lifecycle.QUEUED:
+            waiting.append((state.queued_at or 0.0, str(candidate), candidate))
+    order = [f for _, _, f in sorted(waiting)]
     return order.index(folder) + 1 if folder in order else None
 
 

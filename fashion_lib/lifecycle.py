@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import schemas
+from fashion_lib import files, schemas
 from fashion_lib.processes import ProcessIdentity
 
 STATUS_FILE = "status.json"
@@ -94,20 +91,13 @@ def _same_owner(stored: dict[str, Any] | None, owner: Owner) -> bool:
 # ------------------------------------------------------------------------------------------- reading
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
 def read_status(folder: Path) -> tuple[schemas.StatusFile | None, str | None]:
     """(the validated status, None) or (None, what is wrong with ``status.json``)."""
-    return schemas.check(schemas.StatusFile, _read_json(folder / STATUS_FILE), STATUS_FILE)
+    return schemas.check(schemas.StatusFile, files.read_json(folder / STATUS_FILE), STATUS_FILE)
 
 
 def read_job(folder: Path) -> schemas.JobFile | None:
-    job, _ = schemas.check(schemas.JobFile, _read_json(folder / JOB_FILE), JOB_FILE)
+    job, _ = schemas.check(schemas.JobFile, files.read_json(folder / JOB_FILE), JOB_FILE)
     return job
 
 
@@ -138,7 +128,7 @@ class RunState:
         return self.state in RESUMABLE
 
 
-def _owner_process(folder: Path, status: schemas.StatusFile) -> ProcessIdentity | None:
+def owner_process(folder: Path, status: schemas.StatusFile) -> ProcessIdentity | None:
     """The process that owns the run: recorded in the status, or — while it has not claimed the run yet —
     the process its launcher recorded in job.json under the same token."""
     owner = status.owner or {}
@@ -164,7 +154,7 @@ def derive(folder: Path, status: schemas.StatusFile | None, problem: str | None 
     }
     if status.state not in ACTIVE_STATES:
         return RunState(status.state, **base)
-    owner = _owner_process(folder, status)
+    owner = owner_process(folder, status)
     if owner is None:
         launched = status.queued_at or status.updated or 0.0
         if time.time() - launched < LAUNCH_GRACE_S:
@@ -200,20 +190,6 @@ def _locked(folder: Path) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
-def write_json_atomically(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON through a uniquely named temporary file and an atomic replace: a reader
-    never sees a half-written file, and two writers never share a temporary file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(value, indent=2, default=str))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _check_move(folder: Path, current: RunState, new_state: str, by: Owner, stored_owner: dict | None):
     if new_state not in STORED_STATES:
         raise ValueError(f"unknown run state '{new_state}'")
@@ -235,7 +211,7 @@ def create(folder: Path, owner: Owner) -> dict[str, Any]:
     if (folder / STATUS_FILE).exists():
         raise RunStateError(f"{folder} already has a status")
     status = {"state": QUEUED, "owner": _owner_dict(owner), "queued_at": time.time(), "updated": time.time()}
-    write_json_atomically(folder / STATUS_FILE, status)
+    files.write_json(folder / STATUS_FILE, status)
     return status
 
 
@@ -253,8 +229,9 @@ def transition(folder: Path, new_state: str, by: Owner, **fields: Any) -> dict[s
             for key in ("error", "finished"):
                 value.pop(key, None)
             value["queued_at"] = time.time()
+            (folder / STOP_FILE).unlink(missing_ok=True)  # an old stop request must not stop it
         value.update(fields, state=new_state, owner=_owner_dict(by), updated=time.time())
-        write_json_atomically(folder / STATUS_FILE, value)
+        files.write_json(folder / STATUS_FILE, value)
         return value
 
 
@@ -262,16 +239,16 @@ def hand_over(folder: Path, token: str, by: Owner) -> dict[str, Any]:
     """The launcher queues the run for a process it is about to start, which claims it with ``token``.
 
     Allowed for a run the launcher owns (just created) and for one nobody owns any more (resume)."""
-    (folder / STOP_FILE).unlink(missing_ok=True)  # an old stop request must not stop the new attempt
     with _locked(folder):
         status, problem = read_status(folder)
         current = derive(folder, status, problem)
         _check_move(folder, current, QUEUED, by, status.owner if status else None)
+        (folder / STOP_FILE).unlink(missing_ok=True)  # an old stop request must not stop the new attempt
         value = status.model_dump() if status else {}
         for key in ("error", "finished", "started"):
             value.pop(key, None)
         value.update(state=QUEUED, owner=_owner_dict(token), queued_at=time.time(), updated=time.time())
-        write_json_atomically(folder / STATUS_FILE, value)
+        files.write_json(folder / STATUS_FILE, value)
         return value
 
 
@@ -286,13 +263,13 @@ def claim(folder: Path, token: str, me: ProcessIdentity) -> dict[str, Any]:
             )
         value = status.model_dump()
         value.update(owner=_owner_dict(me), updated=time.time())
-        write_json_atomically(folder / STATUS_FILE, value)
+        files.write_json(folder / STATUS_FILE, value)
         return value
 
 
 def record_job(folder: Path, process: ProcessIdentity, token: str, command: list[str]) -> None:
     """The launcher notes which process it started (until that process claims the run)."""
-    write_json_atomically(
+    files.write_json(
         folder / JOB_FILE,
         {**process.to_dict(), "token": token, "command": command, "launched_at": time.time()},
     )

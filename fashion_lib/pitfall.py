@@ -93,7 +93,7 @@ def start() -> dict[str, str]:
     started = {}
     for label, cfg in configs(lab).items():
         folder = start_run(cfg)
-        jobs.start(folder, queue=True)
+        jobs.launch(folder, queue=True)
         started[label] = folder.name
     lab_file().parent.mkdir(parents=True, exist_ok=True)
     runs.write_json(lab_file(), {"runs": started, "note": lab.note})

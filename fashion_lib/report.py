@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashion_lib import config, data, evaluate, figures, models, runs, stats, wording
+from fashion_lib import config, data, evaluate, export, figures, models, runs, stats, wording
 
 SHIRT, PULLOVER = config.CLASS_NAMES.index("Shirt"), config.CLASS_NAMES.index("Pullover")
 # What the original, hand-written design report claimed (typed, not measured).
@@ -411,7 +411,12 @@ def _tuning_section(study_name: str | None) -> Section:
         section.blocks.append(Missing("No trial has completed yet."))
         return section
     section.blocks.append(
-        Table(pd.DataFrame([{"parameter": k, "value": v} for k, v in best.params.items()]), "Best parameters")
+        Table(
+            pd.DataFrame(
+                [{"parameter": k, "value": v} for k, v in results.final_params(study, best.number).items()]
+            ),
+            "Best parameters (searched and fixed)",
+        )
     )
     charts = results.study_figures(study)
     for name in ("Hyperparameter importances", "Optimization history", "Intermediate values"):
@@ -457,7 +462,7 @@ def _limitations(infos, study) -> Section:
 
 def _command_of(info: runs.RunInfo) -> str:
     """The command the run was made with (saved by the command line), else the one its settings give."""
-    command_file = info.folder / "command.txt"
+    command_file = info.folder / export.COMMAND_FILE
     if command_file.is_file():
         return command_file.read_text().strip()
     from fashion_lib.training.config import TrainConfig

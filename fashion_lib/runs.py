@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, lifecycle, models, schemas, wording
+from fashion_lib import config, files, lifecycle, models, schemas, wording
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = lifecycle.STATUS_FILE
@@ -34,14 +34,11 @@ TRIAL_FILE = "trial.json"  # written by the tuner: which study and trial the run
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from ``path``, or None when it is missing, half-written or not an object."""
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
+    value = files.read_json(path)
     return value if isinstance(value, dict) else None
 
 
-write_json = lifecycle.write_json_atomically
+write_json = files.write_json
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -93,9 +90,7 @@ def keep_metrics_before(folder: Path, stage: int, epoch: int) -> None:
     rows = [
         r for r in read_metrics(folder) if r["stage"] < stage or (r["stage"] == stage and r["epoch"] < epoch)
     ]
-    tmp = folder / f".{METRICS_FILE}.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(folder / METRICS_FILE)
+    files.write_text(folder / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_summary(folder: Path) -> tuple[schemas.Summary | None, str | None]:
@@ -356,11 +351,11 @@ def progress_summary(folder: Path) -> Progress:
             eta = (p.batches - p.batch) / rate if rate else None
             return Progress(min(1.0, p.batch / p.batches), eta, f"{p.phase}: {p.batch:,} / {p.batches:,}")
         return Progress(0.0, None, p.phase)
-    epochs = max(p.epochs, p.epoch)
+    planned = max(p.planned_epochs, p.epochs, p.epoch)
     within = min(1.0, p.batch / p.batches)
-    fraction = min(1.0, (p.epoch - 1 + within) / epochs)
+    fraction = min(1.0, (p.epoch - 1 + within) / planned)
     stage = "fine-tuning" if p.stage == 2 else "training"
-    text = f"{stage}: epoch {p.epoch} of {epochs}, batch {p.batch} of {p.batches}"
+    text = f"{stage}: epoch {p.epoch} of {planned}, batch {p.batch} of {p.batches}"
     # The rate of this epoch after its first batch (graph tracing and warm-up make that one slow).
     measured = p.batch - p.warm_batch
     rate = (
@@ -372,8 +367,21 @@ def progress_summary(folder: Path) -> Progress:
         return Progress(fraction, None, text)
     finished = [r["seconds"] for r in read_metrics(folder) if r["stage"] == p.stage and not r["partial"]]
     epoch_seconds = sum(finished) / len(finished) if finished else p.batches / rate
-    eta = (p.batches - p.batch) / rate + (epochs - p.epoch) * epoch_seconds
+    eta = (p.batches - p.batch) / rate + (max(p.epochs, p.epoch) - p.epoch) * epoch_seconds
+    if planned > p.epochs:  # fine-tuning still to come: its own (slower) epochs, as estimated
+        eta += _fine_tuning_estimate(folder)
     return Progress(fraction, eta, text)
+
+
+def _fine_tuning_estimate(folder: Path) -> float:
+    from fashion_lib.training import estimates
+    from fashion_lib.training.config import TrainConfig
+
+    try:
+        phases = estimates.estimate_seconds(TrainConfig.from_run(folder)).phases
+    except (ValueError, TypeError):
+        return 0.0
+    return phases.get("stage 2 (fine-tuning)", 0.0)
 
 
 # ------------------------------------------------------------------------------------------ comparison

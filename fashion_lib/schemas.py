@@ -112,7 +112,8 @@ class Progress(_Lenient):
     phase: str = "starting"
     stage: int = 1
     epoch: int = Field(default=1, ge=1)
-    epochs: int = Field(default=1, ge=1)
+    epochs: int = Field(default=1, ge=1)  # the current stage ends after this epoch
+    planned_epochs: int = Field(default=0, ge=0)  # all stages together (0: not recorded)
     batch: int = Field(default=0, ge=0)
     batches: int = Field(default=1, ge=1)
     epoch_elapsed: float = Field(default=0.0, ge=0)

@@ -38,14 +38,18 @@ from starlette.exceptions import HTTPException
 
 from fashion_lib import config, export, inference, models, photos
 
+SIZE = config.IMAGE_SIZE
+
 DEFAULT_HOST = "127.0.0.1"  # loopback: other machines reach the service only when --host says so
 DEFAULT_PORT = 8000
 DEFAULT_TOP_K = 3
-# The largest request: MAX_UPLOAD_FILES files of the largest size, plus room for the multipart headers.
+# The largest request: MAX_UPLOAD_FILES files of the largest size, plus room for the multipart headers …
 MAX_REQUEST_BYTES = photos.MAX_UPLOAD_FILES * photos.MAX_FILE_BYTES + 2**20
+# … except where a path needs far less: pixel JSON of MAX_PIXEL_IMAGES images ("255, " per pixel, nested).
+PATH_LIMITS = {"/predict/pixels": inference.MAX_PIXEL_IMAGES * SIZE * SIZE * 6 + 2**16}
+MAX_IN_FLIGHT = 64  # requests being answered at once; more get 503 at once instead of piling up in memory
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 INPUT_STATUS = {"invalid_image": 400, "too_many_images": 413}  # other bad input: 422
-SIZE = config.IMAGE_SIZE
 
 log = logging.getLogger("uvicorn.error")
 
@@ -99,8 +103,8 @@ class Service:
         try:
             self.loaded = await run_in_threadpool(inference.load_warm, self.folder)
         except Exception as exc:  # reported by /health; the process stays up to say so
-            self.error = f"the model could not be loaded: {exc}"
-            log.error("%s", self.error)
+            log.error("the model could not be loaded: %s", exc)  # the details (paths) stay in the log
+            self.error = "the model could not be loaded; the server's log says why"
             return
         # A full garbage collection walks TensorFlow's ~400,000 objects (≈ 0.2 s here): collect once now and
         # freeze what exists, so no request waits for that.
@@ -172,10 +176,12 @@ async def predict_images(
 
 class Gate:
     """ASGI middleware that refuses a request before its body is read: a missing or wrong bearer token
-    (when one is set) on every path but the health check and the docs, and a body over ``max_bytes``."""
+    (when one is set) on every path but the health check and the docs, a body over ``max_bytes`` (or the
+    path's own limit, PATH_LIMITS), and any request beyond MAX_IN_FLIGHT answered at once (503)."""
 
     def __init__(self, app, token: str | None, max_bytes: int) -> None:
         self.app, self.token, self.max_bytes = app, token, max_bytes
+        self.in_flight = 0
 
     def authorized(self, headers: Headers) -> bool:
         scheme, _, given = headers.get("authorization", "").partition(" ")
@@ -191,9 +197,18 @@ class Gate:
             detail = "this service needs 'Authorization: Bearer <token>' (the FASHION_API_TOKEN it runs with)"
             refusal = error_response(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
         length = headers.get("content-length", "")
-        if refusal is None and length.isdigit() and int(length) > self.max_bytes:
+        max_bytes = PATH_LIMITS.get(scope["path"], self.max_bytes)
+        limit = self.limit(scope["path"], max_bytes)
+        if refusal is None and length.isdigit() and int(length) > max_bytes:
             refusal = error_response(
-                413, "request_too_large", f"the request is {int(length) / 2**20:.1f} MB; {self.limit}"
+                413, "request_too_large", f"the request is {int(length) / 2**20:.1f} MB; {limit}"
+            )
+        if refusal is None and self.in_flight >= MAX_IN_FLIGHT:
+            refusal = error_response(
+                503,
+                "busy",
+                f"{MAX_IN_FLIGHT} requests are being answered; try again shortly",
+                headers={"Retry-After": "1"},
             )
         if refusal is not None:
             return await refusal(scope, receive, send)
@@ -203,16 +218,24 @@ class Gate:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise ApiError(413, "request_too_large", f"the request is larger than allowed; {self.limit}")
+            if received > max_bytes:
+                raise ApiError(413, "request_too_large", f"the request is larger than allowed; {limit}")
             return message
 
-        await self.app(scope, counted, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.in_flight -= 1
 
-    @property
-    def limit(self) -> str:
+    @staticmethod
+    def limit(path: str, max_bytes: int) -> str:
+        if path in PATH_LIMITS:
+            return (
+                f"the limit is {max_bytes / 2**20:.1f} MB ({inference.MAX_PIXEL_IMAGES} images of raw pixels)"
+            )
         return (
-            f"the limit is {self.max_bytes / 2**20:.0f} MB ({photos.MAX_UPLOAD_FILES} files of at most "
+            f"the limit is {max_bytes / 2**20:.0f} MB ({photos.MAX_UPLOAD_FILES} files of at most "
             f"{photos.MAX_FILE_BYTES // 2**20} MB)"
         )
 
@@ -334,7 +357,14 @@ def create_app(
 
     @app.get("/model", summary="the model card")
     async def model_card() -> dict[str, Any]:
-        return {**service.card, "served_as": service.name}
+        familiar = service.ready and service.loaded.familiarity is not None
+        return {
+            **service.card,
+            "served_as": service.name,
+            "not_sure_rule": "confidence, photo conversion and familiarity"
+            if familiar
+            else "confidence and photo conversion (no Fashion-MNIST here to learn familiarity from)",
+        }
 
     @app.post("/predict", response_model=Prediction, summary="classify uploaded photos")
     async def predict(

@@ -34,9 +34,13 @@ study = st.selectbox("Tuning study", ["", *studies], format_func=lambda s: s or 
 request = (tuple(chosen), study or None)
 if st.button("Build the report", type="primary", icon=":material/description:", key="rep_build"):
     with st.spinner("Reading the runs' artifacts…"):
-        built = report.build([by_id[rid] for rid in chosen], study or None, ds)
-        html_text = report.to_html(built)
-        st.session_state.rep_built = (request, built, html_text, report.markdown_zip(built, html_text))
+        try:
+            built = report.build([by_id[rid] for rid in chosen], study or None, ds)
+            html_text = report.to_html(built)
+            st.session_state.rep_built = (request, built, html_text, report.markdown_zip(built, html_text))
+        except (ValueError, OSError, storage.TuningStoreError) as exc:  # a run's files damaged meanwhile
+            st.error(f"The report could not be built: {exc}")
+            st.stop()
 
 saved = st.session_state.get("rep_built")
 if saved is None or saved[0] != request:

@@ -148,13 +148,10 @@ with st.container(key="train_form", border=True):
     def launch(cfg: TrainConfig, queue: bool) -> None:
         """Create the run and start it; show it in the live view at once (a button callback, so it runs
         before the page redraws)."""
-        folder = None
         try:
             folder = start_run(cfg)
-            jobs.start(folder, queue=queue)
+            jobs.launch(folder, queue=queue)
         except (jobs.JobBusyError, lifecycle.RunStateError, models.WeightsUnavailableError, OSError) as exc:
-            if folder is not None:
-                runs.delete_run(folder)
             st.session_state.tr_message = ("error", str(exc), None)
             return
         st.session_state.tr_run_pick = folder.name
@@ -191,8 +188,15 @@ by_id = {r.run_id: r for r in user_runs}
 if st.session_state.get("tr_run_pick") not in by_id:
     active = jobs.active_job()
     st.session_state.tr_run_pick = active.name if active and active.name in by_id else user_runs[0].run_id
+# The run watched lives in a key of its own, not in the selectbox's: Streamlit can drop a widget's state
+# when a fragment's rerun (a run ending) redraws the page, and the page would jump to another run.
+st.session_state.tr_run_select = st.session_state.tr_run_pick
 shown = st.selectbox(
-    "Run", list(by_id), key="tr_run_pick", format_func=lambda rid: f"{by_id[rid].label} — {rid}"
+    "Run",
+    list(by_id),
+    key="tr_run_select",
+    format_func=lambda rid: f"{by_id[rid].label} — {rid}",
+    on_change=lambda: st.session_state.update(tr_run_pick=st.session_state.tr_run_select),
 )
 folder = by_id[shown].folder
 
@@ -211,7 +215,7 @@ def act(action: str, folder) -> None:
             st.session_state.tr_action_message = ("success", f"Resuming {folder.name}.")
         elif action == jobs.AGAIN:
             again = start_run(TrainConfig.from_run(folder))
-            jobs.start(again, queue=True)
+            jobs.launch(again, queue=True)
             st.session_state.tr_run_pick = again.name
             st.session_state.tr_action_message = ("success", f"Started {again.name} with the same settings.")
         elif action == jobs.DELETE:
@@ -297,9 +301,8 @@ with st.expander("Delete a run"):
     sure = st.checkbox(f"Yes, delete {doomed} and everything in its folder", key="tr_delete_sure")
 
     def delete_chosen() -> None:
-        target = runs.resolve_run(st.session_state.tr_delete_pick)
         try:
-            runs.delete_run(target)
+            runs.delete_run(by_id[st.session_state.tr_delete_pick].folder)
         except (lifecycle.RunStateError, ValueError, OSError) as exc:
             st.session_state.tr_delete_error = str(exc)
             return

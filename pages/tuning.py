@@ -86,9 +86,9 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
     busy = jobs.active_job()
 
     def launch(tc: TuneConfig, queue: bool) -> None:
-        job = search.create_job(tc)
         try:
-            jobs.start(job, queue=queue, kind="tune")
+            job = search.create_job(tc)
+            jobs.launch(job, queue=queue, kind="tune")
         except (jobs.JobBusyError, lifecycle.RunStateError, OSError) as exc:
             st.session_state.tu_message = ("error", str(exc))
             return
@@ -243,9 +243,9 @@ def show_study(name: str) -> None:
     )
 
     def train_final() -> None:
-        folder = start_run(final)
         try:
-            jobs.start(folder, queue=True)
+            folder = start_run(final)
+            jobs.launch(folder, queue=True)
         except (jobs.JobBusyError, lifecycle.RunStateError, OSError) as exc:
             st.session_state.tu_final_message = ("error", str(exc))
             return

@@ -39,9 +39,10 @@ class StopWatch:
         return text or "stopped by the user"
 
 
-def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch: StopWatch):
+def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch: StopWatch, planned: int = 0):
     """A Keras callback that appends one metrics row per epoch, writes in-epoch progress and stops the fit
-    when a stop is requested (the epoch cut short is marked 'partial')."""
+    when a stop is requested (the epoch cut short is marked 'partial'). ``planned``: the run's epochs over
+    all its stages, so progress does not start again at the fine-tuning stage."""
     import keras
 
     class RunLogger(keras.callbacks.Callback):
@@ -49,6 +50,11 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
             super().__init__()
             self.stopped = False
             self._last_write = 0.0
+
+        @property
+        def cut_short(self) -> bool:
+            """The current epoch was stopped before its last batch: it has not finished."""
+            return self.stopped and self.last_batch < batches
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -73,6 +79,7 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
                         "phase": "training",
                         "epoch": self.epoch + 1,
                         "epochs": epochs_total,
+                        "planned_epochs": max(planned, epochs_total),
                         "batch": batch + 1,
                         "batches": batches,
                         "epoch_elapsed": now - self.epoch_started,
@@ -91,7 +98,7 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
                 "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             }
             row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
-            if self.stopped and self.last_batch < batches:
+            if self.cut_short:
                 row["partial"] = True
             runs.append_metrics(folder, row)
 

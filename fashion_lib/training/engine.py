@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_lib import data, evaluate, lifecycle, models, processes, runs
+from fashion_lib import data, evaluate, files, lifecycle, models, processes, runs
 from fashion_lib.training import speed
 from fashion_lib.training.callbacks import StopRequested, StopWatch
 from fashion_lib.training.config import CALIBRATION_IMAGES, TrainConfig
@@ -233,9 +233,8 @@ def calibrate(model, val_probs: np.ndarray, val_labels: np.ndarray, seed: int) -
 
 def _save_model_atomically(model, folder: Path) -> Path:
     target = folder / runs.MODEL_FILE
-    tmp = folder / ".model.tmp.keras"
-    model.save(tmp)
-    tmp.replace(target)
+    with files.atomic(target, suffix=".keras") as tmp:
+        model.save(tmp)
     return target
 
 

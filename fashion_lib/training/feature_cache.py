@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_lib import config, data, models, runs
+from fashion_lib import config, data, files, models, runs
 from fashion_lib.training.callbacks import StopRequested, StopWatch
 from fashion_lib.training.config import TrainConfig
 from fashion_lib.training.fitting import fit_stage
@@ -62,17 +62,10 @@ def feature_cache_key(cfg: TrainConfig, weights: models.ResolvedWeights) -> str:
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with files.atomic(path, suffix=".npy") as tmp, tmp.open("wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class FeatureCache:

@@ -52,6 +52,19 @@ def backup_epoch(backup: Path) -> int | None:
     return meta["epoch"]
 
 
+def epoch_backup(backup: Path, logger):
+    """Keras's BackupAndRestore (weights, optimizer state, finished epochs; kept after the fit), except that
+    an epoch a stop cut short is not recorded as finished: resuming runs it again, whole."""
+    import keras
+
+    class EpochBackup(keras.callbacks.BackupAndRestore):
+        def on_epoch_end(self, epoch, logs=None):
+            if not logger.cut_short:
+                super().on_epoch_end(epoch, logs)
+
+    return EpochBackup(str(backup), double_checkpoint=True, delete_checkpoint=False)
+
+
 def fit_stage(
     model,
     cfg: TrainConfig,
@@ -87,13 +100,11 @@ def fit_stage(
     else:
         loss, accuracy = "sparse_categorical_crossentropy", "accuracy"
     model.compile(optimizer=make_optimizer(cfg.optimizer, schedule), loss=loss, metrics=[accuracy])
-    logger = run_logger(folder, stage, epochs, steps, watch)
+    planned = cfg.epochs + (cfg.fine_tune_epochs if cfg.fine_tune else 0)
+    logger = run_logger(folder, stage, epochs, steps, watch, planned)
     backup = backup_folder(folder, stage)
     resumed_epoch = backup_epoch(backup)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=False),
-        logger,
-    ]
+    callbacks = [epoch_backup(backup, logger), logger]
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -107,8 +118,9 @@ def fit_stage(
             )
         )
     callbacks.extend(extra_callbacks)
-    if resumed_epoch is not None:
-        runs.keep_metrics_before(folder, stage, resumed_epoch + 1)
+    # Rows of this stage beyond its last finished epoch (a cut-short one, or all of them when nothing was
+    # backed up) are written again by the epochs that now run.
+    runs.keep_metrics_before(folder, stage, (resumed_epoch or initial_epoch) + 1)
     verbose = 1 if os.isatty(1) else 2
     history = model.fit(
         train_data,

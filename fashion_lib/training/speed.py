@@ -13,6 +13,7 @@ The time estimate uses these and says which one it stands on.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -88,18 +89,23 @@ def known(cfg: TrainConfig) -> Speeds | None:
 
 
 def remember(cfg: TrainConfig, speeds: Speeds) -> None:
-    """Keep ``speeds`` for this machine and key; fields it leaves None keep their earlier values."""
-    table = _table()
-    entries = table.setdefault(machine_id(), {})
-    old = entries.get(speed_key(cfg), {})
-    new = {k: v for k, v in asdict(speeds).items() if v not in (None, "")}
-    entries[speed_key(cfg)] = {**(old if isinstance(old, dict) else {}), **new}
+    """Keep ``speeds`` for this machine and key; fields it leaves None keep their earlier values. The file
+    is locked while it is read and written (tuning workers finish runs at the same time)."""
     _path().parent.mkdir(parents=True, exist_ok=True)
-    runs.write_json(_path(), table)
+    with (_path().parent / ".speeds.lock").open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = _table()
+        entries = table.setdefault(machine_id(), {})
+        old = entries.get(speed_key(cfg), {})
+        new = {k: v for k, v in asdict(speeds).items() if v not in (None, "")}
+        entries[speed_key(cfg)] = {**(old if isinstance(old, dict) else {}), **new}
+        runs.write_json(_path(), table)
 
 
 def record_run(cfg: TrainConfig, folder: Path) -> Speeds | None:
     """Turn a finished run's timings into speeds for its key (None when it measured too little)."""
+    if not cfg.evaluate_test:
+        return None  # a tuning trial skips calibration and the test set: its fixed cost is not a run's
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
     rows = runs.read_metrics(folder)
     n_train, n_val = summary.get("training_images"), summary.get("validation_images")

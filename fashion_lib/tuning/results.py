@@ -134,10 +134,15 @@ def study_figures(study, contour_params: list[str] | None = None) -> dict[str, A
 
 
 def final_params(study, number: int) -> dict[str, Any]:
-    """The parameters of trial ``number`` (ValueError when there is no such trial)."""
+    """Every parameter trial ``number`` trained with — the searched ones and the fixed ones (ValueError when
+    there is no such trial)."""
     for t in study.get_trials(deepcopy=False):
         if t.number == number:
-            return dict(t.params)
+            recorded = t.user_attrs.get("params")
+            if isinstance(recorded, dict):
+                return {**recorded, **t.params}
+            fixed = {p.name: p.value for p in space_of(study) if p.kind == spaces.FIXED}
+            return {**fixed, **t.params}
     raise ValueError(f"study '{study.study_name}' has no trial {number}")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion_lib import config, jobs, lifecycle, processes, runs
+from fashion_lib.tuning import results
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import TuneConfig
 from fashion_lib.tuning.storage import HEARTBEAT_S, Store, guarded, load_study, open_store
@@ -138,6 +139,7 @@ def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...]) -> Callable:
         from fashion_lib.training import engine
 
         params = spaces.suggest(trial, space)
+        trial.set_user_attr("params", params)  # Optuna's trial.params holds the searched ones only
         cfg = tc.trial_config(params)
         folder = engine.start_run(cfg)
         runs.write_json(folder / runs.TRIAL_FILE, {"study": tc.study, "number": trial.number})
@@ -154,7 +156,9 @@ def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...]) -> Callable:
         if callback.pruned_at is not None:
             trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
             raise optuna.TrialPruned(f"pruned after epoch {callback.pruned_at}")
-        if _Stop.requested:
+        if _Stop.requested or lifecycle.effective_state(folder) == lifecycle.STOPPED:
+            # the search was stopped, or just this trial's run (its Stop button): the worker goes on with
+            # the next trial unless the whole search was asked to stop
             trial.set_user_attr("stopped_by_user", True)
             raise optuna.TrialPruned("stopped by the user")
         if summary is None or summary.validation_accuracy is None:
@@ -224,13 +228,6 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _best(study):
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return max(done, key=lambda t: t.value) if done else None
-
-
 def _fail_trials_of(store: Store, study, worker_pid: int) -> list[int]:
     """Mark failed the running trials of a worker that died (its heartbeat would say so later)."""
     import optuna
@@ -253,6 +250,12 @@ def run_search(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stopping = {"asked": False}
+
+    def on_sigterm(signum, frame):
+        stopping["asked"] = True
+
+    signal.signal(signal.SIGTERM, on_sigterm)  # first: a stop during the set-up ends the search cleanly
     store = open_store(heartbeat=heartbeat)
     study = open_study(tc, store, create=True)
     with contextlib.suppress(Exception), warnings.catch_warnings():
@@ -268,12 +271,9 @@ def run_search(
         f"worker(s), pruner {tc.pruner}, {tc.subset or 60000} images × {tc.epochs} epochs"
         + (f", at most {tc.timeout:.0f} s" if tc.timeout else "")
     )
-    stopping = {"asked": False}
-
-    def on_sigterm(signum, frame):
-        stopping["asked"] = True
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    if stopping["asked"] or lifecycle.stop_requested(job):
+        out("stopped before any trial started")
+        return lifecycle.STOPPED
     workers = [_start_worker(job, i, heartbeat) for i in range(tc.workers)]
     out(f"worker logs: {job}/worker-*.log")
     reported: set[int] = set()
@@ -299,7 +299,7 @@ def run_search(
             break
         time.sleep(POLL_S)
     _print_new(study, first, printed, out)
-    best = _best(study)
+    best = results.best_trial(study)
     out(
         f"done in {time.monotonic() - started:.0f} s; "
         + (
@@ -317,7 +317,7 @@ def run_search(
 
 def _print_new(study, first: int, printed: set[int], out: Callable[[str], None]) -> None:
     finished = [t for t in study.get_trials(deepcopy=False) if t.number >= first and t.state.is_finished()]
-    best = _best(study)
+    best = results.best_trial(study)
     for trial in sorted(finished, key=lambda t: t.number):
         if trial.number not in printed:
             printed.add(trial.number)
@@ -358,6 +358,7 @@ def run_job(job: Path, me: processes.ProcessIdentity, out=print, heartbeat: int 
         tc = TuneConfig.from_file(job / runs.CONFIG_FILE)
         state = run_search(tc, job, out, heartbeat)
     lifecycle.transition(job, state, by=me, finished=time.time())
+    (job / lifecycle.STOP_FILE).unlink(missing_ok=True)
     return state
 
 

@@ -3,9 +3,11 @@ reload mid-run and still see it live, stop it; the comparison table shows two ru
 
 from __future__ import annotations
 
+import shutil
+
 from playwright.sync_api import Page, expect
 
-from fashion_lib import lifecycle, runs, train
+from fashion_lib import config, lifecycle, runs, train
 from tests.e2e.conftest import open_page, screenshot, wait_for_script
 from tests.unit.test_train import tiny
 
@@ -25,7 +27,11 @@ def curve_points(page: Page) -> int:
     return page.evaluate(CURVE_POINTS)
 
 
-def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset):
+def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset, trained_run):
+    # A run that sorts as the newest: the page must stay on the run it watches when that one ends.
+    newest = config.runs_dir() / "29991231-000000-baseline"
+    if not newest.exists():
+        shutil.copytree(trained_run, newest)
     open_page(page, f"{app_url}/training", "Train a model")
     choose(page, "Training images", "5,000")
     choose(page, "Test images", "500")
@@ -56,6 +62,7 @@ def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset):
     screenshot(page, "training-stopped")
     expect(run_list).to_contain_text("stopped")
     folder = runs.resolve_run(page.locator(".st-key-live strong").first.inner_text())
+    assert folder != newest
     assert lifecycle.effective_state(folder) == "stopped" and (folder / "model.keras").is_file()
 
 

@@ -187,9 +187,10 @@ def test_resuming_a_stopped_run_continues_it(dataset):
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["partial"]  # the second epoch was cut short
     seen = EpochsSeen()
     train.train(run_dir=folder, extra_callbacks=[seen])
-    assert seen.seen == [2, 3]  # the third and fourth epochs: it continued
+    assert seen.seen == [1, 2, 3]  # the cut-short second epoch again, whole, then the rest: it continued
     assert lifecycle.effective_state(folder) == "completed"
-    assert [r["epoch"] for r in runs.read_metrics(folder)] == [1, 2, 3, 4]
+    rows = runs.read_metrics(folder)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and not any(r["partial"] for r in rows)
     assert runs.read_json(folder / runs.SUMMARY_FILE)["epochs_run"] == 4
     assert not (folder / runs.BACKUP_DIR).exists()  # a completed run keeps no resume state
 
@@ -338,3 +339,23 @@ def test_feature_cache_keeps_what_was_extracted_when_stopped_and_survives_a_torn
     torn = feature_cache.FeatureCache(tmp_path, dim=4, n=100)
     assert torn.done.sum() == 0  # nothing trusted; recomputed on demand, no crash
     assert np.array_equal(torn.get(np.arange(5), images, Extractor()), full[:5])
+
+
+def test_stopping_a_run_this_process_created_closes_it_without_any_signal(tmp_path):
+    folder = runs.create_run({"model": "baseline"}, "never-started", runs_root=tmp_path)
+    assert jobs.stop(folder)  # had it signalled the owner's group, this test process would be gone
+    assert lifecycle.effective_state(folder) == "stopped"
+
+
+def test_a_run_stopped_while_queued_resumes_from_the_command_line_and_trains(machine_held, dataset):  # noqa: F811
+    folder = train.start_run(tiny())
+    proc = jobs.start(folder, queue=True)
+    assert wait_for(lambda: claimed(folder))
+    assert jobs.stop(folder)
+    proc.wait(timeout=30)
+    assert lifecycle.effective_state(folder) == "stopped" and not lifecycle.stop_requested(folder)
+    machine_held.kill()
+    machine_held.wait()
+    done = cli("train", "--resume", folder.name)
+    assert done.returncode == 0, done.stderr
+    assert lifecycle.effective_state(folder) == "completed" and metric_epochs(folder) == [(1, 1)]

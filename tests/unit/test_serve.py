@@ -409,3 +409,14 @@ def test_every_prediction_says_whether_it_is_sure_and_text_is_not_clothes(client
     doubt = client.post("/predict", files=files(text)).json()["predictions"][0]
     assert doubt["verdict"]["sure"] is False and doubt["verdict"]["label"] is None
     assert "unlike the images the model learnt from" in doubt["verdict"]["reasons"][0]
+
+
+def test_a_pixels_body_far_beyond_what_the_endpoint_needs_is_refused_unread(client):
+    from fashion_lib import serve
+
+    limit = serve.PATH_LIMITS["/predict/pixels"]
+    response = client.post(
+        "/predict/pixels", content=b"[" + b"0," * limit + b"0]", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and response.json()["error"] == "request_too_large"
+    assert limit < 2**22  # a few MB, not the 161 MB that photo uploads may take

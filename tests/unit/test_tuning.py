@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from fashion_lib import augment, config, lifecycle, runs
+from fashion_lib import augment, config, jobs, lifecycle, runs, train
 from fashion_lib.tuning import results, search, storage
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import TuneConfig
@@ -126,7 +126,19 @@ def test_fixed_training_settings_reach_every_trial_and_bad_settings_are_refused(
 
 
 def test_a_three_trial_study_end_to_end_and_resumed(dataset):
-    done = tune("--study", "e2e", "--trials", "3", *TINY, "--pruner", "none")
+    done = tune(
+        "--study",
+        "e2e",
+        "--trials",
+        "3",
+        *TINY,
+        "--pruner",
+        "none",
+        "--fix",
+        "dropout=0.25",
+        "--fix",
+        "filters1=8",
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("trial ")]
     assert len(lines) == 3 and all("best" in line and "learning_rate=" in line for line in lines)
@@ -139,7 +151,16 @@ def test_a_three_trial_study_end_to_end_and_resumed(dataset):
         assert "test_accuracy" not in summary and not (folder / runs.PREDICTIONS_FILE).exists()
         assert runs.read_json(folder / runs.TRIAL_FILE) == {"study": "e2e", "number": trial.number}
         assert len(trial.intermediate_values) == 2  # one report per epoch
-    again = tune("--study", "e2e", "--trials", "2", *TINY)
+    # the winner trained for real uses every parameter its trial trained with, the fixed ones too
+    study = storage.load_study(storage.open_store(), "e2e")
+    best = results.best_trial(study)
+    params = results.final_params(study, best.number)
+    assert params["dropout"] == 0.25 and params["filters1"] == 8 and "dropout" not in best.params
+    final = results.settings_of(study).final_config(params, epochs=3)
+    assert final.dropout == 0.25 and final.conv_filters[0] == 8 and final.subset == 0
+    trial_run = train.TrainConfig.from_run(config.runs_dir() / best.user_attrs["run"])
+    assert (trial_run.dropout, trial_run.conv_filters) == (final.dropout, final.conv_filters)
+    again = tune("--study", "e2e", "--trials", "2", *TINY, "--fix", "dropout=0.25", "--fix", "filters1=8")
     assert again.returncode == 0, again.stderr
     assert "3 earlier trials" in again.stdout
     assert len(trials_of("e2e")) == 5  # the same study, two more trials
@@ -371,3 +392,40 @@ def stored_study(store, name: str = "stored"):
             )
         )
     return study
+
+
+def test_stopping_one_trials_run_prunes_that_trial_and_the_search_goes_on(dataset):
+    proc = subprocess.Popen(
+        [*TUNE, "--study", "one-stopped", "--trials", "3", *SLOWER, "--pruner", "none"],
+        cwd=config.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def first_trial_training() -> bool:
+        try:
+            trials = trials_of("one-stopped")
+        except storage.TuningStoreError:
+            return False
+        run = trials and trials[0].user_attrs.get("run")
+        return bool(run) and lifecycle.effective_state(config.runs_dir() / run) == "running"
+
+    assert wait_for(first_trial_training, timeout=240)
+    first_run = config.runs_dir() / trials_of("one-stopped")[0].user_attrs["run"]
+    assert jobs.stop(first_run)  # the Stop button of that run on the Train page
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output
+    trials = trials_of("one-stopped")
+    assert states(trials) == ["PRUNED", "COMPLETE", "COMPLETE"]  # the other tickets were still used
+    assert trials[0].user_attrs["stopped_by_user"] and lifecycle.effective_state(first_run) == "stopped"
+
+
+def test_a_search_stopped_while_it_starts_ends_stopped_not_failed(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_TUNING_DB", f"sqlite:///{tmp_path / 'fresh.db'}")
+    job = search.create_job(TuneConfig(study="stopped-early", subset=200, epochs=1, trials=2))
+    proc = jobs.launch(job, kind="tune")
+    assert jobs.stop(job)  # at once: the process has not even claimed the job yet
+    proc.wait(timeout=120)
+    state = lifecycle.state_of(job)
+    assert state.state == "stopped" and state.error is None
