@@ -174,7 +174,9 @@ def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
         problems.append(problem)
     _, metric_problems = read_metrics_checked(folder)
     problems.extend(metric_problems[:3])
-    if state.state in (lifecycle.COMPLETED, lifecycle.STOPPED):
+    # A completed run, or one stopped after it began, has saved its model and summary; one stopped while
+    # it waited for the machine has done no work and has none.
+    if state.state == lifecycle.COMPLETED or (state.state == lifecycle.STOPPED and state.started is not None):
         if not (folder / MODEL_FILE).is_file():
             problems.append(f"{MODEL_FILE} is missing")
         if summary is None and problem is None:

@@ -17,6 +17,21 @@ from fashion_lib.config import REPO_ROOT
 STARTUP_TIMEOUT_S = 60
 
 
+def command(*args: str, quiet: bool = False, **popen) -> subprocess.Popen:
+    """``python -m fashion_lib ARGS`` in the background, from the checkout: its output readable as text
+    from ``.stdout`` (stderr merged), or discarded when ``quiet``."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    err = subprocess.DEVNULL if quiet else subprocess.STDOUT
+    return subprocess.Popen(
+        [sys.executable, "-m", "fashion_lib", *args],
+        cwd=REPO_ROOT,
+        stdout=out,
+        stderr=err,
+        text=True,
+        **popen,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

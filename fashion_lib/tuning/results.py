@@ -96,9 +96,19 @@ def curves(study) -> list[dict]:
     return out
 
 
+CHART_NAMES = (
+    "Optimization history",
+    "Parallel coordinates",
+    "Hyperparameter importances",
+    "Slices",
+    "Contour",
+    "Intermediate values",
+)  # the explorer's charts, in the order the page shows them
+
+
 def study_figures(study, contour_params: list[str] | None = None) -> dict[str, Any]:
-    """Optimization history, parallel coordinates, importances, slices, contour and the pruning picture:
-    a plotly figure each, or a sentence saying why there is none yet."""
+    """The CHART_NAMES charts — optimization history, parallel coordinates, importances, slices, contour and
+    the pruning picture: a plotly figure each, or a sentence saying why there is none yet."""
     import optuna
     import optuna.visualization as vis
 
@@ -130,7 +140,7 @@ def study_figures(study, contour_params: list[str] | None = None) -> dict[str, A
     out["Intermediate values"] = (
         figures.intermediate_values(picture) if picture else "no trial has finished an epoch yet"
     )
-    return out
+    return {name: out[name] for name in CHART_NAMES}
 
 
 def final_params(study, number: int) -> dict[str, Any]:

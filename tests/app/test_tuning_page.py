@@ -34,14 +34,7 @@ def test_the_explorer_shows_the_stored_study(study, dataset):
     expected = results.trial_table(study)
     assert list(table["trial"]) == list(expected["trial"]) and list(table["state"]) == list(expected["state"])
     assert list(table["validation accuracy"].fillna(-1)) == list(expected["validation accuracy"].fillna(-1))
-    assert [t.label for t in at.tabs] == [
-        "Optimization history",
-        "Parallel coordinates",
-        "Hyperparameter importances",
-        "Slices",
-        "Contour",
-        "Intermediate values",
-    ]
+    assert [t.label for t in at.tabs] == list(results.CHART_NAMES)
     assert not any("needs at least" in c.value or "cannot be drawn" in c.value for c in at.caption)
     text = "\n".join(md.value for md in at.markdown)
     assert "**Trial 1** (complete)" in text  # the best trial's curves open by default

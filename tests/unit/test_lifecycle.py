@@ -15,9 +15,10 @@ import keras
 import numpy as np
 import pytest
 
-from fashion_lib import config, export, jobs, lifecycle, models, processes, runs, train
+from fashion_lib import export, jobs, lifecycle, models, processes, runs, train
 from fashion_lib.training import feature_cache
 from tests.app.conftest import page_test
+from tests.processes import command
 from tests.unit.test_jobs_and_runs import claimed, machine_held, wait_for  # noqa: F401 (fixture)
 from tests.unit.test_train import cli, tiny
 
@@ -217,24 +218,8 @@ def test_training_again_makes_a_new_run_with_the_same_settings(dataset):
 
 
 def test_a_run_queued_from_the_command_line_is_queued_for_the_page_too(machine_held, dataset):  # noqa: F811
-    waiting = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fashion_lib",
-            "train",
-            "--subset",
-            "200",
-            "--test-subset",
-            "50",
-            "--epochs",
-            "1",
-        ],
-        cwd=config.REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    waiting = command(
+        "train", "--subset", "200", "--test-subset", "50", "--epochs", "1", start_new_session=True
     )
     try:
         assert wait_for(lambda: any(r.state == "queued" for r in runs.list_runs(include_shipped=False)))
@@ -345,6 +330,7 @@ def test_stopping_a_run_this_process_created_closes_it_without_any_signal(tmp_pa
     folder = runs.create_run({"model": "baseline"}, "never-started", runs_root=tmp_path)
     assert jobs.stop(folder)  # had it signalled the owner's group, this test process would be gone
     assert lifecycle.effective_state(folder) == "stopped"
+    assert runs.read_run(folder).problems == ()  # no model, no summary: it never began, it is not damaged
 
 
 def test_a_run_stopped_while_queued_resumes_from_the_command_line_and_trains(machine_held, dataset):  # noqa: F811
@@ -354,6 +340,7 @@ def test_a_run_stopped_while_queued_resumes_from_the_command_line_and_trains(mac
     assert jobs.stop(folder)
     proc.wait(timeout=30)
     assert lifecycle.effective_state(folder) == "stopped" and not lifecycle.stop_requested(folder)
+    assert not runs.read_run(folder).damaged
     machine_held.kill()
     machine_held.wait()
     done = cli("train", "--resume", folder.name)

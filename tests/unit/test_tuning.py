@@ -22,7 +22,7 @@ from fashion_lib import augment, config, jobs, lifecycle, runs, train
 from fashion_lib.tuning import results, search, storage
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import TuneConfig
-from tests.processes import free_port
+from tests.processes import command, free_port
 from tests.unit.test_jobs_and_runs import wait_for
 
 TINY = ("--subset", "200", "--epochs", "2")
@@ -167,12 +167,8 @@ def test_a_three_trial_study_end_to_end_and_resumed(dataset):
 
 
 def test_a_worker_killed_mid_study_loses_no_completed_trial_and_the_next_search_goes_on(dataset):
-    proc = subprocess.Popen(
-        [*TUNE, "--study", "killed", "--trials", "4", *SLOWER, "--pruner", "none", "--heartbeat", "1"],
-        cwd=config.REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = command(
+        "tune", "--study", "killed", "--trials", "4", *SLOWER, "--pruner", "none", "--heartbeat", "1"
     )
 
     def one_done_one_running() -> bool:
@@ -205,11 +201,16 @@ def test_a_worker_killed_mid_study_loses_no_completed_trial_and_the_next_search_
 
 
 def test_a_trial_whose_whole_search_was_killed_is_failed_by_the_next_search(dataset):
-    proc = subprocess.Popen(
-        [*TUNE, "--study", "orphan", "--trials", "2", *SLOWER, "--heartbeat", "1"],
-        cwd=config.REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = command(
+        "tune",
+        "--study",
+        "orphan",
+        "--trials",
+        "2",
+        *SLOWER,
+        "--heartbeat",
+        "1",
+        quiet=True,
         start_new_session=True,
     )
 
@@ -349,14 +350,7 @@ def test_the_trial_table_and_figures_come_from_the_database(tmp_path):
     assert table.loc[2, "pruned after epoch"] == 1 and table.loc[1, "validation accuracy"] == 0.9
     assert results.best_trial(study).number == 1
     charts = results.study_figures(study)
-    assert set(charts) == {
-        "Optimization history",
-        "Parallel coordinates",
-        "Hyperparameter importances",
-        "Slices",
-        "Contour",
-        "Intermediate values",
-    }
+    assert tuple(charts) == results.CHART_NAMES
     assert all(not isinstance(fig, str) for fig in charts.values())  # every chart drawn
     greys = [t for t in charts["Intermediate values"].data if t.line.color == "#b0b0b0"]
     assert [t.name for t in greys] == ["trial 2 (pruned)"]
@@ -395,13 +389,7 @@ def stored_study(store, name: str = "stored"):
 
 
 def test_stopping_one_trials_run_prunes_that_trial_and_the_search_goes_on(dataset):
-    proc = subprocess.Popen(
-        [*TUNE, "--study", "one-stopped", "--trials", "3", *SLOWER, "--pruner", "none"],
-        cwd=config.REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = command("tune", "--study", "one-stopped", "--trials", "3", *SLOWER, "--pruner", "none")
 
     def first_trial_training() -> bool:
         try:

@@ -1,0 +1,45 @@
+"""The models shipped in cached_models/: each loads in Keras's safe mode, reproduces the predictions stored
+beside it, and its summary and card say what those predictions say."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fashion_lib import config, runs
+from fashion_lib.training.pipelines import predict
+
+SHIPPED = sorted(p.name for p in config.CACHED_MODELS_DIR.iterdir() if (p / runs.MODEL_FILE).is_file())
+
+
+def test_both_the_baseline_and_a_transfer_model_are_shipped():
+    assert SHIPPED == ["baseline", "mobilenet_v2"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_model_loads_in_safe_mode_and_reproduces_its_stored_predictions(name, dataset):
+    folder = config.CACHED_MODELS_DIR / name
+    model = keras.saving.load_model(folder / runs.MODEL_FILE, safe_mode=True, compile=False)
+    saved = np.load(folder / runs.PREDICTIONS_FILE)
+    assert np.array_equal(saved["labels"], dataset.y_test[saved["test_index"]])
+    some = np.linspace(0, len(saved["test_index"]) - 1, 200).astype(int)  # spread over the whole test set
+    probabilities = predict(model, dataset.x_test[saved["test_index"][some]][..., None])
+    assert np.allclose(probabilities, saved["probabilities"][some], atol=1e-4)
+    assert np.array_equal(probabilities.argmax(1), saved["probabilities"][some].argmax(1))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_models_summary_and_card_agree_with_its_predictions(name):
+    folder = config.CACHED_MODELS_DIR / name
+    saved = np.load(folder / runs.PREDICTIONS_FILE)
+    accuracy = float(np.mean(saved["probabilities"].argmax(1) == saved["labels"]))
+    assert len(saved["labels"]) == 10_000  # the whole test set
+    summary = runs.read_json(folder / runs.SUMMARY_FILE)
+    card = json.loads((folder / runs.CARD_FILE).read_text())
+    assert summary["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert card["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert card["model_size_bytes"] == (folder / runs.MODEL_FILE).stat().st_size < 20e6
+    assert (folder / "README.md").read_text().count(f"{100 * accuracy:.2f}%") >= 1
