@@ -284,6 +284,16 @@ def si_number(value: float) -> str:
     return f"{value:g}"
 
 
+def accuracy_range(accuracies, pad: float = 0.02) -> list[float] | None:
+    """A y range around the accuracies, padded, that never leaves [0, 1] (plotly pads a single point to
+    ±50 %, and an accuracy of 150 % reads as a bug)."""
+    values = pd.to_numeric(pd.Series(accuracies), errors="coerce").dropna()
+    if values.empty:
+        return None
+    low, high = float(values.min()) - pad, float(values.max()) + pad
+    return [max(0.0, low), min(1.0, high)]
+
+
 def accuracy_vs_cost(table: pd.DataFrame, cost: str, colours: dict[str, str]) -> go.Figure:
     """Test accuracy against a cost column ('wall time s' or 'parameters'), one coloured point per run."""
     from fashion_lib import wording
@@ -312,7 +322,9 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, colours: dict[str, str]) ->
             NICE_SECONDS if timed else None,
         )
         fig.update_xaxes(type="log", tickvals=ticks, ticktext=texts, title_text=f"{title} (log scale)")
-    fig.update_yaxes(tickformat=".1%", title_text="test accuracy")
+    fig.update_yaxes(
+        tickformat=".1%", title_text="test accuracy", range=accuracy_range(table["test accuracy"])
+    )
     fig.update_layout(height=420, margin=dict(t=30, b=10), showlegend=True)
     _legend_below(fig)
     return fig

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 from playwright.sync_api import Page, expect
 
-from fashion_lib import config, jobs, runs
+from fashion_lib import config, jobs, pitfall, runs
 from tests.conftest import move_run
 from tests.e2e.conftest import open_page, screenshot, wait_for_script
 
@@ -90,3 +90,30 @@ def test_error_analysis_and_gradcam_open_on_the_best_model_not_the_newest(page: 
     # choosing the collapsed model on purpose: it is shown, with a warning
     choose(page, "Model", collapsed.label)
     expect(page.get_by_text("predicts one class for almost everything")).to_be_visible()
+
+
+def test_compare_opens_with_what_matters_first_and_the_lab_says_what_it_can_show(page: Page, app_url: str):
+    open_page(page, f"{app_url}/comparison", "Compare models")
+    grid = page.locator(".st-key-cmp_table [data-testid=stDataFrame]")
+    expect(grid).to_be_visible()
+    headers = grid.locator("[role=columnheader]")  # the data grid's accessible (off-screen) table
+    expect(headers.first).to_be_attached()
+    shown = [h.strip() for h in headers.evaluate_all("cells => cells.map(c => c.textContent)")]
+    # what matters first, and nothing else in the main table (details are in the expander)
+    assert shown == [
+        "model",
+        "test accuracy",
+        "macro-F1",
+        "training time s",
+        "latency ms/image",
+        "size MB",
+        "parameters",
+    ], shown
+    for shipped in runs.shipped_models():  # selected by default
+        expect(page.locator(".st-key-cmp_table").get_by_text(shipped.label).first).to_be_attached()
+    # this test server has no ImageNet weights: the lab says so before anything runs, and so does its button
+    lab = pitfall.plan()
+    assert not lab.shows_the_failure
+    expect(page.get_by_text("There are no ImageNet weights on this machine")).to_be_visible()
+    expect(page.get_by_role("button", name=lab.button_label)).to_be_visible()
+    screenshot(page, "comparison-first-visit")
