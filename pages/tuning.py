@@ -150,13 +150,13 @@ def show_study(name: str) -> None:
     except storage.TuningStoreError as exc:
         st.error(str(exc))
         return
-    counts = table["state"].value_counts() if len(table) else pd.Series(dtype=int)
+    counts = results.state_counts(table)
     best = results.best_trial(study)
     cols = st.columns(5)
     cols[0].metric("Trials", len(table))
-    cols[1].metric("Complete", int(counts.get("complete", 0)))
-    cols[2].metric("Pruned", int(counts.get("pruned", 0)))
-    cols[3].metric("Failed / running", int(counts.get("failed", 0) + counts.get("running", 0)))
+    cols[1].metric("Complete", counts["complete"])
+    cols[2].metric("Pruned", counts["pruned"])
+    cols[3].metric("Failed / running", counts["failed or running"])
     cols[4].metric("Best validation accuracy", wording.percent(best.value if best else None))
 
     st.subheader("Trials")

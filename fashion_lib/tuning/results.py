@@ -106,6 +106,16 @@ CHART_NAMES = (
 )  # the explorer's charts, in the order the page shows them
 
 
+def state_counts(table) -> dict[str, int]:
+    """Trials per state in a ``trial_table``: complete, pruned, and failed or still running."""
+    counts = {state: int(n) for state, n in table["state"].value_counts().items()} if len(table) else {}
+    return {
+        "complete": counts.get("complete", 0),
+        "pruned": counts.get("pruned", 0),
+        "failed or running": counts.get("failed", 0) + counts.get("running", 0),
+    }
+
+
 def study_figures(study, contour_params: list[str] | None = None) -> dict[str, Any]:
     """The CHART_NAMES charts — optimization history, parallel coordinates, importances, slices, contour and
     the pruning picture: a plotly figure each, or a sentence saying why there is none yet."""

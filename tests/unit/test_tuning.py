@@ -349,6 +349,8 @@ def test_the_trial_table_and_figures_come_from_the_database(tmp_path):
     ]
     assert table.loc[2, "pruned after epoch"] == 1 and table.loc[1, "validation accuracy"] == 0.9
     assert results.best_trial(study).number == 1
+    assert results.state_counts(table) == {"complete": 3, "pruned": 1, "failed or running": 0}
+    assert results.state_counts(table.iloc[:0]) == {"complete": 0, "pruned": 0, "failed or running": 0}
     charts = results.study_figures(study)
     assert tuple(charts) == results.CHART_NAMES
     assert all(not isinstance(fig, str) for fig in charts.values())  # every chart drawn
