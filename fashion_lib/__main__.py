@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import signal
 import sys
@@ -45,9 +46,14 @@ def _augment_arg(value: str):
     """An augmentation preset name, or a JSON object of AugmentConfig fields."""
     from fashion_lib import augment
 
-    if value.strip().startswith("{"):
-        return augment.AugmentConfig.from_json(value)
-    return augment.load_preset(value)
+    try:
+        if value.strip().startswith("{"):
+            return augment.AugmentConfig.from_json(value)
+        return augment.load_preset(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not a JSON object of augmentation settings ({exc})") from exc
+    except (ValueError, TypeError, OSError) as exc:  # argparse would replace a ValueError's reason
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _optional_float(value: str) -> float | None:
@@ -255,6 +261,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List runs (newest first) and shipped models, with their effective state; damaged ones say why."""
+    from fashion_lib import jobs
+
     found = runs.list_runs()
     if not found:
         print(f"no runs yet under {config.runs_dir()}")
@@ -268,13 +276,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"    ! {problem}")
         if info.state == "interrupted" and info.detail:
             print(f"    ({info.detail}; resume with: python -m fashion_lib train --resume {info.run_id})")
+        if info.state == "failed":
+            reason = info.error or "no reason recorded"
+            print(f"    (failed: {reason}; its log: {info.folder / jobs.LOG_FILE})")
     return 0
 
 
 def _setting(text: str) -> tuple[str, object]:
     """'name=value' → (name, value); numbers and true/false as such, anything else as text."""
-    import json
-
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected name=value, got '{text}'")

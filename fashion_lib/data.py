@@ -349,7 +349,9 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split sample positions into (train, validation) index arrays, class by class, chosen by ``seed``.
 
-    Each class contributes ``round(val_fraction * its count)`` samples to validation; both arrays are sorted.
+    Each class contributes ``round(val_fraction * its count)`` samples to validation, at least one and at
+    most all but one when it has two or more (a tiny subset never leaves validation empty); both arrays
+    are sorted.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"validation fraction must be between 0 and 1 (exclusive), got {val_fraction}")
@@ -359,6 +361,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     for c in range(config.NUM_CLASSES):
         positions = rng.permutation(np.flatnonzero(labels == c))
         k = round(val_fraction * len(positions))
+        if len(positions) >= 2:
+            k = min(max(k, 1), len(positions) - 1)
         val.append(positions[:k])
         train.append(positions[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))

@@ -160,13 +160,27 @@ def model_inputs(payloads: list[tuple[str, bytes]]) -> tuple[np.ndarray, list[st
     return np.stack([c.image for c in conversions]), hows, conversions
 
 
+MAX_PIXEL_DEPTH = 4  # [N, 28, 28, 1]
+
+
+def _nesting_depth(body: bytes) -> int:
+    """How deep the JSON arrays in ``body`` nest (brackets counted as bytes: fast, and a bracket inside a
+    string, which no valid body has, can only make it look deeper)."""
+    opened = np.frombuffer(body, np.uint8)
+    steps = (opened == ord("[")).astype(np.int32) - (opened == ord("]")).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def parse_pixels(body: bytes) -> np.ndarray:
     """A JSON array of 28×28 images (or one 28×28 image) of numbers 0–255 → (N, 28, 28) float32; BadInput
     saying what is wrong otherwise."""
     expected = f"expected a JSON array of {SIZE}×{SIZE} images of numbers 0–255 (shape [N, {SIZE}, {SIZE}])"
+    depth = _nesting_depth(body)
+    if depth > MAX_PIXEL_DEPTH:  # before parsing: deep nesting costs recursion, and can never be valid
+        raise BadInput("wrong_shape", f"arrays nested {depth} deep (at most {MAX_PIXEL_DEPTH}); {expected}")
     try:
         value = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadInput("invalid_json", f"the body is not JSON ({exc}); {expected}") from exc
     try:
         array = np.asarray(value)

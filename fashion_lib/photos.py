@@ -21,6 +21,9 @@ from fashion_lib import config
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # the upload limit set in .streamlit/config.toml
 MAX_PIXELS = 40_000_000  # about 8000 × 5000: larger claims are decompression bombs or scans, not photos
+# Pillow decodes a WebP whole, through a buffer of its own (≈ 15 MB per megapixel at the peak, measured):
+# a lower limit keeps one upload under 500 MB. JPEGs decode at reduced scale; PNG and BMP at ≈ 5 MB/MP.
+MAX_PIXELS_BY_FORMAT = {"WEBP": 24_000_000}
 MAX_UPLOAD_FILES = 16  # photos per upload (the page's uploader, the service's POST /predict)
 MIN_SIDE = 8
 ALLOWED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
@@ -55,7 +58,7 @@ def load_photo(data: bytes) -> Photo:
     Handles EXIF rotation, RGBA (transparent pixels become background), 16-bit and CMYK images. Raises
     ``PhotoError`` with a clear message for anything else: empty, not an image, truncated, animated, too
     small, or claiming more pixels than a photo has (a decompression bomb)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise PhotoError("the file is empty")
@@ -80,10 +83,12 @@ def load_photo(data: bytes) -> Photo:
         raise PhotoError(f"{kind or 'this'} images are not supported: upload a JPEG, PNG, WebP or BMP photo")
     if getattr(image, "n_frames", 1) > 1:
         raise PhotoError("this is an animated image: upload a single still photo")
-    if width * height > MAX_PIXELS:
+    limit = MAX_PIXELS_BY_FORMAT.get(kind, MAX_PIXELS)
+    if width * height > limit:
+        which = f" for {ALLOWED_FORMATS[kind]} images" if limit != MAX_PIXELS else ""
         raise PhotoError(
-            f"the image claims {width:,} × {height:,} pixels, more than the {MAX_PIXELS / 1e6:.0f}-megapixel "
-            "limit (a decompression bomb or a huge scan): resize it first"
+            f"the image claims {width:,} × {height:,} pixels, more than the {limit / 1e6:.0f}-megapixel "
+            f"limit{which} (a decompression bomb or a huge scan): resize it first"
         )
     if min(width, height) < MIN_SIDE:
         raise PhotoError(
@@ -95,8 +100,10 @@ def load_photo(data: bytes) -> Photo:
             if kind in ("JPEG", "MPO"):
                 image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # decode at 1/2, 1/4 or 1/8 scale
             image.load()
-            image = ImageOps.exif_transpose(image)
-            image = _work_size(image)
+            orientation = image.getexif().get(_ORIENTATION, 1)
+            image = _work_size(image)  # first: turning a 40-megapixel image would copy all of it
+            if orientation in _TURNS:
+                image = image.transpose(Image.Transpose[_TURNS[orientation]])
     except (
         OSError,
         ValueError,
@@ -107,6 +114,18 @@ def load_photo(data: bytes) -> Photo:
         raise PhotoError(f"the image is truncated or damaged ({exc})") from exc
     photo = _to_rgb(image, ALLOWED_FORMATS[kind])
     return Photo(photo.rgb, photo.alpha, photo.format, (width, height))
+
+
+_ORIENTATION = 0x0112  # the EXIF tag: how the camera was held
+_TURNS = {  # its values → the transpose that shows the photo upright (as ImageOps.exif_transpose)
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
 
 
 def _work_size(image):

@@ -14,6 +14,7 @@ import functools
 import json
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,9 @@ def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
             and not (folder / PREDICTIONS_FILE).is_file()
         ):
             problems.append(f"{PREDICTIONS_FILE} is missing")
+    problems.extend(
+        p for p in (_file_problem(folder / MODEL_FILE), _file_problem(folder / PREDICTIONS_FILE)) if p
+    )
     return RunInfo(
         run_id=folder.name,
         folder=folder,
@@ -201,6 +205,28 @@ def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
         config=cfg,
         trial=read_json(folder / TRIAL_FILE),
     )
+
+
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with a run's model or predictions file, if it is there (checked once per version)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # a missing file is judged by the run's state above
+    return _checked_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_file(path: str, mtime_ns: int, size: int) -> str | None:
+    if path.endswith(MODEL_FILE):  # a .keras file is a zip: a cut-off one has no central directory
+        return None if zipfile.is_zipfile(path) else f"{MODEL_FILE} is not a complete Keras file (cut off?)"
+    from fashion_lib import evaluate
+
+    try:
+        evaluate.load_predictions(Path(path).parent)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def list_runs(runs_root: Path | None = None, include_shipped: bool = True) -> list[RunInfo]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from fashion_lib import config, runs
@@ -38,8 +39,20 @@ DAMAGES = {
     "status.json garbled": (lambda f: (f / runs.STATUS_FILE).write_bytes(b"{\x00garbage"), "status.json"),
     "config.json not an object": (lambda f: (f / runs.CONFIG_FILE).write_text("[1, 2]"), "config.json"),
     "summary.json half written": (lambda f: (f / runs.SUMMARY_FILE).write_text('{"test_acc'), "summary.json"),
+    "predictions.npz cut off": (lambda f: _cut(f / runs.PREDICTIONS_FILE), "predictions.npz cannot be read"),
+    "predictions of another shape": (
+        lambda f: np.savez(f / runs.PREDICTIONS_FILE, probabilities=np.ones((5, 3)), labels=np.arange(7)),
+        "does not fit together",
+    ),
+    "model.keras cut off": (lambda f: _cut(f / runs.MODEL_FILE), "not a complete Keras file"),
 }
-PAGES = ["home.py", "training.py", "comparison.py", "errors.py", "gradcam.py"]
+
+
+def _cut(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+PAGES = ["home.py", "training.py", "comparison.py", "errors.py", "gradcam.py", "report.py"]
 
 
 @pytest.fixture(params=list(DAMAGES))
@@ -78,6 +91,10 @@ def test_every_page_keeps_working_next_to_a_damaged_run(page, damaged, dataset):
         # both copies read "Baseline CNN · 22.00 % · 01 Jan 00:00:00": only the good one is offered
         assert offered.count(runs.display_name(runs.read_run(good))) == 1
         assert len(at.dataframe[0].value) >= 1  # the comparison table is drawn
+    if page == "report.py":  # the damaged run is not offered, so building never trips over it
+        offered = at.multiselect(key="rep_runs").options
+        bad_label, good_label = (runs.display_name(runs.read_run(f)) for f in (bad, good))
+        assert good_label in offered and (bad_label == good_label or bad_label not in offered)
     if page in ("errors.py", "gradcam.py"):
         picker = at.selectbox(key="err_run" if page == "errors.py" else "cam_run")
         assert bad.name not in picker.options and picker.value in (good.name, "baseline")

@@ -71,3 +71,19 @@ def test_presets_save_list_and_load(tmp_path, monkeypatch):
         augment.load_preset("wild")
     with pytest.raises(ValueError, match="preset name"):
         augment.save_preset("  /// ", cfg)
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"flip_horizontal": "no"}, "must be true or false"),  # a truthy string used to turn flips on
+        ({"flip_vertical": 1}, "must be true or false"),
+        ({"seed": "abc"}, "whole number"),
+        ({"seed": 1.5}, "whole number"),
+        ({"rotation": "0.1"}, "must be a number"),
+        ({"zoom": True}, "must be a number"),
+    ],
+)
+def test_wrongly_typed_settings_are_refused_with_what_is_wrong(values, words):
+    with pytest.raises(ValueError, match=words):
+        augment.AugmentConfig.from_dict(values)

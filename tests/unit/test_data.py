@@ -290,3 +290,13 @@ def test_split_of_a_subset_on_synthetic_labels():
 def test_split_fraction_outside_zero_one_is_refused(fraction):
     with pytest.raises(ValueError, match="between 0 and 1"):
         data.stratified_split(np.arange(10), fraction, seed=0)
+
+
+def test_a_tiny_subset_keeps_one_validation_image_per_class():
+    labels = np.repeat(np.arange(10), 5)  # a subset of 50: 10 % of 5 rounds to 0 per class
+    train_pos, val_pos = data.stratified_split(labels, 0.1, seed=0)
+    assert np.bincount(labels[val_pos], minlength=10).tolist() == [1] * 10
+    assert np.bincount(labels[train_pos], minlength=10).tolist() == [4] * 10
+    two = np.repeat(np.arange(10), 2)  # the smallest subset allowed (20): one of each side
+    train_pos, val_pos = data.stratified_split(two, 0.9, seed=0)
+    assert len(train_pos) == len(val_pos) == 10

@@ -260,6 +260,8 @@ def test_a_run_that_fails_before_training_ends_failed_with_its_reason_and_log(
     message = reason.split(": ", 1)[1]
     assert message in jobs.read_log_tail(folder)
     monkeypatch.undo()
+    listed = cli("runs").stdout
+    assert f"(failed: {reason}" in listed and str(folder / jobs.LOG_FILE) in listed  # the CLI says why too
     at = page_test("training.py")
     at.session_state["tr_run_pick"] = folder.name
     at.run()

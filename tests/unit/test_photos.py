@@ -148,13 +148,28 @@ print(max(0, peak_kb - before_kb) / 1024, time.perf_counter() - started)
 """
 
 
-@pytest.mark.parametrize("kind", ["header claims 6324 x 6324", "genuine 6000 x 4000 photo"])
+def large_photo(width: int, height: int) -> np.ndarray:
+    return cv2.resize(silhouette(h=400, w=600, box=(200, 50, 400, 350)), (width, height))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "header claims 6324 x 6324",
+        "genuine 6000 x 4000 photo",
+        "6000 x 4000 PNG (decoded whole)",
+        "6000 x 4000 WebP (decoded whole, through Pillow's own buffer)",
+        "7000 x 5700 PNG (40 MP, the limit)",
+    ],
+)
 def test_a_large_upload_costs_at_most_500_mb_more_memory(kind, tmp_path):
     if kind.startswith("header"):
         payload = jpeg_claiming(6324)
+    elif kind.startswith("7000"):
+        payload = encode(large_photo(7000, 5700), "PNG")
     else:
-        photo = cv2.resize(silhouette(h=400, w=600, box=(200, 50, 400, 350)), (6000, 4000))
-        payload = encode(photo, "JPEG", quality=85)
+        fmt = "PNG" if "PNG" in kind else "WEBP" if "WebP" in kind else "JPEG"
+        payload = encode(large_photo(6000, 4000), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
     path = tmp_path / "upload.jpg"
     path.write_bytes(payload)
     # A fresh process, so the peak is this upload's alone (the high-water mark never goes down).
@@ -167,6 +182,12 @@ def test_a_large_upload_costs_at_most_500_mb_more_memory(kind, tmp_path):
     )
     extra_mb, seconds = map(float, out.stdout.split())
     assert extra_mb <= 500, f"{kind}: {extra_mb:.0f} MB more at the peak ({seconds:.2f} s)"
+
+
+def test_a_webp_over_its_own_pixel_limit_is_refused_before_decoding():
+    payload = encode(large_photo(6100, 4100), "WEBP", lossless=True)  # 25 MP: over WebP's 24
+    with pytest.raises(photos.PhotoError, match="24-megapixel limit for WebP images"):
+        photos.convert_upload(payload)
 
 
 @pytest.mark.parametrize(

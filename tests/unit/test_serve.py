@@ -237,8 +237,10 @@ def test_a_request_without_files_says_how_to_send_them(client, dataset):
         (json.dumps(np.zeros((2, 28, 27)).tolist()).encode(), "wrong_shape", "got shape [2, 28, 27]"),
         (json.dumps(np.full((1, 28, 28), 300).tolist()).encode(), "out_of_range", "from 0 to 255"),
         (b"{}", "wrong_shape", "expected a JSON array"),
+        (b"[" * 5000 + b"]" * 5000, "wrong_shape", "nested 5000 deep"),  # was a RecursionError: 500
+        (b"[" * 5 + b"0" + b"]" * 5, "wrong_shape", "nested 5 deep"),
     ],
-    ids=["not-json", "ragged", "strings", "wrong-size", "out-of-range", "object"],
+    ids=["not-json", "ragged", "strings", "wrong-size", "out-of-range", "object", "deep", "one-too-deep"],
 )
 def test_a_wrong_json_body_says_what_is_wrong(client, body, code, words):
     response = client.post("/predict/pixels", content=body, headers={"content-type": "application/json"})

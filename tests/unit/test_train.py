@@ -291,3 +291,24 @@ def test_cli_rejects_a_bad_config_with_a_clear_message():
     done = cli("train", "--model", "baseline", "--subset", "5")
     assert done.returncode == 2
     assert "subset must be 0 (all) or 20–60000" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_smallest_allowed_subset_trains_end_to_end(dataset):
+    # 20 images: 10 % validation rounded to none per class, which used to fail the run after training
+    folder = train.train(tiny(subset=20, test_subset=10, epochs=1))
+    assert lifecycle.effective_state(folder) == "completed"
+    assert runs.read_json(folder / runs.SUMMARY_FILE)["validation_images"] == 10
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ('{"rotation": 5}', "'rotation' must be between 0 and 0.5, got 5"),
+        ('{"flip_horizontal": "no"}', "must be true or false"),
+        ("{bad", "not a JSON object of augmentation settings"),
+        ("no-such-preset", "no augmentation preset named 'no-such-preset'"),
+    ],
+)
+def test_a_bad_augment_flag_says_what_is_wrong(value, words):
+    done = cli("train", "--augment", value)
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
