@@ -55,11 +55,36 @@ def model_card(folder: Path) -> dict[str, Any]:
         "wall_seconds": summary["wall_seconds"],
         "cpu_seconds": summary.get("cpu_seconds"),
         "cpu_count": os.cpu_count(),
+        "stage_seconds": {k: summary[k] for k in STAGE_TIMES if summary.get(k) is not None},
+        "features_extracted": summary.get("features_extracted"),
         "parameters": summary["parameters"],
         "model_size_bytes": summary["model_size_bytes"],
         "library_versions": summary["library_versions"],
         "calibration": evaluate.temperature_sentence(summary),
     }
+
+
+STAGE_TIMES = {  # summary key → how the card names it
+    "feature_extraction_seconds": "backbone features",
+    "head_training_seconds": "head",
+    "stage2_seconds": "fine-tuning",
+    "test_prediction_seconds": "test predictions",
+}
+
+
+def stage_times_line(card: dict[str, Any]) -> str | None:
+    """'Time by stage: …' — and when the frozen backbone's features all came from the feature cache, that
+    extracting them (which a first run on a machine does) is not in the total."""
+    times = card.get("stage_seconds") or {}
+    if not times:
+        return None
+    line = "Time by stage: " + ", ".join(f"{STAGE_TIMES[k]} {v:.0f} s" for k, v in times.items())
+    if card.get("features_extracted") == 0:
+        line += (
+            " (the backbone features were all in the feature cache, computed by an earlier run with the same "
+            "backbone and input size: a first run on a machine also extracts them)"
+        )
+    return line
 
 
 def card_markdown(card: dict[str, Any], kind: str = "shipped model") -> str:
@@ -76,6 +101,7 @@ def card_markdown(card: dict[str, Any], kind: str = "shipped model") -> str:
             else ""
         )
         + f"; weights: {card['weights']}",
+        *([f"- {line}"] if (line := stage_times_line(card)) else []),
         f"- Parameters: {card['parameters']['stage1']['total']:,}; "
         f"file size {card['model_size_bytes']:,} bytes ({card['model_size_bytes'] / 1e6:.1f} MB)",
         f"- Data fingerprint {card['data_fingerprint']}, split checksum {card['split_checksum']}",

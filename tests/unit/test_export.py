@@ -132,3 +132,16 @@ def test_the_export_command_writes_the_folder_and_says_what_it_checked(trained_r
 def test_the_export_command_names_an_unknown_model(tmp_path, capsys):
     assert main(["export", "no-such-run", "--to", str(tmp_path / "out")]) == 2
     assert "no run named 'no-such-run'" in capsys.readouterr().err
+
+
+def test_the_card_gives_time_by_stage_and_says_when_the_features_came_from_the_cache():
+    cached = {
+        "stage_seconds": {"feature_extraction_seconds": 0.9, "stage2_seconds": 1420.0},
+        "features_extracted": 0,
+    }
+    line = export.stage_times_line(cached)
+    assert line.startswith("Time by stage: backbone features 1 s, fine-tuning 1420 s")
+    assert "all in the feature cache" in line
+    extracted = {**cached, "features_extracted": 60_000}
+    assert "feature cache" not in export.stage_times_line(extracted)
+    assert export.stage_times_line({"stage_seconds": {}}) is None  # a card from before stage times
