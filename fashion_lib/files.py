@@ -1,7 +1,9 @@
 """Writing files so that no reader ever sees half of one, and reading JSON that may be damaged.
 
 Every write goes to a uniquely named temporary file beside the target and replaces it atomically: a crash
-leaves the old file or the new one, never a torn one, and two writers never share a temporary file."""
+leaves the old file or the new one, never a torn one, and two writers never share a temporary file. The file
+gets the permissions an ordinary ``open(path, "w")`` would give it (the process's umask), not the private
+0600 of a temporary file."""
 
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: changing it later would race with other threads' writes
+
+
 @contextlib.contextmanager
 def atomic(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path to write; on leaving the block it replaces ``path`` (removed on an error).
@@ -21,6 +32,7 @@ def atomic(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:

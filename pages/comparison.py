@@ -41,6 +41,8 @@ else:
         colours = figures.run_colours(chosen_ids)
         names = {r.run_id: r.label for r in chosen}
         formats = {
+            # a fixed width: the long names would push the size and parameters off a 1280-px screen
+            "model": st.column_config.TextColumn(width=250),
             "test accuracy": st.column_config.NumberColumn(format="percent"),
             "macro-F1": st.column_config.NumberColumn(format="%.4f"),
             "wall time s": st.column_config.NumberColumn("training time s", format="%.0f"),

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -93,11 +92,9 @@ class FeatureCache:
         except (OSError, ValueError):
             pass
         # New, or damaged: build it under a temporary name, then rename; nothing is marked done yet.
-        fd, tmp = tempfile.mkstemp(prefix=".train.", suffix=".npy", dir=self.path.parent)
-        os.close(fd)
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
-        _save_atomically(self.done_path, np.zeros(n, dtype=bool))
-        os.replace(tmp, self.path)
+        with files.atomic(self.path, suffix=".npy") as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
+            _save_atomically(self.done_path, np.zeros(n, dtype=bool))
         return np.load(self.path, mmap_mode="r+")
 
     def _read_done(self, n: int) -> np.ndarray:

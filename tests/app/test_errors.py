@@ -14,20 +14,25 @@ from tests.conftest import move_run
 
 @pytest.fixture
 def only_shipped(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # no user runs: the shipped model is the default
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # no user runs: the best shipped model is the default
+
+
+def best_shipped() -> runs.RunInfo:
+    return runs.default_choice(runs.shipped_models())
 
 
 def test_error_page_on_the_shipped_model(only_shipped, dataset):
     at = page_test("errors.py").run()
     assert not at.exception
-    p = evaluate.load_predictions(config.CACHED_MODELS_DIR / "baseline")
+    assert at.selectbox(key="err_run").value == best_shipped().run_id == "mobilenet_v2"
+    p = evaluate.load_predictions(best_shipped().folder)
     cm = evaluate.confusion_counts(p.labels, p.predicted)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Shirt → Pullover"] == str(cm[6, 2]) and metrics["Pullover → Shirt"] == str(cm[2, 6])
     share = (cm[6, 2] + cm[2, 6]) / (cm.sum() - np.trace(cm))
     assert metrics["Share of all errors"] == f"{share:.1%}"
     assert any("Click a cell" in i.value for i in at.info)
-    summary = runs.read_json(config.CACHED_MODELS_DIR / "baseline" / runs.SUMMARY_FILE)
+    summary = runs.read_json(best_shipped().folder / runs.SUMMARY_FILE)
     assert any(evaluate.temperature_sentence(summary) in c.value for c in at.caption)
 
 
@@ -35,7 +40,7 @@ def test_selected_cell_shows_exactly_its_images(only_shipped, dataset):
     at = page_test("errors.py")
     at.session_state["err_cell"] = (6, 2)
     at.run()
-    p = evaluate.load_predictions(config.CACHED_MODELS_DIR / "baseline")
+    p = evaluate.load_predictions(best_shipped().folder)
     n = int(np.sum((p.labels == 6) & (p.predicted == 2)))
     assert any(md.value == f"**{n} test images: true Shirt → predicted Pullover**" for md in at.markdown)
 
@@ -56,7 +61,7 @@ def test_a_collapsed_run_is_flagged(tmp_path, monkeypatch, dataset):
     move_run(folder, "completed")
     at = page_test("errors.py").run()
     assert not at.exception
-    assert at.selectbox(key="err_run").value == "baseline"  # opens on the best model, not the collapsed one
+    assert at.selectbox(key="err_run").value == best_shipped().run_id  # the best model, not the collapsed one
     assert not at.error
     at.selectbox(key="err_run").set_value(folder.name).run()
     assert "Collapse detected" in at.error[0].value and "'Dress'" in at.error[0].value

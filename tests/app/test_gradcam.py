@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fashion_lib import config, runs
+from fashion_lib import runs
 from tests.app.conftest import page_test
 from tests.unit.test_photos import encode, silhouette
 
 
 @pytest.fixture
 def gradcam_page(tmp_path, monkeypatch, dataset):
-    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # the shipped model is the one to explain
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # the best shipped model is the one to explain
     return page_test("gradcam.py").run()
 
 
@@ -28,11 +28,12 @@ def test_uploading_photos_shows_the_strip_prediction_and_overlays_and_a_bad_file
     )
     at.run()
     assert not at.exception
-    shipped = runs.read_run(config.CACHED_MODELS_DIR / "baseline", shipped=True)
-    assert any(md.value.startswith(f"**{shipped.label}** — ") for md in at.markdown)
+    best = runs.default_choice(runs.shipped_models())
+    assert best.run_id == "mobilenet_v2" and at.selectbox(key="cam_run").value == best.run_id
+    assert any(md.value.startswith(f"**{best.label}** — ") for md in at.markdown)
     assert "notes.jpg: this is not an image we can read" in at.error[0].value
     captions = [c.value for c in at.caption]
-    assert any("a 7×7 map" in c for c in captions)
+    assert any("at layer `out_relu`: a 4×4 map" in c for c in captions)  # MobileNetV2's last, at 128 px
     verdicts = [e.value for e in [*at.success, *at.warning] if e.value.startswith("**")]
     assert len(verdicts) == 1  # one photo could be used: one verdict, a class or "not sure" with reasons
     assert verdicts[0].startswith("**Not sure:") or " %)**" in verdicts[0]
@@ -53,6 +54,7 @@ def test_a_test_image_by_index_is_explained(gradcam_page, dataset):
 
 def test_explaining_a_chosen_class_and_an_earlier_layer(gradcam_page):
     at = gradcam_page
+    at.selectbox(key="cam_run").set_value("baseline").run()
     at.radio(key="cam_source").set_value("Test image by index").run()
     at.selectbox(key="cam_class").set_value("Shirt")
     at.selectbox(key="cam_layer").set_value("conv1_relu")

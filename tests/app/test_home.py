@@ -60,16 +60,12 @@ def test_home_lists_runs_found_in_the_runs_folder(tmp_path, monkeypatch):
 
     from fashion_lib import config
 
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # its own: other tests leave runs of this name behind
     run = config.runs_dir() / "20260101-000000-baseline"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"model": "baseline"}))
     (run / "status.json").write_text(json.dumps({"state": "failed", "error": "boom"}))
-    try:
-        at = AppTest.from_file(MAIN, default_timeout=60).run()
-        table = next(df.value for df in at.dataframe if "run" in df.value.columns)
-        assert "20260101-000000-baseline" in set(table["run"])
-        assert table.set_index("run").loc["20260101-000000-baseline", "status"] == "failed"
-    finally:
-        import shutil
-
-        shutil.rmtree(run)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    table = next(df.value for df in at.dataframe if "run" in df.value.columns)
+    assert "20260101-000000-baseline" in set(table["run"])
+    assert table.set_index("run").loc["20260101-000000-baseline", "status"] == "failed"

@@ -1,10 +1,10 @@
-"""Report page (AppTest): the shipped model by default, the same sections as the library builds, a study."""
+"""Report page (AppTest): the shipped models by default, the same sections as the library builds, a study."""
 
 from __future__ import annotations
 
 import pytest
 
-from fashion_lib import config, report, runs
+from fashion_lib import report, runs
 from fashion_lib.tuning import storage
 from tests.app.conftest import page_test
 from tests.unit.test_tuning import stored_study
@@ -16,17 +16,17 @@ def home(tmp_path, monkeypatch):
     monkeypatch.delenv("FASHION_TUNING_DB", raising=False)
 
 
-def test_the_report_page_builds_the_report_of_the_shipped_model(home, dataset):
+def test_the_report_page_builds_the_report_of_the_shipped_models(home, dataset):
     at = page_test("report.py").run()
     assert not at.exception
-    assert at.multiselect(key="rep_runs").value == ["baseline"]
+    assert sorted(at.multiselect(key="rep_runs").value) == ["baseline", "mobilenet_v2"]  # both shipped
     assert any("build the report" in i.value for i in at.info)
     at.button(key="rep_build").click().run()
     assert not at.exception
     headers = [h.value for h in at.header]
     assert headers == [s.title for s in report.build(report.default_runs()).sections]
-    shipped = runs.read_run(config.CACHED_MODELS_DIR / "baseline", shipped=True)
-    assert any(f"{shipped.label}" in md.value for md in at.markdown)
+    for shipped in runs.shipped_models():
+        assert any(shipped.label in md.value for md in at.markdown)
     assert any("No tuning study" in w.value for w in at.warning)  # the section says what is missing
     assert {b.label for b in at.get("download_button")} == {"Download HTML", "Download Markdown (zip)"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import time
 
@@ -340,6 +341,13 @@ def test_before_the_model_is_loaded_health_and_predict_say_so(no_token, dataset)
 # --------------------------------------------------------------------------------------- micro-batching
 
 
+def run_async(coroutine):
+    """asyncio.run in a thread of its own: Playwright's sync API, used by the browser tests of the same
+    session, keeps an event loop running in the main thread, where asyncio.run refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_rows():
     calls = []
 
@@ -355,7 +363,7 @@ def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_rows():
         loop.cancel()
         return requests, answers
 
-    requests, answers = asyncio.run(scenario())
+    requests, answers = run_async(scenario())
     for request, answer in zip(requests, answers, strict=True):
         assert answer.shape == (len(request), 10) and (answer == request[0, 0, 0, 0]).all()
     assert sum(calls) == sum(len(r) for r in requests) and len(calls) < len(requests)
@@ -379,7 +387,7 @@ def test_a_failing_forward_pass_fails_its_requests_and_the_batcher_goes_on():
         loop.cancel()
         return answer
 
-    assert asyncio.run(scenario()).shape == (2, 10)
+    assert run_async(scenario()).shape == (2, 10)
 
 
 # ---------------------------------------------------------------------------------------- real server
