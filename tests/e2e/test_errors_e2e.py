@@ -32,7 +32,9 @@ def test_clicking_shirt_pullover_cell_shows_those_images(page: Page, app_url: st
     page.get_by_label("Run", exact=True).first.click()
     page.get_by_role("option", name=shipped.label).click()
     wait_for_script(page)
-    expect(page.locator(".st-key-confusion .js-plotly-plot")).to_be_visible()
+    # the chosen model's matrix, and only it (the default model's leaves as the page redraws)
+    expect(page.locator(f".st-key-cm_{shipped.run_id}_False .js-plotly-plot")).to_be_visible()
+    expect(page.locator(".st-key-confusion .js-plotly-plot")).to_have_count(1)
     page.wait_for_timeout(500)
 
     click_cell(page, SHIRT, PULLOVER)

@@ -53,16 +53,22 @@ def test_launch_watch_reload_and_stop_a_run(page: Page, app_url: str, dataset, t
 
     page.reload()  # the run goes on in its own process; the page finds it again
     expect(page.get_by_text("status: running")).to_be_visible(timeout=60_000)
+    watched = page.locator(".st-key-live strong").first.inner_text()
+    assert watched != newest.name
     reloaded = curve_points(page)
     page.wait_for_function(f"() => ({CURVE_POINTS})() > {reloaded}", timeout=60_000)
 
     page.locator(".st-key-live").get_by_role("button", name="Stop").click()
     expect(page.get_by_text("status: stopped")).to_be_visible(timeout=90_000)
     expect(page.get_by_text("Diagnosis")).to_be_visible()
+    # the run ended: the whole page redraws (no "is running now" left) and stays on the run it watched
+    running_note = page.locator("[data-testid=stAlert]", has_text=f"{watched} is running now")
+    expect(running_note).to_have_count(0, timeout=30_000)
+    wait_for_script(page)
+    expect(page.locator(".st-key-live strong").first).to_have_text(watched)
+    expect(page.get_by_text("status: stopped")).to_be_visible()
     screenshot(page, "training-stopped")
-    expect(run_list).to_contain_text("stopped")
-    folder = runs.resolve_run(page.locator(".st-key-live strong").first.inner_text())
-    assert folder != newest
+    folder = runs.resolve_run(watched)
     assert lifecycle.effective_state(folder) == "stopped" and (folder / "model.keras").is_file()
 
 
