@@ -9,20 +9,38 @@ def markdown_text(at) -> str:
     return "\n".join(md.value for md in at.markdown)
 
 
-def test_eda_renders_every_section_without_errors(eda_page):
+def open_tab(at, name: str):
+    """Click a tab: the page reruns and draws that tab only."""
+    at.session_state["eda_tab"] = name
+    return at.run()
+
+
+TAB_CONTENT = {  # something each tab, and only that tab, draws
+    "Classes": "Train: balanced — largest/smallest class ratio 1.00",
+    "Samples": "Under each row: the train-set indices of its images",
+    "Pixel intensity": "**Mean image per class** (training set)",
+    "Class similarity": "Shirt / Pullover mean-image correlation:",
+    "Embedding": "Click a point to see its image",
+    "Normalization": "EfficientNet",
+}
+
+
+def page_text(at) -> str:
+    return "\n".join(e.value for e in [*at.markdown, *at.caption, *at.info, *at.warning])
+
+
+def test_eda_renders_every_tab_and_only_the_open_one(eda_page):
     at = eda_page
     assert not at.exception
-    assert [t.label for t in at.tabs] == [
-        "Classes",
-        "Samples",
-        "Pixel intensity",
-        "Class similarity",
-        "Embedding",
-        "Normalization",
-    ]
-    text = markdown_text(at)
-    assert "Train: balanced — largest/smallest class ratio 1.00" in text
-    assert "Shirt / Pullover mean-image correlation:" in text
+    assert [t.label for t in at.tabs] == list(TAB_CONTENT)
+    for name, marker in TAB_CONTENT.items():
+        if name != "Classes":
+            open_tab(at, name)
+        assert not at.exception, name
+        text = page_text(at)
+        assert marker in text, name
+        others = [m for n, m in TAB_CONTENT.items() if n != name]
+        assert not any(m in text for m in others), name
 
 
 def test_balance_and_correlation_numbers_come_from_the_data(eda_page, dataset):
@@ -32,7 +50,8 @@ def test_balance_and_correlation_numbers_come_from_the_data(eda_page, dataset):
 
     means = stats.class_mean_images(dataset.x_train, dataset.y_train)
     r = np.corrcoef(means[6].ravel(), means[2].ravel())[0, 1]
-    assert f"**{r:.3f}**" in markdown_text(eda_page)
+    assert "Train: balanced" in markdown_text(eda_page)
+    assert f"**{r:.3f}**" in markdown_text(open_tab(eda_page, "Class similarity"))
 
 
 def sample_captions(at) -> list[str]:
@@ -42,7 +61,7 @@ def sample_captions(at) -> list[str]:
 
 
 def test_new_samples_button_changes_the_samples(eda_page):
-    at = eda_page
+    at = open_tab(eda_page, "Samples")
     before = sample_captions(at)
     assert len(before) == 10  # one row per class
     seed_before = at.session_state["eda_seed"]
@@ -53,7 +72,7 @@ def test_new_samples_button_changes_the_samples(eda_page):
 
 
 def test_choosing_fewer_classes_and_images_shrinks_the_grid(eda_page, dataset):
-    at = eda_page
+    at = open_tab(eda_page, "Samples")
     at.multiselect(key="eda_classes").set_value(["Shirt", "Pullover"])
     at.slider(key="eda_per_class").set_value(2)
     at.run()
@@ -70,7 +89,7 @@ def test_difference_view_follows_the_chosen_classes(eda_page, dataset):
 
     from fashion_lib import stats
 
-    at = eda_page
+    at = open_tab(eda_page, "Class similarity")
     at.selectbox(key="diff_a").set_value("Sneaker")
     at.selectbox(key="diff_b").set_value("Ankle boot")
     at.run()
@@ -85,7 +104,7 @@ def test_difference_view_follows_the_chosen_classes(eda_page, dataset):
 
 def test_embedding_switches_to_tsne_without_computing_until_asked(eda_page, monkeypatch, tmp_path):
     monkeypatch.setenv("FASHION_HOME", str(tmp_path))  # no t-SNE computed on this "machine"
-    at = eda_page
+    at = open_tab(eda_page, "Embedding")
     at.radio(key="embedding_method").set_value("t-SNE").run()
     assert not at.exception
     assert any("t-SNE has not been computed" in i.value for i in at.info)
