@@ -78,9 +78,16 @@ class Familiarity:
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each row of ``features`` to its nearest class mean."""
+        # (f - m)ᵀ S⁻¹ (f - m) = fᵀS⁻¹f - 2 fᵀS⁻¹m + mᵀS⁻¹m, with one matrix product for all classes (a
+        # three-operand einsum per class took 14 ms per image for a 1,280-feature model: no BLAS there).
         f = np.asarray(features, np.float64)
-        d = [np.einsum("ij,jk,ik->i", f - mu, self.inverse, f - mu) for mu in self.means]
-        return np.min(np.stack(d, axis=1), axis=1)
+        weighted_means = self.means @ self.inverse  # (10, d); the inverse is symmetric
+        d = (
+            np.einsum("ij,ij->i", f @ self.inverse, f)[:, None]
+            - 2 * f @ weighted_means.T
+            + np.einsum("cj,cj->c", weighted_means, self.means)[None, :]
+        )
+        return np.maximum(np.min(d, axis=1), 0.0)  # rounding can leave a tiny negative for a mean itself
 
 
 def feature_layer(model) -> str:

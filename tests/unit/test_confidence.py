@@ -72,3 +72,15 @@ def test_the_shipped_baseline_knows_test_images_and_doubts_other_things(dataset,
     )
     far = np.mean(stats.distances(confidence.features(features_of, others)) > stats.threshold)
     assert far > 0.3  # measured: 58 % with the confidence rule too (bench.photo_realistic)
+
+
+def test_the_distance_is_the_squared_mahalanobis_distance_to_the_nearest_class_mean():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 6))
+    inverse = a @ a.T + np.eye(6)  # symmetric positive definite
+    means = rng.normal(size=(10, 6))
+    stats = confidence.Familiarity("x", means, inverse, threshold=1.0)
+    rows = np.vstack([rng.normal(size=(5, 6)), means[3]])  # the last one sits on class 3's mean
+    expected = [min(float((r - m) @ inverse @ (r - m)) for m in means) for r in rows]
+    got = stats.distances(rows)
+    assert np.allclose(got, expected, rtol=1e-10, atol=1e-9) and got[-1] == pytest.approx(0.0, abs=1e-9)
