@@ -424,13 +424,27 @@ def comparable_runs() -> list[RunInfo]:
     ]
 
 
+def shipped_from(info: RunInfo) -> str | None:
+    """The run a shipped model was copied from (its card says), None for anything else."""
+    card = read_json(info.folder / CARD_FILE) if info.shipped else None
+    run_id = card.get("run_id") if isinstance(card, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
 def default_comparison(candidates: list[RunInfo]) -> list[RunInfo]:
     """What a comparison (or the report) starts with: every shipped model, and the best completed run of
-    each model family among the user's own (never a collapsed one)."""
+    each model family among the user's own (never a collapsed one, nor the run a shipped model is a copy
+    of: the same model twice)."""
     chosen = [r for r in candidates if r.shipped]
+    copied = {shipped_from(r) for r in chosen}
     for family in models.MODEL_NAMES:
         own = [
-            r for r in candidates if r.model == family and not r.shipped and r.state == lifecycle.COMPLETED
+            r
+            for r in candidates
+            if r.model == family
+            and not r.shipped
+            and r.state == lifecycle.COMPLETED
+            and r.run_id not in copied
         ]
         best = default_choice(own)
         if best is not None and not best.damaged and not is_collapsed(best):

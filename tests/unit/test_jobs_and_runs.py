@@ -226,6 +226,16 @@ def test_default_comparison_is_the_shipped_models_and_the_best_own_run_of_each_f
     assert [r.run_id for r in runs.default_comparison(candidates)] == ["ship", "m-ship", "1"]
 
 
+def test_the_run_a_shipped_model_was_copied_from_is_not_compared_with_itself(tmp_path):
+    source = fake_run(tmp_path / "20260101-000000-baseline", "baseline", 0.93)
+    other = fake_run(tmp_path / "20260102-000000-baseline", "baseline", 0.92)
+    shipped = fake_run(tmp_path / "ship", "baseline", 0.93, shipped=True)
+    (shipped.folder / runs.CARD_FILE).write_text(json.dumps({"run_id": source.run_id}))
+    assert runs.shipped_from(shipped) == source.run_id and runs.shipped_from(source) is None
+    chosen = runs.default_comparison([source, other, shipped])
+    assert [r.run_id for r in chosen] == ["ship", other.run_id]
+
+
 # ------------------------------------------------------------------------------------------- diagnosis
 
 
