@@ -284,6 +284,24 @@ def display_name(info: RunInfo) -> str:
     return " · ".join(p for p in parts if p)
 
 
+def picker_name(info: RunInfo) -> str:
+    """'MobileNetV2 · 128 px · fine-tuned · 29 Nov 21:33:54': what the run is, without what changes while
+    it runs (state, accuracy). A picker needs labels that stay the same: Streamlit matches the browser's
+    choice by its label, and a label that changed between two draws drops the choice."""
+    cfg = info.config or {}
+    parts = [models.DISPLAY_NAMES.get(info.model, info.model)]
+    if info.model in models.TRANSFER_MODELS:
+        parts.append(f"{cfg.get('input_size', '?')} px")
+        if cfg.get("fine_tune"):
+            parts.append("fine-tuned")
+    if cfg.get("input_scaling") == "divide_by_255":
+        parts.append("pixels ÷ 255 (prototype bug)")
+    if info.trial:
+        parts.append(f"trial {info.trial.get('number')} of {info.trial.get('study')}")
+    parts.append("shipped" if info.shipped else _run_date(info.run_id))
+    return " · ".join(p for p in parts if p)
+
+
 def _run_date(run_id: str) -> str:
     """'29 Nov 14:05:12' from a run id that starts with its time stamp ('20261129-140512-…')."""
     try:

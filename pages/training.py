@@ -195,7 +195,7 @@ shown = st.selectbox(
     "Run",
     list(by_id),
     key="tr_run_select",
-    format_func=lambda rid: f"{by_id[rid].label} — {rid}",
+    format_func=lambda rid: f"{runs.picker_name(by_id[rid])} — {rid}",  # no state in it: see picker_name
     on_change=lambda: st.session_state.update(tr_run_pick=st.session_state.tr_run_select),
 )
 folder = by_id[shown].folder

@@ -133,14 +133,19 @@ if st.session_state.get("tu_pick") not in by_name:
 
 
 def study_label(name: str) -> str:
-    s = by_name[name]
-    best = (
-        f", best {wording.percent(s.best_value)} (trial {s.best_trial})" if s.best_value is not None else ""
-    )
-    return f"{name} — {models.DISPLAY_NAMES.get(s.model, s.model or '?')}, {s.trials} trials{best}"
+    """What the study is; its counts change while it runs, so they are in the table, not in the label (a
+    picker's choice is matched by its label: a changing label would drop it)."""
+    model = by_name[name].model
+    return f"{name} — {models.DISPLAY_NAMES.get(model, model or '?')}"
 
 
 chosen = st.selectbox("Study", list(by_name), key="tu_pick", format_func=study_label)
+with st.expander(f"All studies in the database ({len(summaries)})"):
+    st.dataframe(
+        pd.DataFrame(results.study_rows(summaries)),
+        hide_index=True,
+        column_config={"best validation accuracy": st.column_config.NumberColumn(format="percent")},
+    )
 
 
 def show_study(name: str) -> None:

@@ -22,6 +22,22 @@ STATE_NAMES = {
 }
 
 
+def study_rows(summaries) -> list[dict[str, Any]]:
+    """One row per study (``storage.StudySummary``): name, model, trials, best value and its trial."""
+    from fashion_lib import models
+
+    return [
+        {
+            "study": s.name,
+            "model": models.DISPLAY_NAMES.get(s.model, s.model or "?"),
+            "trials": s.trials,
+            "best validation accuracy": s.best_value,
+            "best trial": s.best_trial,
+        }
+        for s in summaries
+    ]
+
+
 def trial_table(study) -> pd.DataFrame:
     """One row per trial: number, state, validation accuracy, every parameter, duration, the epoch it was
     pruned after, and its run (folder id)."""

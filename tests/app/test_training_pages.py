@@ -134,3 +134,22 @@ def test_pitfall_lab_results_come_from_the_lab_runs(completed, dataset):
     saved = evaluate.load_predictions(completed)
     sentence = evaluate.collapse_report(saved.labels, saved.probabilities).sentence()
     assert any(e.value == sentence for e in [*at.error, *at.success])
+
+
+def test_the_run_picker_labels_stay_the_same_while_a_run_moves_on(completed, dataset):
+    """Streamlit matches the browser's choice by its label: a label carrying the run's state changed as the
+    run went on, and the page jumped to another run. The picker's labels leave the state out."""
+    from fashion_lib import lifecycle, processes
+
+    watched = runs.create_run(tiny().to_dict(), "20260101-000000-baseline")
+    move_run(watched, "queued")
+    at = page_test("training.py").run()
+    at.selectbox(key="tr_run_select").set_value(watched.name).run()
+    before = at.selectbox(key="tr_run_select").options
+    label_before = runs.read_run(watched).label
+    lifecycle.transition(watched, lifecycle.RUNNING, by=processes.current())
+    assert runs.read_run(watched).label != label_before  # what the run list shows does change
+    at.run()
+    assert not at.exception and at.selectbox(key="tr_run_select").options == before
+    assert at.session_state["tr_run_pick"] == watched.name
+    assert any(f"**{watched.name}** — status: **running**" in md.value for md in at.markdown)

@@ -35,6 +35,9 @@ def test_the_explorer_shows_the_stored_study(study, dataset):
     assert list(table["trial"]) == list(expected["trial"]) and list(table["state"]) == list(expected["state"])
     assert list(table["validation accuracy"].fillna(-1)) == list(expected["validation accuracy"].fillna(-1))
     assert [t.label for t in at.tabs] == list(results.CHART_NAMES)
+    studies = next(d.value for d in at.dataframe if "study" in d.value.columns)  # every study, counted
+    assert studies.to_dict("records") == results.study_rows(storage.study_summaries(storage.open_store()))
+    assert at.selectbox(key="tu_pick").options == ["stored — Baseline CNN"]  # no counts: they change
     assert not any("needs at least" in c.value or "cannot be drawn" in c.value for c in at.caption)
     text = "\n".join(md.value for md in at.markdown)
     assert "**Trial 1** (complete)" in text  # the best trial's curves open by default

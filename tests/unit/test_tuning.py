@@ -351,6 +351,16 @@ def test_the_trial_table_and_figures_come_from_the_database(tmp_path):
     assert results.best_trial(study).number == 1
     assert results.state_counts(table) == {"complete": 3, "pruned": 1, "failed or running": 0}
     assert results.state_counts(table.iloc[:0]) == {"complete": 0, "pruned": 0, "failed or running": 0}
+    rows = results.study_rows(storage.study_summaries(store))
+    assert rows == [
+        {
+            "study": "stored",
+            "model": "Baseline CNN",
+            "trials": 4,
+            "best validation accuracy": 0.9,
+            "best trial": 1,
+        }
+    ]
     charts = results.study_figures(study)
     assert tuple(charts) == results.CHART_NAMES
     assert all(not isinstance(fig, str) for fig in charts.values())  # every chart drawn
