@@ -18,6 +18,40 @@ from fashion_lib.training import (
 SUBSETS = {"all 60,000": 0, "20,000 (balanced)": 20000, "10,000": 10000, "5,000": 5000, "1,000": 1000}
 TEST_SUBSETS = {"all 10,000": 0, "2,000": 2000, "500": 500}
 
+
+def form_config() -> tuple[TrainConfig | None, str | None]:
+    """The form's training config from the widgets' current values (``st.session_state``), or why there is
+    none. Launch reads it when pressed: arguments bound when the page was drawn would miss a value typed
+    just before the click."""
+    v = st.session_state
+    transfer = v.tr_model in models.TRANSFER_MODELS
+    try:
+        return TrainConfig(
+            model=v.tr_model,
+            input_size=int(v.tr_size),
+            weights=v.tr_weights if transfer else "none",
+            subset=SUBSETS[v.tr_subset],
+            test_subset=TEST_SUBSETS[v.tr_test_subset],
+            epochs=int(v.tr_epochs),
+            batch_size=int(v.tr_batch),
+            learning_rate=float(v.tr_lr),
+            optimizer=v.tr_opt,
+            lr_schedule=v.tr_schedule,
+            augment=augment.load_preset(v.tr_preset) if v.tr_preset != "none" else augment.AugmentConfig(),
+            fine_tune=bool(v.tr_ft and transfer),
+            fine_tune_layers=int(v.tr_ft_layers),
+            fine_tune_epochs=int(v.tr_ft_epochs),
+            fine_tune_learning_rate=float(v.tr_ft_lr),
+            label_smoothing=float(v.tr_smoothing),
+            compute_dtype="bfloat16" if v.tr_bf16 else "float32",
+            temperature_scaling=bool(v.tr_calibrate),
+            early_stopping_patience=int(v.tr_patience),
+            seed=int(v.tr_seed),
+        ), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
 st.title("Train a model")
 widgets.dataset_or_stop()
 
@@ -93,32 +127,7 @@ with st.container(key="train_form", border=True):
         help=FIELD_HELP["label_smoothing"],
     )
 
-    cfg, problem = None, None
-    try:
-        cfg = TrainConfig(
-            model=model,
-            input_size=int(input_size),
-            weights=weights if transfer else "none",
-            subset=SUBSETS[subset_label],
-            test_subset=TEST_SUBSETS[test_label],
-            epochs=int(epochs),
-            batch_size=int(batch_size),
-            learning_rate=float(learning_rate),
-            optimizer=optimizer,
-            lr_schedule=schedule,
-            augment=augment.load_preset(preset) if preset != "none" else augment.AugmentConfig(),
-            fine_tune=bool(fine_tune and transfer),
-            fine_tune_layers=int(ft_layers),
-            fine_tune_epochs=int(ft_epochs),
-            fine_tune_learning_rate=float(ft_lr),
-            label_smoothing=float(smoothing),
-            compute_dtype="bfloat16" if bfloat16 else "float32",
-            temperature_scaling=bool(calibrate),
-            early_stopping_patience=int(patience),
-            seed=int(seed),
-        )
-    except ValueError as exc:
-        problem = str(exc)
+    cfg, problem = form_config()
     warning = estimates.memory_warning(cfg) if cfg is not None else None
     if warning:
         st.warning(warning)
@@ -140,14 +149,18 @@ with st.container(key="train_form", border=True):
         st.error(problem)
 
     active = jobs.active_job()
-    queue = False
     if active is not None:
         st.warning(f"**{active.name}** is running now; one job at a time keeps the CPU cores free for it.")
-        queue = st.checkbox("Queue my run: start it when that one finishes", key="tr_queue")
+        st.checkbox("Queue my run: start it when that one finishes", key="tr_queue")
 
-    def launch(cfg: TrainConfig, queue: bool) -> None:
-        """Create the run and start it; show it in the live view at once (a button callback, so it runs
-        before the page redraws)."""
+    def launch() -> None:
+        """Create the run from the form as it is now and start it; show it in the live view at once (a
+        button callback, so it runs before the page redraws)."""
+        cfg, problem = form_config()
+        if cfg is None:
+            st.session_state.tr_message = ("error", problem, None)
+            return
+        queue = bool(st.session_state.get("tr_queue"))
         try:
             folder = start_run(cfg)
             jobs.launch(folder, queue=queue)
@@ -169,7 +182,6 @@ with st.container(key="train_form", border=True):
         icon=":material/play_arrow:",
         key="tr_launch",
         on_click=launch,
-        args=(cfg, queue),
     )
     if "tr_message" in st.session_state:
         # An error shows once; "Started …" stays while that run is the one shown (the page redraws often).

@@ -153,3 +153,18 @@ def test_the_run_picker_labels_stay_the_same_while_a_run_moves_on(completed, dat
     assert not at.exception and at.selectbox(key="tr_run_select").options == before
     assert at.session_state["tr_run_pick"] == watched.name
     assert any(f"**{watched.name}** — status: **running**" in md.value for md in at.markdown)
+
+
+def test_launch_uses_a_value_changed_in_the_same_interaction(home, dataset, monkeypatch):
+    """A value typed just before pressing Launch reaches the run: the config is read when the button is
+    pressed, not bound when the page was drawn (which launched 5 epochs after the user typed 7)."""
+    from fashion_lib import jobs
+
+    launched = []
+    monkeypatch.setattr(jobs, "launch", lambda folder, queue=False: launched.append(folder))
+    at = page_test("training.py").run()
+    at.number_input(key="tr_epochs").set_value(7)
+    at.button(key="tr_launch").click().run()  # both reach the page in one rerun, as from a browser
+    assert not at.exception and len(launched) == 1
+    assert runs.read_json(launched[0] / runs.CONFIG_FILE)["epochs"] == 7
+    assert at.session_state["tr_run_pick"] == launched[0].name

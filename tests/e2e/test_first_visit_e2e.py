@@ -21,14 +21,16 @@ def choose(page: Page, label: str, option: str) -> None:
 
 def launch(page: Page, previous: str = "") -> str:
     """Press Launch; return the run the page then shows (another than ``previous``) — the one it started."""
-    page.get_by_role("button", name="Launch training").click()
     shown = page.locator(".st-key-live strong").first
+    before = shown.inner_text() if shown.count() else previous  # runs of other tests may be shown
+    page.get_by_role("button", name="Launch training").click()
     page.wait_for_function(
-        r"""previous => {
+        r"""([previous, before]) => {
             const e = document.querySelector('.st-key-live strong');
-            return e && /^20\d{6}-\d{6}-/.test(e.innerText) && e.innerText !== previous;
+            return e && /^20\d{6}-\d{6}-/.test(e.innerText) && e.innerText !== previous
+                && e.innerText !== before;
         }""",
-        arg=previous,
+        arg=[previous, before],
         timeout=60_000,
     )
     name = shown.inner_text()
