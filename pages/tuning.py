@@ -98,15 +98,16 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
             f"Search started: {job.name}" + (" (queued)" if queue else ""),
         )
 
-    st.button(
+    # Launched from the page body, with the settings this very run read: a callback's arguments are bound
+    # when the page was drawn and would miss a value typed just before the click.
+    if st.button(
         "Start the search" + (" (queued: another job is running)" if busy else ""),
         type="primary",
         disabled=tc is None,
         icon=":material/play_arrow:",
         key="tu_launch",
-        on_click=launch,
-        args=(tc, busy is not None),
-    )
+    ):
+        launch(tc, busy is not None)
     if "tu_message" in st.session_state:
         level, text = st.session_state.pop("tu_message")
         (st.error if level == "error" else st.success)(text)

@@ -81,8 +81,8 @@ def test_starting_a_search_from_the_page_creates_a_job(tmp_path, monkeypatch, da
     at = page_test("tuning.py").run()
     assert any("No study yet" in i.value for i in at.info)
     at.text_input(key="tu_study").set_value("from-the-page").run()
-    at.number_input(key="tu_trials").set_value(3).run()
-    at.button(key="tu_launch").click().run()
+    at.number_input(key="tu_trials").set_value(3)
+    at.button(key="tu_launch").click().run()  # typed and pressed in one interaction: 3 trials reach it
     assert not at.exception and len(started) == 1 and started[0][1] == "tune"
     settings = search.TuneConfig.from_file(started[0][0] / "config.json")
     assert settings.study == "from-the-page" and settings.trials == 3
