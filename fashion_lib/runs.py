@@ -256,22 +256,25 @@ def shipped_models() -> list[RunInfo]:
     return found
 
 
-def display_name(info: RunInfo) -> str:
-    """'MobileNetV2 · 96 px · ImageNet (rebuilt) · 94.50 % · shipped' — what a person reads in a picker."""
+def display_name(info: RunInfo, outcome: bool = True) -> str:
+    """'MobileNetV2 · 96 px · ImageNet (rebuilt) · 94.50 % · shipped' — what a person reads in a picker.
+
+    ``outcome=False`` leaves out what changes while the run goes on (weights as recorded at the end,
+    accuracy, state): see ``picker_name``."""
     summary = info.summary
     cfg = info.config or {}
     parts = [models.DISPLAY_NAMES.get(info.model, info.model)]
     if info.model in models.TRANSFER_MODELS:
         parts.append(f"{cfg.get('input_size', '?')} px")
-        if summary and summary.weights:
+        if outcome and summary and summary.weights:
             parts.append(summary.weights)
         if cfg.get("fine_tune"):
             parts.append("fine-tuned")
     if cfg.get("input_scaling") == "divide_by_255":
         parts.append("pixels ÷ 255 (prototype bug)")
-    if info.test_accuracy is not None:
+    if outcome and info.test_accuracy is not None:
         parts.append(wording.percent(info.test_accuracy))
-    elif summary and summary.validation_accuracy is not None:
+    elif outcome and summary and summary.validation_accuracy is not None:
         parts.append(f"validation {wording.percent(summary.validation_accuracy)}")
     if info.shipped:
         parts.append("shipped")
@@ -279,7 +282,7 @@ def display_name(info: RunInfo) -> str:
         if info.trial:
             parts.append(f"trial {info.trial.get('number')} of {info.trial.get('study')}")
         parts.append(_run_date(info.run_id))
-        if info.state != lifecycle.COMPLETED:
+        if outcome and info.state != lifecycle.COMPLETED:
             parts.append(info.state)
     return " · ".join(p for p in parts if p)
 
@@ -288,18 +291,7 @@ def picker_name(info: RunInfo) -> str:
     """'MobileNetV2 · 128 px · fine-tuned · 29 Nov 21:33:54': what the run is, without what changes while
     it runs (state, accuracy). A picker needs labels that stay the same: Streamlit matches the browser's
     choice by its label, and a label that changed between two draws drops the choice."""
-    cfg = info.config or {}
-    parts = [models.DISPLAY_NAMES.get(info.model, info.model)]
-    if info.model in models.TRANSFER_MODELS:
-        parts.append(f"{cfg.get('input_size', '?')} px")
-        if cfg.get("fine_tune"):
-            parts.append("fine-tuned")
-    if cfg.get("input_scaling") == "divide_by_255":
-        parts.append("pixels ÷ 255 (prototype bug)")
-    if info.trial:
-        parts.append(f"trial {info.trial.get('number')} of {info.trial.get('study')}")
-    parts.append("shipped" if info.shipped else _run_date(info.run_id))
-    return " · ".join(p for p in parts if p)
+    return display_name(info, outcome=False)
 
 
 def _run_date(run_id: str) -> str:

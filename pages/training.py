@@ -60,7 +60,7 @@ with st.container(key="train_form", border=True):
     c1, c2, c3 = st.columns(3)
     model = c1.selectbox("Model", models.MODEL_NAMES, format_func=models.DISPLAY_NAMES.get, key="tr_model")
     transfer = model in models.TRANSFER_MODELS
-    input_size = c1.select_slider(
+    c1.select_slider(
         "Input size (px)",
         [32, 64, 96, 128, 160, 192, 224],
         value=96,
@@ -78,21 +78,21 @@ with st.container(key="train_form", border=True):
     )
     if transfer:
         st.caption(widgets.weights_status(model, weights))
-    subset_label = c2.selectbox("Training images", list(SUBSETS), index=1, key="tr_subset")
-    test_label = c2.selectbox("Test images", list(TEST_SUBSETS), key="tr_test_subset")
-    epochs = c2.number_input("Epochs", 1, 100, 5, key="tr_epochs")
-    batch_size = c2.select_slider("Batch size", [16, 32, 64, 128, 256], value=128, key="tr_batch")
-    learning_rate = c3.select_slider(
+    c2.selectbox("Training images", list(SUBSETS), index=1, key="tr_subset")
+    c2.selectbox("Test images", list(TEST_SUBSETS), key="tr_test_subset")
+    c2.number_input("Epochs", 1, 100, 5, key="tr_epochs")
+    c2.select_slider("Batch size", [16, 32, 64, 128, 256], value=128, key="tr_batch")
+    c3.select_slider(
         "Learning rate",
         [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2],
         value=1e-3,
         key="tr_lr",
         format_func=lambda v: f"{v:g}",
     )
-    optimizer = c3.selectbox("Optimizer", OPTIMIZERS, key="tr_opt")
-    schedule = c3.selectbox("Learning-rate schedule", LR_SCHEDULES, key="tr_schedule")
+    c3.selectbox("Optimizer", OPTIMIZERS, key="tr_opt")
+    c3.selectbox("Learning-rate schedule", LR_SCHEDULES, key="tr_schedule")
     presets = augment.list_presets()
-    preset = c3.selectbox(
+    c3.selectbox(
         "Augmentation preset",
         ["none", *presets],
         key="tr_preset",
@@ -100,9 +100,9 @@ with st.container(key="train_form", border=True):
     )
     d1, d2, d3 = st.columns(3)
     fine_tune = d1.checkbox("Fine-tune (stage 2)", key="tr_ft", disabled=not transfer)
-    ft_layers = d1.number_input("Layers to unfreeze", 1, 250, 30, key="tr_ft_layers", disabled=not fine_tune)
-    ft_epochs = d2.number_input("Fine-tuning epochs", 1, 50, 2, key="tr_ft_epochs", disabled=not fine_tune)
-    ft_lr = d2.select_slider(
+    d1.number_input("Layers to unfreeze", 1, 250, 30, key="tr_ft_layers", disabled=not fine_tune)
+    d2.number_input("Fine-tuning epochs", 1, 50, 2, key="tr_ft_epochs", disabled=not fine_tune)
+    d2.select_slider(
         "Fine-tuning learning rate",
         [1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
         value=1e-4,
@@ -110,16 +110,16 @@ with st.container(key="train_form", border=True):
         disabled=not fine_tune,
         format_func=lambda v: f"{v:g}",
     )
-    bfloat16 = d2.checkbox("bfloat16 compute", key="tr_bf16", help=FIELD_HELP["compute_dtype"])
-    calibrate = d2.checkbox(
+    d2.checkbox("bfloat16 compute", key="tr_bf16", help=FIELD_HELP["compute_dtype"])
+    d2.checkbox(
         "Calibrate confidences",
         value=True,
         key="tr_calibrate",
         help=FIELD_HELP["temperature_scaling"],
     )
-    patience = d3.number_input("Early-stopping patience (0 = off)", 0, 20, 3, key="tr_patience")
-    seed = d3.number_input("Seed", 0, 10**6, 42, key="tr_seed")
-    smoothing = d3.select_slider(
+    d3.number_input("Early-stopping patience (0 = off)", 0, 20, 3, key="tr_patience")
+    d3.number_input("Seed", 0, 10**6, 42, key="tr_seed")
+    d3.select_slider(
         "Label smoothing",
         [0.0, 0.05, 0.1, 0.2],
         value=0.0,
