@@ -307,6 +307,7 @@ def _tune_config(args: argparse.Namespace):
         pruner=args.pruner,
         workers=args.workers,
         seed=args.seed,
+        defaults_first=not args.no_defaults_first,
         fixed=dict(args.fix or []),
         ranges={name: str(value) for name, value in args.range or []},
     )
@@ -471,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner)
     p.add_argument("--workers", type=int, default=defaults.workers, help="worker processes on this machine")
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--no-defaults-first",
+        action="store_true",
+        help="a new study's trial 0 is not the default configuration (by default it is: the reference)",
+    )
     p.add_argument(
         "--fix",
         type=_setting,

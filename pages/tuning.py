@@ -52,6 +52,13 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
         help="This machine has few cores: more workers share them.",
     )
     minutes = c3.number_input("Time limit (minutes, 0 = none)", 0, 24 * 60, 0, key="tu_minutes")
+    defaults_first = c1.checkbox(
+        "Try the default settings first",
+        value=True,
+        key="tu_defaults_first",
+        help="A new study's trial 0 trains the default configuration on the same images and budget: the "
+        "reference the searched trials are measured against.",
+    )
     st.markdown(
         "**Search space** — leave a row as it is to search it as declared; write a narrower range "
         "(`0.001:0.005`) or fewer choices (`64,128`), or a value to fix it."
@@ -74,6 +81,7 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
             epochs=int(epochs),
             pruner=pruner,
             workers=int(workers),
+            defaults_first=defaults_first,
             fixed=fixed,
             ranges=ranges,
         )
@@ -164,6 +172,9 @@ def show_study(name: str) -> None:
     cols[2].metric("Pruned", counts["pruned"])
     cols[3].metric("Failed / running", counts["failed or running"])
     cols[4].metric("Best validation accuracy", wording.percent(best.value if best else None))
+    verdict = results.against_defaults_text(study)
+    if verdict:
+        st.caption(verdict)
 
     st.subheader("Trials")
     states = st.multiselect(

@@ -22,6 +22,9 @@ STATE_NAMES = {
 }
 
 
+DEFAULTS_ATTR = "defaults"  # user attribute of the trial that tried the default configuration
+
+
 def study_rows(summaries) -> list[dict[str, Any]]:
     """One row per study (``storage.StudySummary``): name, model, trials, best value and its trial."""
     from fashion_lib import models
@@ -57,9 +60,38 @@ def trial_table(study) -> pd.DataFrame:
                 "seconds": duration,
                 "pruned after epoch": t.user_attrs.get("pruned_at_epoch"),
                 "run": t.user_attrs.get("run"),
+                "settings": "defaults" if t.user_attrs.get(DEFAULTS_ATTR) else "searched",
             }
         )
     return pd.DataFrame(rows)
+
+
+def against_defaults(study) -> tuple[float, float, int] | None:
+    """(the default configuration's value, the best searched trial's value, its number), once both exist:
+    did the search find better than the defaults on the same data and budget?"""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
+    defaults = [t for t in done if t.user_attrs.get(DEFAULTS_ATTR)]
+    searched = [t for t in done if not t.user_attrs.get(DEFAULTS_ATTR)]
+    if not defaults or not searched:
+        return None
+    best = max(searched, key=lambda t: t.value)
+    return defaults[0].value, best.value, best.number
+
+
+def against_defaults_text(study) -> str | None:
+    """One sentence on ``against_defaults`` for the page and the command line, or None."""
+    from fashion_lib import wording
+
+    found = against_defaults(study)
+    if found is None:
+        return None
+    default, best, number = found
+    gap = (best - default) * 100
+    verdict = "better than" if gap > 0 else ("level with" if gap == 0 else "not better than")
+    return (
+        f"Best searched trial ({number}): {wording.percent(best)} validation accuracy, {verdict} the default "
+        f"settings' {wording.percent(default)} on the same images and budget ({gap:+.2f} points)."
+    )
 
 
 def best_trial(study):

@@ -72,6 +72,15 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     guarded(store, study.set_user_attr, "model", tc.model)
     guarded(store, study.set_user_attr, "space", spaces.space_to_json(tc.space()))
     guarded(store, study.set_user_attr, "settings", tc.to_dict())
+    if tc.defaults_first and not guarded(store, study.get_trials, deepcopy=False):
+        # the reference every searched trial is measured against: same data, split, seed and budget
+        guarded(
+            store,
+            study.enqueue_trial,
+            tc.default_values(),
+            user_attrs={results.DEFAULTS_ATTR: True},
+            skip_if_exists=True,
+        )
     return study
 
 
@@ -219,6 +228,7 @@ def describe_trial(trial, best) -> str:
     best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "best -"
     return (
         f"trial {trial.number:>3}  {state:<8} value {value}"
+        + (" (the default settings)" if trial.user_attrs.get(results.DEFAULTS_ATTR) else "")
         + (f" (pruned after epoch {pruned})" if pruned else "")
         + f"  {took:>6}  {best_text}  {params}"
     )
@@ -261,7 +271,9 @@ def run_search(
     with contextlib.suppress(Exception), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # trials whose worker died since the last search
-    first = len(study.trials)
+    trials = study.get_trials(deepcopy=False)
+    # waiting trials (the default settings, or left by a stopped search) run in this search: printed too
+    first = min((t.number for t in trials if t.state.name == "WAITING"), default=len(trials))
     runs.write_json(
         job / TICKETS_FILE,
         {"left": tc.trials, "deadline": time.time() + tc.timeout if tc.timeout else None},
@@ -308,6 +320,9 @@ def run_search(
             else "no completed trial"
         )
     )
+    verdict = results.against_defaults_text(study)
+    if verdict:
+        out(verdict)
     if stopping.get("sent"):
         return lifecycle.STOPPED
     if problems:

@@ -159,6 +159,41 @@ def to_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict({**base.to_dict(), **fields})
 
 
+def values_of(cfg: TrainConfig, space: tuple[Param, ...]) -> dict[str, Any]:
+    """The search values that reproduce ``cfg`` (``to_config``'s inverse) for the parameters ``space``
+    searches. A value outside a narrowed range or choice list is left out (the sampler picks that one);
+    so is an augmentation that no single strength reproduces."""
+    dropout = cfg.dropout
+    if dropout is None:
+        dropout = models.BASELINE_DROPOUT if cfg.model == models.BASELINE else models.TRANSFER_DROPOUT
+    known: dict[str, Any] = {
+        "learning_rate": cfg.learning_rate,
+        "lr_schedule": cfg.lr_schedule,
+        "label_smoothing": cfg.label_smoothing,
+        "dropout": dropout,
+        **{f"filters{i}": f for i, f in enumerate(cfg.conv_filters, start=1)},
+        "dense_units": cfg.dense_units,
+        "batch_size": cfg.batch_size,
+        "fine_tune_layers": cfg.fine_tune_layers,
+        "fine_tune_learning_rate": cfg.fine_tune_learning_rate,
+        "input_size": cfg.input_size,
+    }
+    if cfg.augment == augment.of_strength(0.0, seed=cfg.augment.seed):
+        known["augment_strength"] = 0.0
+    values = {}
+    for param in space:
+        value = known.get(param.name)
+        if value is None or param.kind == FIXED:
+            continue
+        if param.kind == CATEGORICAL:
+            inside = value in param.choices
+        else:
+            inside = param.low <= value <= param.high and (param.kind != INT or value == int(value))
+        if inside:
+            values[param.name] = value
+    return values
+
+
 def space_to_json(space: tuple[Param, ...]) -> list[dict[str, Any]]:
     return [p.to_dict() for p in space]
 

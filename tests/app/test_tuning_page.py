@@ -34,6 +34,8 @@ def test_the_explorer_shows_the_stored_study(study, dataset):
     expected = results.trial_table(study)
     assert list(table["trial"]) == list(expected["trial"]) and list(table["state"]) == list(expected["state"])
     assert list(table["validation accuracy"].fillna(-1)) == list(expected["validation accuracy"].fillna(-1))
+    assert list(table["settings"]) == ["defaults", "searched", "searched", "searched"]
+    assert results.against_defaults_text(study) in [c.value for c in at.caption]  # best vs the defaults
     assert [t.label for t in at.tabs] == list(results.CHART_NAMES)
     studies = next(d.value for d in at.dataframe if "study" in d.value.columns)  # every study, counted
     assert studies.to_dict("records") == results.study_rows(storage.study_summaries(storage.open_store()))
@@ -82,7 +84,8 @@ def test_starting_a_search_from_the_page_creates_a_job(tmp_path, monkeypatch, da
     assert any("No study yet" in i.value for i in at.info)
     at.text_input(key="tu_study").set_value("from-the-page").run()
     at.number_input(key="tu_trials").set_value(3)
+    at.checkbox(key="tu_defaults_first").uncheck()
     at.button(key="tu_launch").click().run()  # typed and pressed in one interaction: 3 trials reach it
     assert not at.exception and len(started) == 1 and started[0][1] == "tune"
     settings = search.TuneConfig.from_file(started[0][0] / "config.json")
-    assert settings.study == "from-the-page" and settings.trials == 3
+    assert settings.study == "from-the-page" and settings.trials == 3 and not settings.defaults_first

@@ -3,6 +3,7 @@ resumed, with a worker killed mid-study, with two workers on SQLite and on a rea
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import pwd
@@ -107,6 +108,42 @@ def test_a_trials_values_become_its_training_config():
     )
 
 
+def test_the_default_settings_as_search_values_give_back_the_default_config():
+    for model, narrowed in (("baseline", {}), ("mobilenet_v2", {}), ("baseline", {"dropout": 0.4})):
+        tc = TuneConfig(study="s", model=model, fixed=narrowed)
+        values = tc.default_values()
+        searched = {p.name for p in tc.space() if p.kind != spaces.FIXED}
+        assert set(values) == searched  # every searched parameter has its default value, fixed ones none
+        base = TuneConfig(study="s", model=model).base_config()
+        # the same training, spelled out: the model's own dropout, "no augmentation" with the trial's seed
+        expected = dataclasses.replace(
+            base,
+            dropout=narrowed.get("dropout", 0.2 if model == "baseline" else 0.3),
+            augment=augment.of_strength(0.0, seed=base.seed) if model == "baseline" else base.augment,
+        )
+        # as a worker trains it: the enqueued values suggested back, the fixed ones added
+        assert tc.trial_config(spaces.suggest(optuna.trial.FixedTrial(values), tc.space())) == expected
+    # a default outside a narrowed range is left to the sampler
+    tc = TuneConfig(study="s", ranges={"learning_rate": "0.003:0.01", "batch_size": "64,256"})
+    assert "learning_rate" not in tc.default_values() and "batch_size" not in tc.default_values()
+    assert tc.default_values()["lr_schedule"] == "plateau"
+
+
+def test_against_defaults_says_when_the_search_did_not_beat_them():
+    study = optuna.create_study(direction="maximize")
+    dist = {"dropout": optuna.distributions.FloatDistribution(0.1, 0.5)}
+    for dropout, value, attrs in ((0.2, 0.91, {results.DEFAULTS_ATTR: True}), (0.4, 0.89, {})):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"dropout": dropout}, distributions=dist, value=value, user_attrs=attrs
+            )
+        )
+    assert results.against_defaults(study) == (0.91, 0.89, 1)
+    assert "not better than the default settings' 91.00 %" in results.against_defaults_text(study)
+    assert "(-2.00 points)" in results.against_defaults_text(study)
+    assert results.against_defaults(optuna.create_study()) is None  # nothing to compare yet
+
+
 def test_fixed_training_settings_reach_every_trial_and_bad_settings_are_refused():
     tc = TuneConfig(study="s", fixed={"optimizer": "adamw", "dropout": 0.2})
     assert tc.base_config().optimizer == "adamw"
@@ -144,6 +181,12 @@ def test_a_three_trial_study_end_to_end_and_resumed(dataset):
     assert len(lines) == 3 and all("best" in line and "learning_rate=" in line for line in lines)
     trials = trials_of("e2e")
     assert states(trials) == ["COMPLETE"] * 3
+    # trial 0 tried the default settings (the fixed ones as fixed), the reference named at the end
+    assert trials[0].user_attrs[results.DEFAULTS_ATTR] and "(the default settings)" in lines[0]
+    reference = TuneConfig(study="e2e", subset=200, epochs=2, fixed={"dropout": 0.25, "filters1": 8})
+    assert trials[0].params == reference.default_values()
+    assert not any(results.DEFAULTS_ATTR in t.user_attrs for t in trials[1:])
+    assert "on the same images and budget" in done.stdout
     for trial in trials:
         folder = config.runs_dir() / trial.user_attrs["run"]
         summary = runs.read_json(folder / runs.SUMMARY_FILE)
@@ -164,6 +207,7 @@ def test_a_three_trial_study_end_to_end_and_resumed(dataset):
     assert again.returncode == 0, again.stderr
     assert "3 earlier trials" in again.stdout
     assert len(trials_of("e2e")) == 5  # the same study, two more trials
+    assert not any(results.DEFAULTS_ATTR in t.user_attrs for t in trials_of("e2e")[3:])  # tried once
 
 
 def test_a_worker_killed_mid_study_loses_no_completed_trial_and_the_next_search_goes_on(dataset):
@@ -349,6 +393,12 @@ def test_the_trial_table_and_figures_come_from_the_database(tmp_path):
     ]
     assert table.loc[2, "pruned after epoch"] == 1 and table.loc[1, "validation accuracy"] == 0.9
     assert results.best_trial(study).number == 1
+    assert list(table["settings"]) == ["defaults", "searched", "searched", "searched"]
+    assert results.against_defaults(study) == (0.85, 0.90, 1)
+    assert results.against_defaults_text(study) == (
+        "Best searched trial (1): 90.00 % validation accuracy, better than the default settings' 85.00 % "
+        "on the same images and budget (+5.00 points)."
+    )
     assert results.state_counts(table) == {"complete": 3, "pruned": 1, "failed or running": 0}
     assert results.state_counts(table.iloc[:0]) == {"complete": 0, "pruned": 0, "failed or running": 0}
     rows = results.study_rows(storage.study_summaries(store))
@@ -394,7 +444,8 @@ def stored_study(store, name: str = "stored"):
                 state=getattr(optuna.trial.TrialState, state),
                 intermediate_values={i + 1: v for i, v in enumerate(steps)},
                 user_attrs={"run": f"20260101-00000{len(study.trials)}-baseline"}
-                | ({"pruned_at_epoch": 1} if state == "PRUNED" else {}),
+                | ({"pruned_at_epoch": 1} if state == "PRUNED" else {})
+                | ({results.DEFAULTS_ATTR: True} if not study.trials else {}),
             )
         )
     return study
