@@ -48,6 +48,7 @@ def model_card(folder: Path) -> dict[str, Any]:
         "data_fingerprint": summary["data_fingerprint"],
         "split_checksum": summary["split_checksum"],
         "training_images": summary["training_images"],
+        "training_photos": summary.get("training_photos", 0),
         "test_images": summary["test_images"],
         "test_accuracy": summary["test_accuracy"],
         "macro_f1": summary["macro_f1"],
@@ -94,7 +95,13 @@ def card_markdown(card: dict[str, Any], kind: str = "shipped model") -> str:
         "",
         f"- Test accuracy: **{card['test_accuracy']:.2%}** on {card['test_images']:,} test images; "
         f"macro-F1 {card['macro_f1']:.4f}",
-        f"- Trained on {card['training_images']:,} images in {card['wall_seconds']:.0f} s"
+        f"- Trained on {card['training_images']:,} images"
+        + (
+            f" and {photos:,} of them again as converted product photos"
+            if (photos := card.get("training_photos"))
+            else ""
+        )
+        + f" in {card['wall_seconds']:.0f} s"
         + (
             f" ({card['cpu_seconds'] / 60:.0f} CPU-minutes on a {card.get('cpu_count') or '?'}-core machine)"
             if card.get("cpu_seconds")

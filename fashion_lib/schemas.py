@@ -74,6 +74,7 @@ class Summary(_Lenient):
     input_size: int | None = Field(default=None, ge=1)
     training_images: int | None = Field(default=None, ge=0)
     validation_images: int | None = Field(default=None, ge=0)
+    training_photos: int | None = Field(default=None, ge=0)
     test_images: int | None = Field(default=None, ge=0)
     epochs_run: int | None = Field(default=None, ge=0)
     parameters: dict[str, ParameterCounts] = {}

@@ -37,6 +37,8 @@ FIELD_HELP = {
     "dropout": "dropout before the output layer (0–0.8); unset: 0.2 for the baseline, 0.3 for transfer",
     "conv_filters": "baseline: filters of its three convolutions, e.g. 16,64,128",
     "dense_units": "baseline: units of its hidden dense layer",
+    "photo_mix": "this many training images are also rendered as product photos, converted back the way "
+    "uploads are, and added to training (the image stages: the baseline's, or fine-tuning); 0 = none",
     "evaluate_test": "evaluate on the test set after training (tuning trials do not: validation only)",
 }
 
@@ -71,6 +73,7 @@ class TrainConfig:
     dropout: float | None = None  # None: the model's own default
     conv_filters: tuple[int, int, int] = models.BASELINE_FILTERS  # baseline only
     dense_units: int = models.BASELINE_DENSE_UNITS  # baseline only
+    photo_mix: int = 0  # training images also shown as converted product photos (see photo_mix.py)
     evaluate_test: bool = True
     seed: int = 42
 
@@ -130,6 +133,13 @@ class TrainConfig:
             problems.append(f"conv filters must be three numbers 1–512, got {self.conv_filters}")
         if not 1 <= self.dense_units <= 4096:
             problems.append(f"dense units must be 1–4096, got {self.dense_units}")
+        if not 0 <= self.photo_mix <= 60000:
+            problems.append(f"photo mix must be 0–60000 images, got {self.photo_mix}")
+        elif self.photo_mix and self.uses_feature_cache() and not self.fine_tune:
+            problems.append(
+                "photo mix adds images to the stages that train on images: turn on fine-tuning, or turn "
+                "off the feature cache (the head then trains on images too)"
+            )
         return problems
 
     # -- JSON round-trip

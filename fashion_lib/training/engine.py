@@ -11,6 +11,7 @@ lower learning rate (fine-tuning).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
 import resource
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_lib import data, evaluate, files, lifecycle, models, processes, runs
-from fashion_lib.training import speed
+from fashion_lib.training import photo_mix, speed
 from fashion_lib.training.callbacks import StopRequested, StopWatch
 from fashion_lib.training.config import CALIBRATION_IMAGES, TrainConfig
 from fashion_lib.training.feature_cache import train_head_on_features
@@ -97,6 +98,10 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     wall_started, cpu_started = time.perf_counter(), _cpu_seconds()
     ds = data.load()
     splits = make_splits(cfg, ds)
+    if cfg.photo_mix:
+        splits = _with_photos(cfg, folder, splits, watch, ds.y_train)
+        if splits is None:  # stopped while converting: the photos converted so far are kept
+            return lifecycle.STOPPED
     weights = models.resolve_weights(cfg.model, cfg.weights)
     model = cfg.build_model()
     timings: dict[str, float | int] = {}
@@ -152,6 +157,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             "input_size": cfg.model_input_size,
             "training_images": len(splits.x_train),
             "validation_images": len(splits.x_val),
+            "training_photos": 0 if splits.x_photos is None else len(splits.x_photos),
             "epochs_run": len(runs.read_metrics(folder)),
             "parameters": params,
             "feature_cache": cfg.uses_feature_cache(),
@@ -170,6 +176,21 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     runs.write_json(folder / runs.SUMMARY_FILE, summary)
     runs.write_json(folder / runs.PROGRESS_FILE, {"phase": "done", "time": time.time()})
     return lifecycle.STOPPED if stopped else lifecycle.COMPLETED
+
+
+def _with_photos(
+    cfg: TrainConfig, folder: Path, splits: Splits, watch: StopWatch, y_train_full: np.ndarray
+) -> Splits | None:
+    """``splits`` with ``cfg.photo_mix`` training-split images added as converted product photos."""
+    index = photo_mix.choose(splits.y_train, splits.train_index, cfg.photo_mix, cfg.seed)
+
+    def progress(done: int, total: int) -> None:
+        _phase(folder, f"product photos for training: {done:,} of {total:,} converted")
+
+    photos = photo_mix.converted(splits.x_train_full[..., 0], index, progress, watch.requested)
+    if photos is None:
+        return None
+    return dataclasses.replace(splits, x_photos=photos[..., None], y_photos=y_train_full[index])
 
 
 def _cpu_seconds() -> float:

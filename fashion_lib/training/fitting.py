@@ -148,11 +148,10 @@ def fit_on_images(
     extra_callbacks=(),
 ):
     """One stage trained end to end on images through tf.data (augmented, scaled as the config says)."""
-    train_data = make_dataset(
-        splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale
-    )
+    x_train, y_train = splits.image_training_set()
+    train_data = make_dataset(x_train, y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale)
     val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size, scale=cfg.pixel_scale)
-    steps = int(np.ceil(len(splits.x_train) / cfg.batch_size))
+    steps = int(np.ceil(len(x_train) / cfg.batch_size))
     return fit_stage(
         model,
         cfg,

@@ -34,6 +34,14 @@ class Splits:
     val_index: np.ndarray
     test_index: np.ndarray
     x_train_full: np.ndarray  # all 60,000 training images (a view), which the feature cache indexes
+    x_photos: np.ndarray | None = None  # training images as converted product photos (photo_mix)
+    y_photos: np.ndarray | None = None
+
+    def image_training_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the image stages train on: the training split, and its product photos when there are any."""
+        if self.x_photos is None or not len(self.x_photos):
+            return self.x_train, self.y_train
+        return np.concatenate([self.x_train, self.x_photos]), np.concatenate([self.y_train, self.y_photos])
 
     def checksum(self) -> str:
         digest = hashlib.sha256()
