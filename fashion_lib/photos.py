@@ -235,6 +235,9 @@ def foreground_mask(photo: Photo, segment: bool = True) -> tuple[np.ndarray, str
         labels[sh // 4 : 3 * sh // 4, sw // 4 : 3 * sw // 4] = cv2.GC_PR_FGD
     try:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        # GrabCut starts its colour models with k-means on OpenCV's random generator (one per thread, never
+        # reset): without a fixed seed the same photo converted twice came out different
+        cv2.setRNGSeed(0)
         cv2.grabCut(
             cv2.cvtColor(_dither(small), cv2.COLOR_RGB2BGR), labels, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
         )

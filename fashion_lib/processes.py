@@ -122,3 +122,12 @@ def identify(pid: int) -> ProcessIdentity | None:
 def current() -> ProcessIdentity:
     """This process's identity."""
     return identify(os.getpid()) or ProcessIdentity(os.getpid())
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Call in a child process: it gets ``sig`` when its parent dies, even by SIGKILL (Linux:
+    PR_SET_PDEATHSIG; elsewhere nothing)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # 1 = PR_SET_PDEATHSIG

@@ -6,8 +6,8 @@ training split are used: validation and test images are never rendered.
 
 A training image always becomes the same photo (its seed and background follow from its index), so the
 converted photos are kept under ``$FASHION_HOME/cache/photos`` and each is converted once. Conversion takes
-about 0.1 s a photo; it runs in one process per core, in chunks, and every finished chunk is saved: a
-stopped run keeps what it converted.
+about 0.1 s a photo; it runs in one process per core (ended with the run, even by SIGKILL), in chunks, and
+every finished chunk is saved: a stopped or killed run keeps what it converted.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from fashion_lib import config, data, files
+from fashion_lib import config, data, files, processes
 
 VERSION = 1  # bump when the rendering or the conversion changes: cached photos are then made again
 SEED_BASE = 50_000_000  # far from the seeds bench.photo_realistic renders test images with
@@ -106,7 +107,14 @@ def converted(
             try:
                 for future in concurrent.futures.as_completed(pending):
                     chunk = pending[future]
-                    new.update(zip(chunk.tolist(), future.result(), strict=True))
+                    try:
+                        result = future.result()
+                    except concurrent.futures.process.BrokenProcessPool:
+                        raise RuntimeError(
+                            f"a photo conversion process ended abruptly ({done:,} of {total:,} photos "
+                            "converted and kept): resume the run to convert the rest"
+                        ) from None
+                    new.update(zip(chunk.tolist(), result, strict=True))
                     done += len(chunk)
                     _write_cache(path, new)
                     if progress:
@@ -124,7 +132,12 @@ def converted(
 def _pool(workers: int):
     """Worker processes that start fresh (spawn): the training process has TensorFlow's threads running,
     which a fork would copy half-way."""
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=processes.die_with_parent,
+        initargs=(signal.SIGKILL,),  # nothing to save: a converted chunk is saved by this process
+    )
     try:
         yield pool
     finally:

@@ -200,18 +200,10 @@ def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S) -> int:
 # -------------------------------------------------------------------------------------- coordinator
 
 
-def _set_parent_death_signal() -> None:
-    """Workers end when their coordinator dies, even by SIGKILL (Linux: PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
 def _start_worker(job: Path, index: int, heartbeat: int) -> subprocess.Popen:
     """A worker process; its training output goes to ``worker-<index>.log`` in the job folder."""
     arguments = ["tune", "--worker", str(index), "--run-dir", str(job), "--heartbeat", str(heartbeat)]
-    return jobs.spawn(arguments, job / f"worker-{index}.log", preexec_fn=_set_parent_death_signal)
+    return jobs.spawn(arguments, job / f"worker-{index}.log", preexec_fn=processes.die_with_parent)
 
 
 def describe_trial(trial, best) -> str:

@@ -1,0 +1,86 @@
+"""Training on product photos (``--photo-mix``): which images become photos, the conversion cache (kept
+on a stop, rebuilt when damaged), the config's rules, and a run that trains on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fashion_lib import lifecycle, runs, train
+from fashion_lib.training import photo_mix, pipelines
+from tests.unit.test_train import tiny
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_photos_come_from_the_training_split_only_class_balanced(dataset):
+    splits = pipelines.make_splits(tiny(subset=1000, val_fraction=0.2), dataset)
+    index = photo_mix.choose(splits.y_train, splits.train_index, 200, seed=42)
+    assert len(index) == 200 and set(index) <= set(splits.train_index)
+    assert not set(index) & set(splits.val_index)  # validation images are never rendered
+    assert np.bincount(dataset.y_train[index], minlength=10).tolist() == [20] * 10
+    assert (np.diff(index) > 0).all()
+    everything = photo_mix.choose(splits.y_train, splits.train_index, 5000, seed=42)
+    assert sorted(everything) == sorted(splits.train_index)  # more than there are: all of them
+
+
+def test_converted_photos_are_the_upload_conversion_and_are_cached(home, dataset, monkeypatch):
+    index = np.array([3, 10, 11, 500])
+    seen = []
+    photos = photo_mix.converted(dataset.x_train, index, progress=lambda done, total: seen.append(done))
+    assert photos.shape == (4, 28, 28) and photos.dtype == np.uint8
+    assert np.array_equal(photos[1], photo_mix.convert_one(dataset.x_train[10], 10))  # the same photo
+    assert seen[0] == 0 and seen[-1] == 4
+    assert not np.array_equal(photos[0], dataset.x_train[3])  # a photo, not the image itself
+    assert sorted(photo_mix.read_cache(photo_mix.cache_path())) == [3, 10, 11, 500]
+
+    def no_conversion(workers):
+        raise AssertionError("everything was cached: nothing should be converted")
+
+    monkeypatch.setattr(photo_mix, "_pool", no_conversion)
+    again = photo_mix.converted(dataset.x_train, index[::-1])
+    assert np.array_equal(again, photos[::-1])
+
+
+def test_a_damaged_cache_is_made_again_and_a_stop_keeps_the_chunks_done(home, dataset, monkeypatch):
+    path = photo_mix.cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a zip file")
+    assert photo_mix.read_cache(path) == {}
+    monkeypatch.setattr(photo_mix, "CHUNK", 2)
+    stopped = photo_mix.converted(dataset.x_train, np.arange(8), should_stop=lambda: True, workers=1)
+    assert stopped is None
+    kept = photo_mix.read_cache(path)
+    assert 2 <= len(kept) < 8 and set(kept) <= set(range(8))  # the first chunk(s), saved
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"photo_mix": -1}, "photo mix must be"),
+        ({"model": "mobilenet_v2", "photo_mix": 10}, "turn on fine-tuning"),
+    ],
+)
+def test_photo_mix_settings_that_cannot_work_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**overrides)
+    tiny(model="mobilenet_v2", photo_mix=10, fine_tune=True)  # fine-tuning trains on images: allowed
+
+
+def test_a_run_trains_on_its_product_photos_and_counts_them(home, dataset):
+    folder = train.train(tiny(photo_mix=30))
+    summary = runs.read_json(folder / runs.SUMMARY_FILE)
+    assert lifecycle.effective_state(folder) == lifecycle.COMPLETED
+    assert summary["training_photos"] == 30 and summary["training_images"] == 180
+    assert len(photo_mix.read_cache(photo_mix.cache_path())) == 30
+    assert "--photo-mix 30" in train.TrainConfig.from_run(folder).command()
+
+
+def test_a_stop_while_photos_are_converted_ends_the_run_stopped(home, dataset, monkeypatch):
+    monkeypatch.setattr(photo_mix, "converted", lambda *args, **kwargs: None)  # as when should_stop fired
+    folder = train.train(tiny(photo_mix=30))
+    assert lifecycle.effective_state(folder) == lifecycle.STOPPED
