@@ -46,6 +46,7 @@ def form_config() -> tuple[TrainConfig | None, str | None]:
             compute_dtype="bfloat16" if v.tr_bf16 else "float32",
             temperature_scaling=bool(v.tr_calibrate),
             early_stopping_patience=int(v.tr_patience),
+            photo_mix=int(v.tr_photos),
             seed=int(v.tr_seed),
         ), None
     except ValueError as exc:
@@ -109,6 +110,14 @@ with st.container(key="train_form", border=True):
         key="tr_ft_lr",
         disabled=not fine_tune,
         format_func=lambda v: f"{v:g}",
+    )
+    d1.select_slider(
+        "Product photos mixed in",
+        [0, 1000, 2000, 5000, 10000],
+        value=0,
+        key="tr_photos",
+        help=FIELD_HELP["photo_mix"],
+        format_func=lambda n: f"{n:,}",
     )
     d2.checkbox("bfloat16 compute", key="tr_bf16", help=FIELD_HELP["compute_dtype"])
     d2.checkbox(

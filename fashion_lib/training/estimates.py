@@ -25,6 +25,7 @@ FINE_TUNE_SLOWDOWN = 2.5  # … fine-tuning runs the backbone forward and part o
 FROZEN_SLOWDOWN = 1.2  # … a frozen backbone trained end to end (augmentation) still runs it forward …
 HEAD_SPEED = 50000  # … images/s of one epoch of the head on cached features …
 OVERHEAD_S = 5.0  # … and the seconds from launch to end besides the epochs (4–5 s for small runs here).
+PHOTO_S_PER_IMAGE = 0.105  # rendering + converting one product photo (--photo-mix) on one core, here
 VALIDATION_SHARE = 0.25  # an epoch's validation pass costs about a quarter of a training step per image
 
 
@@ -81,7 +82,11 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> Est
     n_val = round(n_pool * cfg.val_fraction)
     n_train, n_test = n_pool - n_val, (cfg.test_subset or 10000) if cfg.evaluate_test else 0
     epoch_images = n_train + VALIDATION_SHARE * n_val
+    photos = min(cfg.photo_mix, n_train)  # shown to the image stages on top of the training split
     out = {}
+    if photos:
+        cores = os.cpu_count() or 1
+        out["product photos (converted once, then cached)"] = photos * PHOTO_S_PER_IMAGE / cores
     if cfg.uses_feature_cache():
         out["feature extraction"] = (
             0.0 if feature_cache_ready else (n_train + n_val) * rate("forward_s_per_image")
@@ -89,9 +94,11 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> Est
         out["head training"] = cfg.epochs * n_train * rate("head_s_per_image")
     else:
         label = "training" if not cfg.is_transfer else "stage 1 (frozen backbone)"
-        out[label] = cfg.epochs * epoch_images * rate("train_s_per_image")
+        out[label] = cfg.epochs * (epoch_images + photos) * rate("train_s_per_image")
     if cfg.fine_tune:
-        out["stage 2 (fine-tuning)"] = cfg.fine_tune_epochs * epoch_images * rate("fine_tune_s_per_image")
+        out["stage 2 (fine-tuning)"] = (
+            cfg.fine_tune_epochs * (epoch_images + photos) * rate("fine_tune_s_per_image")
+        )
     fixed = rate("overhead_s")
     if not (measured and measured.overhead_s):  # a measured overhead already holds the evaluation
         fixed += (n_val + n_test) * rate("forward_s_per_image")

@@ -80,6 +80,10 @@ def test_changing_the_form_updates_the_estimate(home, dataset):
     assert estimate() != before and "training" in estimate()
     at.selectbox(key="tr_model").set_value("mobilenet_v2").run()
     assert estimate() != before and "feature extraction" in estimate()
+    at.select_slider(key="tr_photos").set_value(2000).run()  # frozen head on cached features: no images
+    assert "turn on fine-tuning" in at.error[0].value
+    at.checkbox(key="tr_ft").check().run()
+    assert not at.error and "product photos (converted once, then cached)" in estimate()
 
 
 def test_deleting_a_run_needs_confirmation(completed, dataset):
@@ -164,7 +168,9 @@ def test_launch_uses_a_value_changed_in_the_same_interaction(home, dataset, monk
     monkeypatch.setattr(jobs, "launch", lambda folder, queue=False: launched.append(folder))
     at = page_test("training.py").run()
     at.number_input(key="tr_epochs").set_value(7)
+    at.select_slider(key="tr_photos").set_value(1000)
     at.button(key="tr_launch").click().run()  # both reach the page in one rerun, as from a browser
     assert not at.exception and len(launched) == 1
     assert runs.read_json(launched[0] / runs.CONFIG_FILE)["epochs"] == 7
+    assert runs.read_json(launched[0] / runs.CONFIG_FILE)["photo_mix"] == 1000
     assert at.session_state["tr_run_pick"] == launched[0].name

@@ -3,6 +3,8 @@ development machine's constants — and always saying which."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fashion_lib import runs, train
@@ -23,6 +25,19 @@ def test_without_measurements_the_estimate_says_it_is_the_development_machines()
     ft = estimates.estimate_seconds(tiny(model="mobilenet_v2", fine_tune=True))
     assert {"feature extraction", "head training", "stage 2 (fine-tuning)"} <= set(ft.phases)
     assert estimates.forward_speed("efficientnet_b0", 96) == pytest.approx(379)
+
+
+def test_product_photos_add_their_conversion_and_their_share_of_the_image_stages():
+    plain = estimates.estimate_seconds(tiny(model="mobilenet_v2", subset=10000, fine_tune=True))
+    mixed = estimates.estimate_seconds(
+        tiny(model="mobilenet_v2", subset=10000, fine_tune=True, photo_mix=2000)
+    )
+    conversion = mixed.phases.pop("product photos (converted once, then cached)")
+    assert conversion == pytest.approx(2000 * estimates.PHOTO_S_PER_IMAGE / os.cpu_count())
+    assert mixed.phases["head training"] == plain.phases["head training"]  # cached features: no photos
+    stage2 = "stage 2 (fine-tuning)"
+    per_image = plain.phases[stage2] / (9000 + estimates.VALIDATION_SHARE * 1000)  # over its epochs
+    assert mixed.phases[stage2] == pytest.approx(plain.phases[stage2] + 2000 * per_image)
 
 
 def test_a_finished_run_measures_its_configuration_for_the_next_estimate(dataset):
