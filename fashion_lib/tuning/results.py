@@ -55,12 +55,12 @@ def trial_table(study) -> pd.DataFrame:
             {
                 "trial": t.number,
                 "state": STATE_NAMES.get(t.state.name, t.state.name.lower()),
+                "settings": "defaults" if t.user_attrs.get(DEFAULTS_ATTR) else "searched",
                 "validation accuracy": t.value,
                 **{name: value for name, value in t.params.items()},
                 "seconds": duration,
                 "pruned after epoch": t.user_attrs.get("pruned_at_epoch"),
                 "run": t.user_attrs.get("run"),
-                "settings": "defaults" if t.user_attrs.get(DEFAULTS_ATTR) else "searched",
             }
         )
     return pd.DataFrame(rows)
