@@ -66,6 +66,7 @@ def model_card(folder: Path) -> dict[str, Any]:
 
 
 STAGE_TIMES = {  # summary key → how the card names it
+    "photo_conversion_seconds": "product photos",
     "feature_extraction_seconds": "backbone features",
     "head_training_seconds": "head",
     "stage2_seconds": "fine-tuning",

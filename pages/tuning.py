@@ -87,6 +87,8 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
         )
     except ValueError as exc:
         problem = str(exc)
+    if tc is not None and any(s.name == tc.study for s in summaries):
+        tc, problem = search.continuing(store, tc)
     if problem:
         st.error(problem)
     if any(s.name == study_name.strip() for s in summaries):

@@ -98,17 +98,24 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     wall_started, cpu_started = time.perf_counter(), _cpu_seconds()
     ds = data.load()
     splits = make_splits(cfg, ds)
-    if cfg.photo_mix:
+    weights = models.resolve_weights(cfg.model, cfg.weights)  # missing weights fail before any photo work
+    model = cfg.build_model()
+    stage1_weights = folder / STAGE1_WEIGHTS
+    image_stage_left = cfg.fine_tune or not (stage1_weights.exists() or cfg.uses_feature_cache())
+    if cfg.photo_mix and image_stage_left:
+        started = time.perf_counter()
         splits = _with_photos(cfg, folder, splits, watch, ds.y_train)
         if splits is None:  # stopped while converting: the photos converted so far are kept
             return lifecycle.STOPPED
-    weights = models.resolve_weights(cfg.model, cfg.weights)
-    model = cfg.build_model()
+        timings_photos = time.perf_counter() - started
+    else:
+        timings_photos = None
     timings: dict[str, float | int] = {}
+    if timings_photos is not None:
+        timings["photo_conversion_seconds"] = timings_photos
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
     stopped = False
 
-    stage1_weights = folder / STAGE1_WEIGHTS
     if stage1_weights.exists():  # resumed after stage 1 had finished
         model.load_weights(stage1_weights)
     else:
@@ -187,10 +194,11 @@ def _with_photos(
     def progress(done: int, total: int) -> None:
         _phase(folder, f"product photos for training: {done:,} of {total:,} converted")
 
-    photos = photo_mix.converted(splits.x_train_full[..., 0], index, progress, watch.requested)
-    if photos is None:
+    found = photo_mix.converted(splits.x_train_full[..., 0], index, progress, watch.requested)
+    if found is None:
         return None
-    return dataclasses.replace(splits, x_photos=photos[..., None], y_photos=y_train_full[index])
+    photos, kept = found  # the few photos the conversion refuses are left out
+    return dataclasses.replace(splits, x_photos=photos[..., None], y_photos=y_train_full[kept])
 
 
 def _cpu_seconds() -> float:

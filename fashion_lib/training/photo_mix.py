@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from fashion_lib import config, data, files, processes
 
 VERSION = 1  # bump when the rendering or the conversion changes: cached photos are then made again
 SEED_BASE = 50_000_000  # far from the seeds bench.photo_realistic renders test images with
-CHUNK = 250
+CHUNK = 25  # photos per task: about 2.5 s, so a stop waits no longer than that
+POLL_S = 0.5
+SAVE_EVERY_S = 10.0  # how often the cache file is rewritten while converting
 
 
 def choose(y_train: np.ndarray, train_index: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -44,42 +47,66 @@ def background_of(index: int) -> str:
     return photo_render.BACKGROUNDS[index % len(photo_render.BACKGROUNDS)]
 
 
-def convert_one(image28: np.ndarray, index: int) -> np.ndarray:
-    """Training image number ``index`` as a converted product photo (28×28 uint8)."""
+def convert_one(image28: np.ndarray, index: int) -> np.ndarray | None:
+    """Training image number ``index`` as a converted product photo (28×28 uint8); None when the upload
+    conversion refuses the photo (e.g. a white product on a white background: nothing stands out)."""
     from fashion_lib import photo_render, photos
 
     jpeg = photo_render.render(image28, background_of(index), seed=SEED_BASE + int(index))
-    _, conversion = photos.convert_upload(jpeg)
+    try:
+        _, conversion = photos.convert_upload(jpeg)
+    except photos.PhotoError:
+        return None
     return conversion.image
 
 
-def _convert_chunk(images: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    return np.stack([convert_one(img, i) for img, i in zip(images, indices, strict=True)])
+def _convert_chunk(images: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(photos, which converted): a refused photo is a black image marked False."""
+    out = [convert_one(img, i) for img, i in zip(images, indices, strict=True)]
+    ok = np.array([o is not None for o in out])
+    blank = np.zeros((config.IMAGE_SIZE, config.IMAGE_SIZE), np.uint8)
+    return np.stack([o if o is not None else blank for o in out]), ok
 
 
 def cache_path() -> Path:
-    return config.fashion_home() / "cache" / "photos" / f"v{VERSION}-{data.DATA_FINGERPRINT}.npz"
+    """One file per rendering version, data, OpenCV and Pillow (either changes what a conversion gives)."""
+    import cv2
+    import PIL
+
+    name = f"v{VERSION}-{data.DATA_FINGERPRINT}-cv{cv2.__version__}-pil{PIL.__version__}.npz"
+    return config.fashion_home() / "cache" / "photos" / name
 
 
-def read_cache(path: Path) -> dict[int, np.ndarray]:
-    """Converted photos by training index; empty when the file is missing or damaged (made again)."""
+def read_cache(path: Path) -> dict[int, np.ndarray | None]:
+    """Converted photos by training index (None: the conversion refused it); empty when the file is
+    missing or damaged (made again)."""
     try:
         with np.load(path) as stored:
-            index, images = stored["index"], stored["images"]
-        if images.shape != (len(index), config.IMAGE_SIZE, config.IMAGE_SIZE) or images.dtype != np.uint8:
+            index, images, ok = stored["index"], stored["images"], stored["ok"]
+        if (
+            images.shape != (len(index), config.IMAGE_SIZE, config.IMAGE_SIZE)
+            or images.dtype != np.uint8
+            or ok.shape != index.shape
+        ):
             return {}
-        return dict(zip(index.tolist(), images, strict=True))
+        return {i: (img if good else None) for i, img, good in zip(index.tolist(), images, ok, strict=True)}
     except (OSError, ValueError, KeyError, EOFError):
         return {}
 
 
-def _write_cache(path: Path, photos: dict[int, np.ndarray]) -> None:
+def _write_cache(path: Path, photos: dict[int, np.ndarray | None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # another run may have added photos since this one read the file: keep them too
     merged = {**read_cache(path), **photos}
     order = sorted(merged)
+    blank = np.zeros((config.IMAGE_SIZE, config.IMAGE_SIZE), np.uint8)
     with files.atomic(path, suffix=".npz") as tmp:
-        np.savez(tmp, index=np.array(order, np.int64), images=np.stack([merged[i] for i in order]))
+        np.savez(
+            tmp,
+            index=np.array(order, np.int64),
+            images=np.stack([blank if merged[i] is None else merged[i] for i in order]),
+            ok=np.array([merged[i] is not None for i in order]),
+        )
 
 
 def converted(
@@ -88,10 +115,11 @@ def converted(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     workers: int | None = None,
-) -> np.ndarray | None:
-    """The converted photos of training images ``index`` (N, 28, 28) uint8, from the cache, converting the
-    missing ones. ``progress(done, total)`` after each chunk; None when ``should_stop()`` turned true first
-    (the chunks finished so far are saved)."""
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(photos (N, 28, 28) uint8, their training indices): the training images ``index`` as converted
+    photos, from the cache, converting the missing ones; the few the conversion refuses are left out.
+    ``progress(done, total)`` as chunks finish; None when ``should_stop()`` turned true first (every chunk
+    finished by then is saved)."""
     path = cache_path()
     have = read_cache(path)
     missing = [int(i) for i in index if int(i) not in have]
@@ -99,33 +127,64 @@ def converted(
     if progress:
         progress(done, total)
     if missing:
-        workers = workers or max(1, min(os.cpu_count() or 1, len(missing) // CHUNK + 1))
-        chunks = [np.array(missing[i : i + CHUNK]) for i in range(0, len(missing), CHUNK)]
-        with _pool(workers) as pool:
-            pending = {pool.submit(_convert_chunk, x_train_full[c], c): c for c in chunks}
-            new: dict[int, np.ndarray] = {}
-            try:
-                for future in concurrent.futures.as_completed(pending):
-                    chunk = pending[future]
-                    try:
-                        result = future.result()
-                    except concurrent.futures.process.BrokenProcessPool:
-                        raise RuntimeError(
-                            f"a photo conversion process ended abruptly ({done:,} of {total:,} photos "
-                            "converted and kept): resume the run to convert the rest"
-                        ) from None
-                    new.update(zip(chunk.tolist(), result, strict=True))
-                    done += len(chunk)
+        new = _convert_missing(
+            x_train_full,
+            missing,
+            path,
+            workers,
+            lambda n: progress and progress(done + n, total),
+            should_stop,
+        )
+        if new is None:
+            return None
+        have.update(new)
+    kept = np.array([int(i) for i in index if have[int(i)] is not None], np.int64)
+    photos = [have[int(i)] for i in kept]
+    size = config.IMAGE_SIZE
+    return (np.stack(photos) if photos else np.zeros((0, size, size), np.uint8)), kept
+
+
+def _convert_missing(x_train_full, missing, path, workers, progress, should_stop):
+    """Convert ``missing`` in worker processes; save every SAVE_EVERY_S and at the end or a stop (waiting
+    for the chunks already running: a few seconds each). The new photos by index, or None when stopped."""
+    workers = workers or max(1, min(os.cpu_count() or 1, len(missing) // CHUNK + 1))
+    chunks = [np.array(missing[i : i + CHUNK]) for i in range(0, len(missing), CHUNK)]
+    new: dict[int, np.ndarray | None] = {}
+    saved_at = time.monotonic()
+    with _pool(workers) as pool:
+        pending = {pool.submit(_convert_chunk, x_train_full[c], c): c for c in chunks}
+        stopping = False
+        while pending:
+            finished, _ = concurrent.futures.wait(
+                pending, timeout=POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in finished:
+                chunk = pending.pop(future)
+                if future.cancelled():
+                    continue
+                try:
+                    images, ok = future.result()
+                except concurrent.futures.process.BrokenProcessPool:
                     _write_cache(path, new)
-                    if progress:
-                        progress(done, total)
-                    if should_stop and should_stop():
-                        for other in pending:
-                            other.cancel()
-                        return None
-            finally:
-                have.update(new)
-    return np.stack([have[int(i)] for i in index]) if len(index) else np.zeros((0, 28, 28), np.uint8)
+                    raise RuntimeError(
+                        f"a photo conversion process ended abruptly ({len(new):,} photos converted and "
+                        "kept): resume the run to convert the rest"
+                    ) from None
+                new.update(
+                    (i, img if good else None)
+                    for i, img, good in zip(chunk.tolist(), images, ok, strict=True)
+                )
+            if finished:
+                progress(len(new))
+            if not stopping and should_stop and should_stop():
+                stopping = True
+                for future in pending:
+                    future.cancel()  # the running ones finish and are kept
+            if time.monotonic() - saved_at > SAVE_EVERY_S:
+                _write_cache(path, new)
+                saved_at = time.monotonic()
+    _write_cache(path, new)
+    return None if stopping else new
 
 
 @contextlib.contextmanager

@@ -109,6 +109,7 @@ def record_run(cfg: TrainConfig, folder: Path) -> Speeds | None:
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
     rows = runs.read_metrics(folder)
     n_train, n_val = summary.get("training_images"), summary.get("validation_images")
+    n_photos = int(summary.get("training_photos") or 0)  # shown to the image stages besides n_train
     if not n_train or not rows or not isinstance(summary.get("wall_seconds"), int | float):
         return None
 
@@ -125,10 +126,12 @@ def record_run(cfg: TrainConfig, folder: Path) -> Speeds | None:
         if stage1:
             fields["head_s_per_image"] = stage1 / n_train
     elif stage1:
-        fields["train_s_per_image"] = stage1 / (n_train + 0.25 * (n_val or 0))  # validation ≈ a quarter
+        fields["train_s_per_image"] = stage1 / (n_train + n_photos + 0.25 * (n_val or 0))  # val ≈ a quarter
     if stage2:
-        fields["fine_tune_s_per_image"] = stage2 / (n_train + 0.25 * (n_val or 0))
-    spent = sum(float(summary.get(k) or 0.0) for k in ("stage1_seconds", "stage2_seconds"))
+        fields["fine_tune_s_per_image"] = stage2 / (n_train + n_photos + 0.25 * (n_val or 0))
+    spent = sum(
+        float(summary.get(k) or 0.0) for k in ("stage1_seconds", "stage2_seconds", "photo_conversion_seconds")
+    )
     fields["overhead_s"] = max(0.0, _click_to_done(folder, float(summary["wall_seconds"])) - spent)
     speeds = Speeds(**fields, basis=f"measured by run {folder.name}", measured_at=time.time())
     remember(cfg, speeds)

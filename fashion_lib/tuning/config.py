@@ -87,6 +87,34 @@ class TuneConfig:
         """The searched parameters' values in the default configuration (those the space allows)."""
         return spaces.values_of(self.base_config(), self.space())
 
+    def defaults_reference(self) -> dict[str, Any] | None:
+        """Trial 0's values: the default configuration, when the (narrowed) space holds all of it; None
+        when a narrowed range or choice list leaves a default out (it would not be the defaults)."""
+        values = self.default_values()
+        searched = {p.name for p in self.space() if p.kind != spaces.FIXED}
+        return values if set(values) == searched else None
+
+    def budget_change(self, earlier: TuneConfig) -> str | None:
+        """Why these settings cannot add trials to a study searched with ``earlier`` (a different data
+        budget makes the trials incomparable: other images, split or epochs), or None."""
+        fields = {
+            "subset": "images per trial",
+            "epochs": "epochs",
+            "val_fraction": "validation share",
+            "seed": "seed",
+        }
+        changed = [
+            f"{label} {getattr(earlier, name)} (now {getattr(self, name)})"
+            for name, label in fields.items()
+            if getattr(earlier, name) != getattr(self, name)
+        ]
+        if not changed:
+            return None
+        return (
+            f"study '{self.study}' was searched with other settings — {', '.join(changed)}: its trials would "
+            "not be comparable. Use the same settings to add trials, or another study name."
+        )
+
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         return spaces.to_config(self.base_config(), params)
 

@@ -29,7 +29,7 @@ from fashion_lib import config, jobs, lifecycle, processes, runs
 from fashion_lib.tuning import results
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import TuneConfig
-from fashion_lib.tuning.storage import HEARTBEAT_S, Store, guarded, load_study, open_store
+from fashion_lib.tuning.storage import HEARTBEAT_S, Store, TuningStoreError, guarded, load_study, open_store
 
 TICKETS_FILE = "tickets.json"
 POLL_S = 1.0
@@ -69,19 +69,39 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     known = study.user_attrs.get("model")
     if known is not None and known != tc.model:
         raise ValueError(f"study '{tc.study}' searches {known}, not {tc.model}: pick another study name")
+    earlier = results.settings_of(study)
+    if earlier is not None and (change := tc.budget_change(earlier)):
+        raise ValueError(change)
     guarded(store, study.set_user_attr, "model", tc.model)
     guarded(store, study.set_user_attr, "space", spaces.space_to_json(tc.space()))
     guarded(store, study.set_user_attr, "settings", tc.to_dict())
-    if tc.defaults_first and not guarded(store, study.get_trials, deepcopy=False):
+    reference = tc.defaults_reference()
+    if tc.defaults_first and reference is not None and not guarded(store, study.get_trials, deepcopy=False):
         # the reference every searched trial is measured against: same data, split, seed and budget
         guarded(
             store,
             study.enqueue_trial,
-            tc.default_values(),
+            reference,
             user_attrs={results.DEFAULTS_ATTR: True},
             skip_if_exists=True,
         )
     return study
+
+
+def continuing(store: Store, tc: TuneConfig) -> tuple[TuneConfig | None, str | None]:
+    """Settings from the page for an existing study: the validation share and seed it was searched with
+    (the page does not ask for them), or None and why the rest of the budget does not match."""
+    import dataclasses
+
+    try:
+        earlier = results.settings_of(load_study(store, tc.study))
+    except (TuningStoreError, ValueError) as exc:
+        return None, str(exc)
+    if earlier is None:
+        return tc, None
+    tc = dataclasses.replace(tc, val_fraction=earlier.val_fraction, seed=earlier.seed)
+    change = tc.budget_change(earlier)
+    return (None, change) if change else (tc, None)
 
 
 # ------------------------------------------------------------------------------------------ tickets
@@ -275,6 +295,8 @@ def run_search(
         f"worker(s), pruner {tc.pruner}, {tc.subset or 60000} images × {tc.epochs} epochs"
         + (f", at most {tc.timeout:.0f} s" if tc.timeout else "")
     )
+    if tc.defaults_first and first == 0 and tc.defaults_reference() is None:
+        out("no trial of the default settings: the narrowed search space leaves some of them out")
     if stopping["asked"] or lifecycle.stop_requested(job):
         out("stopped before any trial started")
         return lifecycle.STOPPED

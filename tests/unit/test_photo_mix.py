@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fashion_lib import lifecycle, runs, train
+from fashion_lib import config, lifecycle, runs, train
 from fashion_lib.training import photo_mix, pipelines
 from tests.unit.test_train import tiny
 
@@ -31,8 +31,8 @@ def test_photos_come_from_the_training_split_only_class_balanced(dataset):
 def test_converted_photos_are_the_upload_conversion_and_are_cached(home, dataset, monkeypatch):
     index = np.array([3, 10, 11, 500])
     seen = []
-    photos = photo_mix.converted(dataset.x_train, index, progress=lambda done, total: seen.append(done))
-    assert photos.shape == (4, 28, 28) and photos.dtype == np.uint8
+    photos, kept = photo_mix.converted(dataset.x_train, index, progress=lambda done, total: seen.append(done))
+    assert photos.shape == (4, 28, 28) and photos.dtype == np.uint8 and kept.tolist() == [3, 10, 11, 500]
     assert np.array_equal(photos[1], photo_mix.convert_one(dataset.x_train[10], 10))  # the same photo
     assert seen[0] == 0 and seen[-1] == 4
     assert not np.array_equal(photos[0], dataset.x_train[3])  # a photo, not the image itself
@@ -42,8 +42,31 @@ def test_converted_photos_are_the_upload_conversion_and_are_cached(home, dataset
         raise AssertionError("everything was cached: nothing should be converted")
 
     monkeypatch.setattr(photo_mix, "_pool", no_conversion)
-    again = photo_mix.converted(dataset.x_train, index[::-1])
-    assert np.array_equal(again, photos[::-1])
+    again, kept = photo_mix.converted(dataset.x_train, index[::-1])
+    assert np.array_equal(again, photos[::-1]) and kept.tolist() == [500, 11, 10, 3]
+
+
+def test_a_photo_the_conversion_refuses_is_left_out_and_remembered(home, dataset, monkeypatch):
+    from fashion_lib import photos
+
+    real = photos.convert_upload
+
+    def refuse_one(jpeg, *args, **kwargs):  # what a white product on a white background gets
+        if refuse_one.calls == 1:
+            refuse_one.calls += 1
+            raise photos.PhotoError("no product could be told apart from the background")
+        refuse_one.calls += 1
+        return real(jpeg, *args, **kwargs)
+
+    refuse_one.calls = 0
+    monkeypatch.setattr(photos, "convert_upload", refuse_one)
+    # in this process (the pool's workers would not see the patch)
+    images, ok = photo_mix._convert_chunk(dataset.x_train[[5, 6, 7]], np.array([5, 6, 7]))
+    assert ok.tolist() == [True, False, True] and not images[1].any()
+    photo_mix._write_cache(photo_mix.cache_path(), {5: images[0], 6: None, 7: images[2]})
+    monkeypatch.setattr(photo_mix, "_pool", lambda workers: pytest.fail("all three are known"))
+    found, kept = photo_mix.converted(dataset.x_train, np.array([5, 6, 7]))
+    assert kept.tolist() == [5, 7] and np.array_equal(found[1], images[2])
 
 
 def test_a_damaged_cache_is_made_again_and_a_stop_keeps_the_chunks_done(home, dataset, monkeypatch):
@@ -55,7 +78,7 @@ def test_a_damaged_cache_is_made_again_and_a_stop_keeps_the_chunks_done(home, da
     stopped = photo_mix.converted(dataset.x_train, np.arange(8), should_stop=lambda: True, workers=1)
     assert stopped is None
     kept = photo_mix.read_cache(path)
-    assert 2 <= len(kept) < 8 and set(kept) <= set(range(8))  # the first chunk(s), saved
+    assert 2 <= len(kept) < 8 and set(kept) <= set(range(8))  # the chunk(s) already running, saved
 
 
 @pytest.mark.parametrize(
@@ -80,7 +103,25 @@ def test_a_run_trains_on_its_product_photos_and_counts_them(home, dataset):
     assert "--photo-mix 30" in train.TrainConfig.from_run(folder).command()
 
 
-def test_a_stop_while_photos_are_converted_ends_the_run_stopped(home, dataset, monkeypatch):
-    monkeypatch.setattr(photo_mix, "converted", lambda *args, **kwargs: None)  # as when should_stop fired
+def test_a_stop_while_photos_are_converted_ends_the_run_stopped_keeping_them(home, dataset, monkeypatch):
+    """The Stop button during the conversion: the run ends 'stopped' within a chunk, the photos converted so
+    far stay in the cache, and a resumed run trains with all of them."""
+    monkeypatch.setattr(photo_mix, "CHUNK", 5)
+    real = photo_mix.converted
+
+    def stop_after_the_first_chunk(x, index, progress=None, should_stop=None, workers=None):
+        def progress_then_stop(done, total):
+            progress(done, total)
+            if done:
+                lifecycle.request_stop(next(config.runs_dir().iterdir()))
+
+        return real(x, index, progress_then_stop, should_stop, workers=1)
+
+    monkeypatch.setattr(photo_mix, "converted", stop_after_the_first_chunk)
     folder = train.train(tiny(photo_mix=30))
     assert lifecycle.effective_state(folder) == lifecycle.STOPPED
+    assert 5 <= len(photo_mix.read_cache(photo_mix.cache_path())) < 30
+    monkeypatch.setattr(photo_mix, "converted", real)
+    train.train(run_dir=folder)
+    assert lifecycle.effective_state(folder) == lifecycle.COMPLETED
+    assert runs.read_json(folder / runs.SUMMARY_FILE)["training_photos"] == 30

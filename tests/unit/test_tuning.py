@@ -123,10 +123,28 @@ def test_the_default_settings_as_search_values_give_back_the_default_config():
         )
         # as a worker trains it: the enqueued values suggested back, the fixed ones added
         assert tc.trial_config(spaces.suggest(optuna.trial.FixedTrial(values), tc.space())) == expected
-    # a default outside a narrowed range is left to the sampler
+    assert TuneConfig(study="s").defaults_reference() == TuneConfig(study="s").default_values()
+    # a default outside a narrowed range is not in the space: then there is no trial of the defaults
     tc = TuneConfig(study="s", ranges={"learning_rate": "0.003:0.01", "batch_size": "64,256"})
     assert "learning_rate" not in tc.default_values() and "batch_size" not in tc.default_values()
-    assert tc.default_values()["lr_schedule"] == "plateau"
+    assert tc.default_values()["lr_schedule"] == "plateau" and tc.defaults_reference() is None
+
+
+def test_more_trials_for_a_study_need_the_same_data_budget(tmp_path):
+    earlier = TuneConfig(study="s", subset=2000, epochs=3)
+    assert (
+        TuneConfig(study="s", subset=2000, epochs=3, trials=7, pruner="none").budget_change(earlier) is None
+    )
+    change = TuneConfig(study="s", subset=2000, epochs=4, val_fraction=0.1).budget_change(earlier)
+    assert "epochs 3 (now 4)" in change and "validation share 0.2 (now 0.1)" in change
+    # the page asks for neither the validation share nor the seed: an existing study's are used
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    stored_study(store)  # searched with TuneConfig's defaults
+    tc, problem = search.continuing(store, TuneConfig(study="stored", val_fraction=0.3, seed=7))
+    assert problem is None and (tc.val_fraction, tc.seed) == (0.2, 42)
+    tc, problem = search.continuing(store, TuneConfig(study="stored", epochs=9))
+    assert tc is None and "epochs 5 (now 9)" in problem
+    assert search.continuing(store, TuneConfig(study="other"))[1].startswith("No study named")
 
 
 def test_against_defaults_says_when_the_search_did_not_beat_them():
@@ -208,6 +226,9 @@ def test_a_three_trial_study_end_to_end_and_resumed(dataset):
     assert "3 earlier trials" in again.stdout
     assert len(trials_of("e2e")) == 5  # the same study, two more trials
     assert not any(results.DEFAULTS_ATTR in t.user_attrs for t in trials_of("e2e")[3:])  # tried once
+    other = tune("--study", "e2e", "--trials", "1", "--subset", "200", "--epochs", "3")
+    assert other.returncode == 2 and "epochs 2 (now 3)" in other.stderr  # refused, nothing trained
+    assert len(trials_of("e2e")) == 5
 
 
 def test_a_worker_killed_mid_study_loses_no_completed_trial_and_the_next_search_goes_on(dataset):
@@ -235,7 +256,7 @@ def test_a_worker_killed_mid_study_loses_no_completed_trial_and_the_next_search_
     assert lifecycle.state_of(job).state == "failed" and "SIGKILL" in lifecycle.state_of(job).error
     completed_before = [t.number for t in after if t.state.name == "COMPLETE"]
 
-    goes_on = tune("--study", "killed", "--trials", "1", *TINY)
+    goes_on = tune("--study", "killed", "--trials", "1", *SLOWER)  # the same budget
     assert goes_on.returncode == 0, goes_on.stderr
     final = trials_of("killed")
     assert [t.number for t in final if t.state.name == "COMPLETE"][
@@ -258,9 +279,9 @@ def test_a_trial_whose_whole_search_was_killed_is_failed_by_the_next_search(data
         start_new_session=True,
     )
 
-    def running() -> bool:
+    def running() -> bool:  # and training: its heartbeat is recorded by then (Optuna's stale check needs one)
         try:
-            return "RUNNING" in states(trials_of("orphan"))
+            return any(t.state.name == "RUNNING" and "run" in t.user_attrs for t in trials_of("orphan"))
         except storage.TuningStoreError:
             return False
 
@@ -268,7 +289,7 @@ def test_a_trial_whose_whole_search_was_killed_is_failed_by_the_next_search(data
     os.killpg(proc.pid, signal.SIGKILL)  # coordinator and worker at once: nobody marks the trial
     proc.wait()
     time.sleep(4)  # longer than the grace period (3 heartbeats of 1 s)
-    goes_on = tune("--study", "orphan", "--trials", "1", *TINY, "--heartbeat", "1")
+    goes_on = tune("--study", "orphan", "--trials", "1", *SLOWER, "--heartbeat", "1")
     assert goes_on.returncode == 0, goes_on.stderr
     assert states(trials_of("orphan"))[0] == "FAIL" and states(trials_of("orphan"))[-1] == "COMPLETE"
 
