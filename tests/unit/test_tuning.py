@@ -295,11 +295,15 @@ def test_a_trial_whose_whole_search_was_killed_is_failed_by_the_next_search(data
 
 
 def test_two_workers_share_one_sqlite_study(dataset):
-    done = tune("--study", "pair", "--trials", "4", "--workers", "2", *TINY, "--pruner", "none")
+    narrowed = ("--range", "learning_rate=0.003:0.01")  # leaves out the default 0.001: no trial 0 of it
+    done = tune("--study", "pair", "--trials", "4", "--workers", "2", *TINY, "--pruner", "none", *narrowed)
     assert done.returncode == 0, done.stderr
     trials = trials_of("pair")
     assert states(trials) == ["COMPLETE"] * 4  # exactly as many as asked for
     assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert "no trial of the default settings" in done.stdout
+    assert not any(results.DEFAULTS_ATTR in t.user_attrs for t in trials)
+    assert all(0.003 <= t.params["learning_rate"] <= 0.01 for t in trials)
 
 
 # ------------------------------------------------------------------------------------ the database
