@@ -1,9 +1,10 @@
 """Synthetic product photos: test images turned back into 'photos' (upscaled, negated to a dark product,
 scaled, rotated, moved, pasted onto white, plain-coloured, noisy-textured and gradient backgrounds), then
-converted by fashion_lib.photos and classified by the shipped baseline. Compares with a naive resize.
+converted by fashion_lib.photos and classified by each shipped model (or the runs named). Compares with a
+naive resize.
 
 It is a development stand-in for real photos (the acceptance set is not in the repo); it prints accuracy per
-background. Run: python -m bench.photo_synthetic [--n 400]
+background. Run: python -m bench.photo_synthetic [--n 400] [--models baseline,mobilenet_v2]
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import argparse
 import cv2
 import numpy as np
 
-from fashion_lib import config, data, models, photos
+from fashion_lib import data, models, photos, runs
+from fashion_lib.training.pipelines import predict
 
 BACKGROUNDS = ("white catalogue", "plain colour", "noisy texture", "gradient")
 
@@ -55,15 +57,15 @@ def naive(photo_rgb: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=400, help="test images per background")
+    parser.add_argument("--models", help="run ids or shipped names (default: every shipped model)")
     args = parser.parse_args()
     ds = data.load()
-    model = models.load_model(config.CACHED_MODELS_DIR / "baseline" / "model.keras")
+    names = args.models.split(",") if args.models else [r.run_id for r in runs.shipped_models()]
+    loaded = {name: models.load_model(runs.resolve_run(name) / runs.MODEL_FILE) for name in names}
     rng = np.random.default_rng(0)
     index = data.stratified_subset(ds.y_test, args.n, seed=0)
-    print(
-        f"shipped baseline on {args.n} synthetic photos per background (original test images: "
-        f"{np.mean(model.predict(ds.x_test[index][..., None], verbose=0).argmax(1) == ds.y_test[index]):.1%})"
-    )
+    labels = ds.y_test[index]
+    photos_by_background = {}
     for background in BACKGROUNDS:
         converted, squashed, methods = [], [], []
         for i in index:
@@ -72,12 +74,20 @@ def main() -> None:
             converted.append(conversion.image)
             squashed.append(naive(photo))
             methods.append(conversion.mask_method)
-        labels = ds.y_test[index]
-        ours = np.mean(model.predict(np.stack(converted)[..., None], verbose=0).argmax(1) == labels)
-        plain = np.mean(model.predict(np.stack(squashed)[..., None], verbose=0).argmax(1) == labels)
-        grabcut = methods.count("GrabCut") / len(methods)
-        print(f"  {background:<16} converted {ours:6.1%}   naive resize {plain:6.1%}", end="")
-        print(f"   (GrabCut used {grabcut:.0%})")
+        photos_by_background[background] = (np.stack(converted), np.stack(squashed), methods)
+    for name, model in loaded.items():
+        folder = runs.resolve_run(name)
+        original = np.mean(predict(model, ds.x_test[index][..., None]).argmax(1) == labels)
+        print(
+            f"{runs.read_run(folder, shipped=runs.is_shipped(folder)).label} on {args.n} synthetic photos "
+            f"per background (original test images: {original:.1%})"
+        )
+        for background, (converted, squashed, methods) in photos_by_background.items():
+            ours = np.mean(predict(model, converted[..., None]).argmax(1) == labels)
+            plain = np.mean(predict(model, squashed[..., None]).argmax(1) == labels)
+            grabcut = methods.count("GrabCut") / len(methods)
+            print(f"  {background:<16} converted {ours:6.1%}   naive resize {plain:6.1%}", end="")
+            print(f"   (GrabCut used {grabcut:.0%})")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_lib import config, data, evaluate, lifecycle, models, runs
+from fashion_lib import config, data, evaluate, files, lifecycle, models, runs
 
 SHIPPED_FILES = (
     runs.CONFIG_FILE,
@@ -142,6 +142,7 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     target = root / name
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=root))
+    os.chmod(staging, 0o777 & ~files.UMASK)  # mkdtemp's 0700 would hide the model from other users
     try:
         for file_name in SHIPPED_FILES:
             if file_name != runs.MODEL_FILE:

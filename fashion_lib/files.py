@@ -22,7 +22,7 @@ def _read_umask() -> int:
     return mask
 
 
-_UMASK = _read_umask()  # read once, at import: changing it later would race with other threads' writes
+UMASK = _read_umask()  # read once, at import: changing it later would race with other threads' writes
 
 
 @contextlib.contextmanager
@@ -32,7 +32,7 @@ def atomic(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -167,6 +167,7 @@ def test_comparison_table_and_shipping_read_the_real_summary(dataset, tmp_path):
         and row["parameters"] == summary["parameters"]["stage1"]["total"]
     )
     shipped = export.ship_run(folder, "tiny", target_root=tmp_path)
+    assert shipped.stat().st_mode & 0o755 == 0o755  # readable by everyone, as a checkout's folders are
     card = json.loads((shipped / "card.json").read_text())
     assert card["test_accuracy"] == summary["test_accuracy"] and card["command"].startswith(
         "python -m fashion_lib"
