@@ -17,7 +17,9 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,6 +100,8 @@ def _write_cache(path: Path, photos: dict[int, np.ndarray | None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # another run may have added photos since this one read the file: keep them too
     merged = {**read_cache(path), **photos}
+    if not merged:
+        return
     order = sorted(merged)
     blank = np.zeros((config.IMAGE_SIZE, config.IMAGE_SIZE), np.uint8)
     with files.atomic(path, suffix=".npz") as tmp:
@@ -152,7 +156,8 @@ def _convert_missing(x_train_full, missing, path, workers, progress, should_stop
     new: dict[int, np.ndarray | None] = {}
     saved_at = time.monotonic()
     with _pool(workers) as pool:
-        pending = {pool.submit(_convert_chunk, x_train_full[c], c): c for c in chunks}
+        with _empty_main():
+            pending = {pool.submit(_convert_chunk, x_train_full[c], c): c for c in chunks}
         stopping = False
         while pending:
             finished, _ = concurrent.futures.wait(
@@ -190,7 +195,7 @@ def _convert_missing(x_train_full, missing, path, workers, progress, should_stop
 @contextlib.contextmanager
 def _pool(workers: int):
     """Worker processes that start fresh (spawn): the training process has TensorFlow's threads running,
-    which a fork would copy half-way."""
+    which a fork would copy half-way. Submit to it inside ``_empty_main``: its processes start then."""
     pool = concurrent.futures.ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -201,3 +206,16 @@ def _pool(workers: int):
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _empty_main():
+    """An empty ``__main__`` while worker processes start (the pool starts them on submit). A spawned child
+    re-runs its parent's main module, which under a test runner or Streamlit's AppTest can be a page script
+    (it crashed the child); the workers need nothing from it."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no __spec__, no __file__: nothing to re-run
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main

@@ -125,3 +125,19 @@ def test_a_stop_while_photos_are_converted_ends_the_run_stopped_keeping_them(hom
     train.train(run_dir=folder)
     assert lifecycle.effective_state(folder) == lifecycle.COMPLETED
     assert runs.read_json(folder / runs.SUMMARY_FILE)["training_photos"] == 30
+
+
+def test_workers_start_whatever_the_main_module_is(home, dataset, monkeypatch, tmp_path):
+    """A spawned child re-runs its parent's main module: under AppTest that was a page script, which
+    crashed every worker (BrokenProcessPool). The workers now start with an empty one."""
+    import sys
+    import types
+
+    script = tmp_path / "page.py"
+    script.write_text("raise RuntimeError('a page script must not run in a conversion worker')\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    photos, kept = photo_mix.converted(dataset.x_train, np.array([1, 2]), workers=1)
+    assert photos.shape == (2, 28, 28) and kept.tolist() == [1, 2]
+    assert sys.modules["__main__"] is page  # given back
