@@ -74,11 +74,19 @@ def test_a_damaged_cache_is_made_again_and_a_stop_keeps_the_chunks_done(home, da
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a zip file")
     assert photo_mix.read_cache(path) == {}
-    monkeypatch.setattr(photo_mix, "CHUNK", 2)
-    stopped = photo_mix.converted(dataset.x_train, np.arange(8), should_stop=lambda: True, workers=1)
+    monkeypatch.setattr(photo_mix, "CHUNK", 1)
+    done = []
+    stopped = photo_mix.converted(  # stopped once the first photo is converted (30 wanted, one worker)
+        dataset.x_train,
+        np.arange(30),
+        progress=lambda converted, total: done.append(converted),
+        should_stop=lambda: bool(done) and done[-1] > 0,
+        workers=1,
+    )
     assert stopped is None
     kept = photo_mix.read_cache(path)
-    assert 2 <= len(kept) < 8 and set(kept) <= set(range(8))  # the chunk(s) already running, saved
+    # the first photo and the few already handed to the worker are saved; the rest were never started
+    assert 1 <= len(kept) < 30 and set(kept) <= set(range(30))
 
 
 @pytest.mark.parametrize(
