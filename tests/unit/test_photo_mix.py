@@ -114,7 +114,7 @@ def test_a_run_trains_on_its_product_photos_and_counts_them(home, dataset):
 def test_a_stop_while_photos_are_converted_ends_the_run_stopped_keeping_them(home, dataset, monkeypatch):
     """The Stop button during the conversion: the run ends 'stopped' within a chunk, the photos converted so
     far stay in the cache, and a resumed run trains with all of them."""
-    monkeypatch.setattr(photo_mix, "CHUNK", 5)
+    monkeypatch.setattr(photo_mix, "CHUNK", 2)
     real = photo_mix.converted
 
     def stop_after_the_first_chunk(x, index, progress=None, should_stop=None, workers=None):
@@ -126,13 +126,13 @@ def test_a_stop_while_photos_are_converted_ends_the_run_stopped_keeping_them(hom
         return real(x, index, progress_then_stop, should_stop, workers=1)
 
     monkeypatch.setattr(photo_mix, "converted", stop_after_the_first_chunk)
-    folder = train.train(tiny(photo_mix=30))
+    folder = train.train(tiny(photo_mix=60))
     assert lifecycle.effective_state(folder) == lifecycle.STOPPED
-    assert 5 <= len(photo_mix.read_cache(photo_mix.cache_path())) < 30
+    assert 2 <= len(photo_mix.read_cache(photo_mix.cache_path())) < 60
     monkeypatch.setattr(photo_mix, "converted", real)
     train.train(run_dir=folder)
     assert lifecycle.effective_state(folder) == lifecycle.COMPLETED
-    assert runs.read_json(folder / runs.SUMMARY_FILE)["training_photos"] == 30
+    assert runs.read_json(folder / runs.SUMMARY_FILE)["training_photos"] == 60
 
 
 def test_workers_start_whatever_the_main_module_is(home, dataset, monkeypatch, tmp_path):
