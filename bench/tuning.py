@@ -67,14 +67,14 @@ def main() -> None:
     compared = results.against_defaults(found)
     if compared is None:
         print("   no comparison: the default trial or every searched trial did not complete")
-        return
-    default_value, best_value, number = compared
-    params = results.final_params(found, number)  # searched and fixed
-    print(f"   best searched trial {number}: validation accuracy {best_value:.4f}; parameters {params}")
-    print(f"   default configuration (trial 0): validation accuracy {default_value:.4f}")
-    print(f"   best − default: {best_value - default_value:+.4f}")
+    else:
+        default_value, best_value, number = compared
+        params = results.final_params(found, number)  # searched and fixed
+        print(f"   best searched trial {number}: validation accuracy {best_value:.4f}; parameters {params}")
+        print(f"   default configuration (trial 0): validation accuracy {default_value:.4f}")
+        print(f"   best − default: {best_value - default_value:+.4f}")
 
-    if not args.skip_final:
+    if compared is not None and not args.skip_final:
         tc = results.settings_of(found)
         for name, values in (("best parameters", params), ("default configuration", tc.default_values())):
             final = tc.final_config(values, args.final_epochs)
