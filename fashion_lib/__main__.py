@@ -194,6 +194,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # the run is 'failed' with this reason (e.g. a photo worker was killed)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if result is None:
         return 0
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}

@@ -173,11 +173,11 @@ def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
     summary, problem = read_summary(folder)
     if problem:
         problems.append(problem)
-    _, metric_problems = read_metrics_checked(folder)
+    rows, metric_problems = read_metrics_checked(folder)
     problems.extend(metric_problems[:3])
-    # A completed run, or one stopped after it began, has saved its model and summary; one stopped while
-    # it waited for the machine has done no work and has none.
-    if state.state == lifecycle.COMPLETED or (state.state == lifecycle.STOPPED and state.started is not None):
+    # A completed run, or one stopped once it had trained, has saved its model and summary; one stopped
+    # while it waited for the machine, or while it prepared (converting product photos), has none.
+    if state.state == lifecycle.COMPLETED or (state.state == lifecycle.STOPPED and rows):
         if not (folder / MODEL_FILE).is_file():
             problems.append(f"{MODEL_FILE} is missing")
         if summary is None and problem is None:

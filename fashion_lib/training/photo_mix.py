@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import types
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def read_cache(path: Path) -> dict[int, np.ndarray | None]:
         ):
             return {}
         return {i: (img if good else None) for i, img, good in zip(index.tolist(), images, ok, strict=True)}
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return {}
 
 
@@ -163,6 +164,7 @@ def _convert_missing(x_train_full, missing, path, workers, progress, should_stop
             finished, _ = concurrent.futures.wait(
                 pending, timeout=POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
             )
+            broken = False
             for future in finished:
                 chunk = pending.pop(future)
                 if future.cancelled():
@@ -170,14 +172,17 @@ def _convert_missing(x_train_full, missing, path, workers, progress, should_stop
                 try:
                     images, ok = future.result()
                 except concurrent.futures.process.BrokenProcessPool:
-                    _write_cache(path, new)
-                    raise RuntimeError(
-                        f"a photo conversion process ended abruptly ({len(new):,} photos converted and "
-                        "kept): resume the run to convert the rest"
-                    ) from None
+                    broken = True  # keep what the other finished tasks brought first
+                    continue
                 new.update(
                     (i, img if good else None)
                     for i, img, good in zip(chunk.tolist(), images, ok, strict=True)
+                )
+            if broken:
+                _write_cache(path, new)
+                raise RuntimeError(
+                    f"a photo conversion process ended abruptly ({len(new):,} photos converted and kept): "
+                    "resume the run to convert the rest"
                 )
             if finished:
                 progress(len(new))

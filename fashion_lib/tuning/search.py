@@ -55,7 +55,12 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
 
     sampler = optuna.samplers.TPESampler(seed=tc.seed + worker, n_startup_trials=5)
     if not create:
-        return load_study(store, tc.study, make_pruner(tc.pruner), sampler)
+        study = load_study(store, tc.study, make_pruner(tc.pruner), sampler)
+        # seeded by the study's trials too: a search that adds trials must not draw its predecessor's
+        # random start again (the same seed repeated trials 1 and 2 as 3 and 4)
+        done = len(guarded(store, study.get_trials, deepcopy=False))
+        study.sampler = optuna.samplers.TPESampler(seed=tc.seed + worker + 7919 * done, n_startup_trials=5)
+        return study
     study = guarded(
         store,
         optuna.create_study,

@@ -74,6 +74,9 @@ def test_a_damaged_cache_is_made_again_and_a_stop_keeps_the_chunks_done(home, da
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a zip file")
     assert photo_mix.read_cache(path) == {}
+    photo_mix._write_cache(path, {1: np.ones((28, 28), np.uint8)})
+    path.write_bytes(path.read_bytes()[:300])  # a real cache file cut short (BadZipFile, not OSError)
+    assert photo_mix.read_cache(path) == {}
     monkeypatch.setattr(photo_mix, "CHUNK", 1)
     done = []
     stopped = photo_mix.converted(  # stopped once the first photo is converted (30 wanted, one worker)
@@ -128,6 +131,7 @@ def test_a_stop_while_photos_are_converted_ends_the_run_stopped_keeping_them(hom
     monkeypatch.setattr(photo_mix, "converted", stop_after_the_first_chunk)
     folder = train.train(tiny(photo_mix=60))
     assert lifecycle.effective_state(folder) == lifecycle.STOPPED
+    assert not runs.read_run(folder).damaged  # stopped before training: no model, and that is no damage
     assert 2 <= len(photo_mix.read_cache(photo_mix.cache_path())) < 60
     monkeypatch.setattr(photo_mix, "converted", real)
     train.train(run_dir=folder)

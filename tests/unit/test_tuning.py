@@ -226,6 +226,8 @@ def test_a_three_trial_study_end_to_end_and_resumed(dataset):
     assert "3 earlier trials" in again.stdout
     assert len(trials_of("e2e")) == 5  # the same study, two more trials
     assert not any(results.DEFAULTS_ATTR in t.user_attrs for t in trials_of("e2e")[3:])  # tried once
+    drawn = [tuple(sorted(t.params.items())) for t in trials_of("e2e")]
+    assert len(set(drawn)) == 5  # the new search drew new settings (it repeated trials 1 and 2 before)
     other = tune("--study", "e2e", "--trials", "1", "--subset", "200", "--epochs", "3")
     assert other.returncode == 2 and "epochs 2 (now 3)" in other.stderr  # refused, nothing trained
     assert len(trials_of("e2e")) == 5
