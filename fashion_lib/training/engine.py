@@ -101,18 +101,14 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     weights = models.resolve_weights(cfg.model, cfg.weights)  # missing weights fail before any photo work
     model = cfg.build_model()
     stage1_weights = folder / STAGE1_WEIGHTS
+    timings: dict[str, float | int] = {}
     image_stage_left = cfg.fine_tune or not (stage1_weights.exists() or cfg.uses_feature_cache())
     if cfg.photo_mix and image_stage_left:
         started = time.perf_counter()
-        splits = _with_photos(cfg, folder, splits, watch, ds.y_train)
+        splits = _with_photos(cfg, folder, splits, watch, ds)
         if splits is None:  # stopped while converting: the photos converted so far are kept
             return lifecycle.STOPPED
-        timings_photos = time.perf_counter() - started
-    else:
-        timings_photos = None
-    timings: dict[str, float | int] = {}
-    if timings_photos is not None:
-        timings["photo_conversion_seconds"] = timings_photos
+        timings["photo_conversion_seconds"] = time.perf_counter() - started
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
     stopped = False
 
@@ -186,7 +182,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
 
 
 def _with_photos(
-    cfg: TrainConfig, folder: Path, splits: Splits, watch: StopWatch, y_train_full: np.ndarray
+    cfg: TrainConfig, folder: Path, splits: Splits, watch: StopWatch, ds: data.FashionMNIST
 ) -> Splits | None:
     """``splits`` with ``cfg.photo_mix`` training-split images added as converted product photos."""
     index = photo_mix.choose(splits.y_train, splits.train_index, cfg.photo_mix, cfg.seed)
@@ -194,11 +190,11 @@ def _with_photos(
     def progress(done: int, total: int) -> None:
         _phase(folder, f"product photos for training: {done:,} of {total:,} converted")
 
-    found = photo_mix.converted(splits.x_train_full[..., 0], index, progress, watch.requested)
+    found = photo_mix.converted(ds.x_train, index, progress, watch.requested)
     if found is None:
         return None
     photos, kept = found  # the few photos the conversion refuses are left out
-    return dataclasses.replace(splits, x_photos=photos[..., None], y_photos=y_train_full[kept])
+    return dataclasses.replace(splits, x_photos=photos[..., None], y_photos=ds.y_train[kept])
 
 
 def _cpu_seconds() -> float:

@@ -129,16 +129,11 @@ def converted(
     have = read_cache(path)
     missing = [int(i) for i in index if int(i) not in have]
     total, done = len(index), len(index) - len(missing)
-    if progress:
-        progress(done, total)
+    progress = progress or (lambda converted, total: None)
+    progress(done, total)
     if missing:
         new = _convert_missing(
-            x_train_full,
-            missing,
-            path,
-            workers,
-            lambda n: progress and progress(done + n, total),
-            should_stop,
+            x_train_full, missing, path, workers, lambda n: progress(done + n, total), should_stop
         )
         if new is None:
             return None

@@ -14,6 +14,7 @@ Every trial keeps its run folder (curves, model), named in the trial's ``run`` a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -53,14 +54,14 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     """The study, created when ``create`` and new; the sampler is seeded per worker."""
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=tc.seed + worker, n_startup_trials=5)
     if not create:
-        study = load_study(store, tc.study, make_pruner(tc.pruner), sampler)
+        study = load_study(store, tc.study, make_pruner(tc.pruner))
         # seeded by the study's trials too: a search that adds trials must not draw its predecessor's
         # random start again (the same seed repeated trials 1 and 2 as 3 and 4)
         done = len(guarded(store, study.get_trials, deepcopy=False))
         study.sampler = optuna.samplers.TPESampler(seed=tc.seed + worker + 7919 * done, n_startup_trials=5)
         return study
+    sampler = optuna.samplers.TPESampler(seed=tc.seed + worker, n_startup_trials=5)
     study = guarded(
         store,
         optuna.create_study,
@@ -96,8 +97,6 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
 def continuing(store: Store, tc: TuneConfig) -> tuple[TuneConfig | None, str | None]:
     """Settings from the page for an existing study: the validation share and seed it was searched with
     (the page does not ask for them), or None and why the rest of the budget does not match."""
-    import dataclasses
-
     try:
         earlier = results.settings_of(load_study(store, tc.study))
     except (TuningStoreError, ValueError) as exc:
