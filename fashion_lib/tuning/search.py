@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import math
 import os
 import signal
 import socket
@@ -39,12 +40,19 @@ POLL_S = 1.0
 # ----------------------------------------------------------------------------------------- the study
 
 
-def make_pruner(name: str):
+def pruning_warmup(epochs: int) -> int:
+    """The first epoch after which the median pruner may stop a trial: the second, or a third of the way
+    in for longer trials — a trial with strong augmentation or a small learning rate starts slower and
+    was cut after epoch 2 of 10 before it could show what it reaches."""
+    return max(2, math.ceil(epochs / 3))
+
+
+def make_pruner(name: str, epochs: int = 0):
     import optuna
 
     if name == "median":
-        # Judge from the second epoch on (one epoch says little), once three trials have finished.
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+        # once three trials have finished; never before the warm-up (one epoch says little)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=pruning_warmup(epochs))
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -55,7 +63,7 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     import optuna
 
     if not create:
-        study = load_study(store, tc.study, make_pruner(tc.pruner))
+        study = load_study(store, tc.study, make_pruner(tc.pruner, tc.epochs))
         # seeded by the study's trials too: a search that adds trials must not draw its predecessor's
         # random start again (the same seed repeated trials 1 and 2 as 3 and 4)
         done = len(guarded(store, study.get_trials, deepcopy=False))
@@ -69,7 +77,7 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
         storage=store.storage,
         direction="maximize",
         load_if_exists=True,
-        pruner=make_pruner(tc.pruner),
+        pruner=make_pruner(tc.pruner, tc.epochs),
         sampler=sampler,
     )
     known = study.user_attrs.get("model")

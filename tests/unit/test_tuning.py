@@ -22,7 +22,7 @@ import pytest
 from fashion_lib import augment, config, jobs, lifecycle, runs, train
 from fashion_lib.tuning import results, search, storage
 from fashion_lib.tuning import space as spaces
-from fashion_lib.tuning.config import TuneConfig
+from fashion_lib.tuning.config import FINAL_VAL_FRACTION, TuneConfig
 from tests.processes import command, free_port
 from tests.unit.test_jobs_and_runs import wait_for
 
@@ -106,6 +106,8 @@ def test_a_trials_values_become_its_training_config():
         and final.evaluate_test
         and final.conv_filters == (32, 64, 192)
     )
+    # the final model holds out the shipped models' small share, not the trials' fifth of the data
+    assert final.val_fraction == FINAL_VAL_FRACTION < tc.val_fraction
 
 
 def test_the_default_settings_as_search_values_give_back_the_default_config():
@@ -507,3 +509,20 @@ def test_a_search_stopped_while_it_starts_ends_stopped_not_failed(dataset, tmp_p
     proc.wait(timeout=120)
     state = lifecycle.state_of(job)
     assert state.state == "stopped" and state.error is None
+
+
+def test_the_median_pruner_waits_a_third_of_the_epochs_before_it_stops_a_slow_starter():
+    study = optuna.create_study(direction="maximize", pruner=search.make_pruner("median", 12))
+    for _ in range(3):  # three finished trials that were good from the start
+        good = study.ask()
+        for step in range(1, 13):
+            good.report(0.9, step)
+        study.tell(good, 0.9)
+    slow = study.ask()
+    verdicts = []
+    for step in range(1, 6):
+        slow.report(0.5, step)
+        verdicts.append(slow.should_prune())
+    assert search.pruning_warmup(12) == 4
+    assert verdicts == [False, False, False, True, True]  # judged from epoch 4, not epoch 2
+    assert search.pruning_warmup(3) == 2 and search.pruning_warmup(10) == 4
