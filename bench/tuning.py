@@ -1,6 +1,6 @@
 """Tuning on this machine: a pruned study of the baseline against its default configuration, the winner
-retrained on all 60,000 images, and one worker against two on one SQLite study. Prints figures, asserts
-nothing.
+retrained on the full training set (57,000 images train, 3,000 validate), and one worker against two on
+one SQLite study. Prints figures, asserts nothing.
 
     python -m bench.tuning                       # the whole benchmark (about half an hour on 2 cores)
     python -m bench.tuning --trials 6 --skip-final --skip-workers   # a quick look
@@ -77,7 +77,7 @@ def main() -> None:
         tc = results.settings_of(found)
         for name, values in (("best parameters", params), ("default configuration", tc.default_values())):
             final = tc.final_config(values, args.final_epochs)
-            summary = train_and_report(final, f"{name} on all 60,000 images, {args.final_epochs} epochs")
+            summary = train_and_report(final, f"{name} on the full training set, {args.final_epochs} epochs")
             print(f"   test accuracy {summary['test_accuracy']:.4f} (goal ≥ 0.933; shipped baseline 0.9301)")
 
     if not args.skip_workers:

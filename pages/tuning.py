@@ -40,8 +40,9 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
         "Pruner",
         PRUNERS,
         key="tu_pruner",
-        help="median: stop a trial below the median of "
-        "earlier trials at the same epoch; halving: successive halving; none: never prune",
+        help="median: stop a trial below the median of earlier trials at the same epoch, judged from a "
+        "third of its epochs on (after epoch 2 at the earliest); halving: successive halving; none: never "
+        "prune",
     )
     workers = c3.number_input(
         "Worker processes",

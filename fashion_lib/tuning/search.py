@@ -47,7 +47,7 @@ def pruning_warmup(epochs: int) -> int:
     return max(2, math.ceil(epochs / 3))
 
 
-def make_pruner(name: str, epochs: int = 0):
+def make_pruner(name: str, epochs: int):
     import optuna
 
     if name == "median":
@@ -63,7 +63,7 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     import optuna
 
     if not create:
-        study = load_study(store, tc.study, make_pruner(tc.pruner, tc.epochs))
+        study = load_study(store, tc.study, make_pruner(tc.pruner, tc.steps))
         # seeded by the study's trials too: a search that adds trials must not draw its predecessor's
         # random start again (the same seed repeated trials 1 and 2 as 3 and 4)
         done = len(guarded(store, study.get_trials, deepcopy=False))
@@ -77,7 +77,7 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
         storage=store.storage,
         direction="maximize",
         load_if_exists=True,
-        pruner=make_pruner(tc.pruner, tc.epochs),
+        pruner=make_pruner(tc.pruner, tc.steps),
         sampler=sampler,
     )
     known = study.user_attrs.get("model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -107,7 +108,8 @@ def test_a_trials_values_become_its_training_config():
         and final.conv_filters == (32, 64, 192)
     )
     # the final model holds out the shipped models' small share, not the trials' fifth of the data
-    assert final.val_fraction == FINAL_VAL_FRACTION < tc.val_fraction
+    shipped = json.loads((config.CACHED_MODELS_DIR / "baseline" / "config.json").read_text())
+    assert final.val_fraction == FINAL_VAL_FRACTION == shipped["val_fraction"] < tc.val_fraction
 
 
 def test_the_default_settings_as_search_values_give_back_the_default_config():
@@ -526,3 +528,5 @@ def test_the_median_pruner_waits_a_third_of_the_epochs_before_it_stops_a_slow_st
     assert search.pruning_warmup(12) == 4
     assert verdicts == [False, False, False, True, True]  # judged from epoch 4, not epoch 2
     assert search.pruning_warmup(3) == 2 and search.pruning_warmup(10) == 4
+    # a transfer model's trial reports both stages: 5 head + 2 fine-tuning epochs
+    assert TuneConfig(study="s", model="mobilenet_v2", epochs=5).steps == 7
