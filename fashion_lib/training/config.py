@@ -195,6 +195,11 @@ class TrainConfig:
         return self.model in models.TRANSFER_MODELS
 
     @property
+    def planned_epochs(self) -> int:
+        """Epochs of both stages together (the head's and, with fine-tuning, the backbone's)."""
+        return self.epochs + (self.fine_tune_epochs if self.fine_tune else 0)
+
+    @property
     def pixel_scale(self) -> float:
         """What the pipeline multiplies raw pixels by before the model: 1, or 1/255 for the bug."""
         return 1.0 / 255.0 if self.input_scaling == "divide_by_255" else 1.0

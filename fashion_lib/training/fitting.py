@@ -100,8 +100,7 @@ def fit_stage(
     else:
         loss, accuracy = "sparse_categorical_crossentropy", "accuracy"
     model.compile(optimizer=make_optimizer(cfg.optimizer, schedule), loss=loss, metrics=[accuracy])
-    planned = cfg.epochs + (cfg.fine_tune_epochs if cfg.fine_tune else 0)
-    logger = run_logger(folder, stage, epochs, steps, watch, planned)
+    logger = run_logger(folder, stage, epochs, steps, watch, cfg.planned_epochs)
     backup = backup_folder(folder, stage)
     resumed_epoch = backup_epoch(backup)
     callbacks = [epoch_backup(backup, logger), logger]

@@ -116,12 +116,6 @@ class TuneConfig:
             "not be comparable. Use the same settings to add trials, or another study name."
         )
 
-    @property
-    def steps(self) -> int:
-        """Epochs a trial reports, both stages together (what the pruner counts)."""
-        base = self.base_config()
-        return base.epochs + (base.fine_tune_epochs if base.fine_tune else 0)
-
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         return spaces.to_config(self.base_config(), params)
 

@@ -63,7 +63,7 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     import optuna
 
     if not create:
-        study = load_study(store, tc.study, make_pruner(tc.pruner, tc.steps))
+        study = load_study(store, tc.study, make_pruner(tc.pruner, tc.base_config().planned_epochs))
         # seeded by the study's trials too: a search that adds trials must not draw its predecessor's
         # random start again (the same seed repeated trials 1 and 2 as 3 and 4)
         done = len(guarded(store, study.get_trials, deepcopy=False))
@@ -77,7 +77,7 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
         storage=store.storage,
         direction="maximize",
         load_if_exists=True,
-        pruner=make_pruner(tc.pruner, tc.steps),
+        pruner=make_pruner(tc.pruner, tc.base_config().planned_epochs),
         sampler=sampler,
     )
     known = study.user_attrs.get("model")
@@ -186,8 +186,7 @@ def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...]) -> Callable:
         runs.write_json(folder / runs.TRIAL_FILE, {"study": tc.study, "number": trial.number})
         trial.set_user_attr("run", folder.name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        last_step = cfg.epochs + (cfg.fine_tune_epochs if cfg.fine_tune else 0)
-        callback = _pruning_callback(trial, folder, last_step)
+        callback = _pruning_callback(trial, folder, cfg.planned_epochs)
         _Stop.run_folder = folder
         try:
             engine.train(run_dir=folder, extra_callbacks=[callback], handle_sigterm=False)

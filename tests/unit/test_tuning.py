@@ -529,4 +529,4 @@ def test_the_median_pruner_waits_a_third_of_the_epochs_before_it_stops_a_slow_st
     assert verdicts == [False, False, False, True, True]  # judged from epoch 4, not epoch 2
     assert search.pruning_warmup(3) == 2 and search.pruning_warmup(10) == 4
     # a transfer model's trial reports both stages: 5 head + 2 fine-tuning epochs
-    assert TuneConfig(study="s", model="mobilenet_v2", epochs=5).steps == 7
+    assert TuneConfig(study="s", model="mobilenet_v2", epochs=5).base_config().planned_epochs == 7
