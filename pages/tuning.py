@@ -9,7 +9,7 @@ from fashion_lib import figures, jobs, lifecycle, models, runs, wording
 from fashion_lib.training import start_run
 from fashion_lib.tuning import results, search, storage
 from fashion_lib.tuning import space as spaces
-from fashion_lib.tuning.config import FINAL_VAL_FRACTION, PRUNERS, TuneConfig
+from fashion_lib.tuning.config import FINAL_EPOCHS, FINAL_VAL_FRACTION, PRUNERS, TuneConfig
 
 SUBSETS = {"10,000 (balanced)": 10000, "5,000": 5000, "20,000": 20000, "2,000": 2000, "all 60,000": 0}
 
@@ -254,7 +254,11 @@ def show_study(name: str) -> None:
     }
     trial_number = c1.selectbox("Trial", list(labels), key=f"tu_final_trial_{name}", format_func=labels.get)
     final_epochs = c2.number_input(
-        "Epochs on the full training set", 1, 100, max(10, settings.epochs), key=f"tu_final_epochs_{name}"
+        "Epochs on the full training set",
+        1,
+        100,
+        max(FINAL_EPOCHS, settings.epochs),
+        key=f"tu_final_epochs_{name}",
     )
     final = settings.final_config(results.final_params(study, int(trial_number)), int(final_epochs))
     st.caption(

@@ -16,6 +16,9 @@ from fashion_lib.tuning.storage import check_study_name
 
 PRUNERS = ("median", "halving", "none")
 FINAL_VAL_FRACTION = 0.05  # as the shipped models: 57,000 images train, 3,000 validate
+# the final model's epochs unless the study's own were more: what bench.tuning measured the goal with (the
+# winners of its studies ran all 20 on the full training set before early stopping could end them)
+FINAL_EPOCHS = 20
 MAX_WORKERS = 8
 
 
