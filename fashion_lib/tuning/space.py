@@ -75,7 +75,7 @@ BASELINE_SPACE: tuple[Param, ...] = (
         FLOAT,
         0.0,
         AUGMENT_STRENGTH_MAX,
-        help="0 = none; 0.3 = ±4° rotation, 3 % zoom and shift (the strength scale's 1 is ±14°, 10 %)",
+        help="0 = none; 0.3 = ±4° rotation, 3 % zoom and shift",
     ),
 )
 TRANSFER_SPACE: tuple[Param, ...] = (
