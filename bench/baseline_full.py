@@ -28,6 +28,16 @@ RECIPE = {
 }
 
 
+def three_filters(text: str) -> tuple[int, ...]:
+    try:
+        filters = parse_filters(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(filters) != 3:
+        raise argparse.ArgumentTypeError(f"three filter counts, such as 16,64,128, not {text!r}")
+    return filters
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
@@ -35,7 +45,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
     parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
     parser.add_argument("--compute-dtype", choices=models.COMPUTE_DTYPES, default=RECIPE["compute_dtype"])
-    parser.add_argument("--conv-filters", type=parse_filters, default=models.BASELINE_FILTERS)
+    parser.add_argument("--conv-filters", type=three_filters, default=models.BASELINE_FILTERS)
     parser.add_argument("--dense-units", type=int, default=models.BASELINE_DENSE_UNITS)
     args = parser.parse_args()
     cfg = train.TrainConfig(

@@ -90,7 +90,10 @@ def main() -> None:
 
     if compared is not None and not args.skip_final:
         tc = results.settings_of(found)
-        for name, values in (("best parameters", params), ("default configuration", tc.default_values())):
+        # the defaults as trial 0 trained them (with any --fix values), not TrainConfig's bare defaults
+        reference = next(t for t in found.trials if t.user_attrs.get(results.DEFAULTS_ATTR))
+        defaults = results.final_params(found, reference.number)
+        for name, values in (("best parameters", params), ("default configuration", defaults)):
             final = tc.final_config(values, args.final_epochs)
             summary = train_and_report(final, f"{name} on the full training set, {args.final_epochs} epochs")
             print(f"   test accuracy {summary['test_accuracy']:.4f} (goal ≥ 0.933; shipped baseline 0.9301)")

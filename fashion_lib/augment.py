@@ -92,7 +92,8 @@ class AugmentConfig:
         return cls.from_dict(json.loads(text))
 
 
-# At strength 1 (the tuner's top): ±14° rotation, 10 % zoom, 10 % shift; no flips, which cost accuracy here.
+# At strength 1: ±14° rotation, 10 % zoom, 10 % shift; no flips, which cost accuracy here. The tuner searches
+# 0–0.3 of this scale (tuning.space.AUGMENT_STRENGTH_MAX).
 STRENGTH_AT_ONE = {"rotation": 0.04, "zoom": 0.1, "translation": 0.1}
 
 

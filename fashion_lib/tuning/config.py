@@ -16,8 +16,8 @@ from fashion_lib.tuning.storage import check_study_name
 
 PRUNERS = ("median", "halving", "none")
 FINAL_VAL_FRACTION = 0.05  # as the shipped models: 57,000 images train, 3,000 validate
-# the final model's epochs unless the study's own were more: what bench.tuning measured the goal with (the
-# winners of its studies ran all 20 on the full training set before early stopping could end them)
+# the final model's epochs by default (the Tuning page: or the study's own epochs, if more), and what
+# bench.tuning retrains with: on the full training set its winners ran 14–20 epochs before early stopping
 FINAL_EPOCHS = 20
 MAX_WORKERS = 8
 
@@ -145,6 +145,12 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TuneConfig:
+        """Stored settings (a study's, a queued job's): their ranges are fitted into today's declared
+        space (``spaces.fit_stored_ranges``); settings given now (``TuneConfig(...)``) are checked as
+        given."""
+        ranges, model = values.get("ranges"), values.get("model", models.BASELINE)
+        if isinstance(ranges, dict) and model in models.MODEL_NAMES:
+            values = {**values, "ranges": spaces.fit_stored_ranges(spaces.default_space(model), ranges)}
         return config.dataclass_from_dict(cls, values, "tuning settings")
 
     @classmethod

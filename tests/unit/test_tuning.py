@@ -79,14 +79,23 @@ def test_the_space_is_data_and_narrowing_never_widens_it():
     assert spaces.space_from_json(spaces.space_to_json(narrowed)) == narrowed
 
 
-def test_the_searched_augmentation_stops_at_a_mild_strength():
-    # over the whole 0–1 scale, strong augmentation took a third of every study's trials and never
-    # ranked in their top half at trial budgets (space.AUGMENT_STRENGTH_MAX): the search stops at 0.3
-    top = {p.name: p for p in spaces.default_space("baseline")}["augment_strength"].high
-    strongest = augment.of_strength(top)
+def test_the_searched_augmentation_stops_at_a_mild_strength_and_old_studies_still_load():
+    # over the whole 0–1 scale, strong augmentation never ranked in a study's top half at trial budgets
+    # (space.AUGMENT_STRENGTH_MAX): the search stops at 0.3, and the page says what that means
+    param = {p.name: p for p in spaces.default_space("baseline")}["augment_strength"]
+    strongest = augment.of_strength(param.high)
     assert round(strongest.rotation * 360, 1) == 4.3 and strongest.zoom == strongest.translation == 0.03
+    assert param.help == "0 = none; 0.3 = rotation ±4°, zoom ±3 %, shift ±3 %"
+    # a study narrowed to 0.2–0.8 before the range shrank still loads (page, continuing, queued jobs),
+    # searching what is still declared; given now, the same range is refused
+    stored = TuneConfig(study="old", ranges={"learning_rate": "0.001:0.005"}).to_dict()
+    stored["ranges"] = {"augment_strength": "0.2:0.8", "batch_size": [64, 512]}
+    loaded = TuneConfig.from_dict(stored)
+    by_name = {p.name: p for p in loaded.space()}
+    assert (by_name["augment_strength"].low, by_name["augment_strength"].high) == (0.2, 0.3)
+    assert by_name["batch_size"].choices == (64,)
     with pytest.raises(ValueError, match="within"):
-        spaces.narrow(spaces.default_space("baseline"), ranges={"augment_strength": "0:0.5"})
+        TuneConfig(study="new", ranges={"augment_strength": "0.2:0.8"})
 
 
 def test_a_trials_values_become_its_training_config():
