@@ -9,6 +9,7 @@ import pytest
 
 from fashion_lib import config, train, wording
 from fashion_lib.tuning import results, storage
+from fashion_lib.tuning.config import FINAL_EPOCHS
 from tests.app.conftest import page_test
 from tests.unit.test_tuning import stored_study
 
@@ -60,6 +61,7 @@ def test_training_the_winner_starts_a_full_data_run(study, dataset, monkeypatch)
     assert not at.exception and len(started) == 1
     cfg = train.TrainConfig.from_run(started[0])
     assert cfg.subset == 0 and cfg.evaluate_test and cfg.learning_rate == pytest.approx(3e-3)  # trial 1's
+    assert cfg.epochs == FINAL_EPOCHS == 20  # the stored study's trials ran fewer: the bench's retraining
     assert at.session_state["tr_run_pick"] == started[0].name
 
 
