@@ -80,7 +80,10 @@ def main() -> None:
     print(f"   wall time {wall:.0f} s ({wall / 60:.1f} min); trials: {counts}")
     compared = results.against_defaults(found)
     if compared is None:
-        print("   no comparison: the default trial or every searched trial did not complete")
+        print(
+            "   no comparison, nothing retrained: no completed default-configuration trial (a narrowed space"
+            " can leave the defaults out: then there is none) or no completed searched trial"
+        )
     else:
         default_value, best_value, number = compared
         params = results.final_params(found, number)  # searched and fixed
