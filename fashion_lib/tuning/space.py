@@ -138,8 +138,13 @@ def narrow(
     return tuple(out)
 
 
+def _given_values(given: Any) -> list[Any]:
+    """A range or choice list as given: a list, or text such as '0.001:0.005' or '64,128'."""
+    return list(given) if isinstance(given, list | tuple) else str(given).replace(":", ",").split(",")
+
+
 def _narrowed(param: Param, given: Any) -> Param:
-    values = list(given) if isinstance(given, list | tuple) else str(given).replace(":", ",").split(",")
+    values = _given_values(given)
     if param.kind == CATEGORICAL:
         choices = tuple(_choice(param, v) for v in values)
         unknown = [c for c in choices if c not in param.choices]
@@ -163,9 +168,9 @@ def fit_stored_ranges(space: tuple[Param, ...], ranges: dict[str, Any]) -> dict[
     fitted = dict(ranges)
     for name, given in ranges.items():
         param = by_name.get(name)
-        if param is None or param.kind == FIXED:
+        if param is None:
             continue
-        values = list(given) if isinstance(given, list | tuple) else str(given).replace(":", ",").split(",")
+        values = _given_values(given)
         try:
             if param.kind == CATEGORICAL:
                 kept = [v for v in (_choice(param, v) for v in values) if v in param.choices]
