@@ -229,6 +229,27 @@ def top_classes(probabilities: np.ndarray, k: int) -> list[list[dict[str, Any]]]
     ]
 
 
+def mirror_rows(loaded: LoadedModel, conversions: list | None) -> list[int]:
+    """The rows that are also classified mirrored (``confidence.tries_mirror``)."""
+    return [i for i, c in enumerate(conversions or []) if confidence.tries_mirror(c, loaded.familiarity)]
+
+
+def keep_surer(
+    answers: np.ndarray, mirrored: np.ndarray, rows: list[int], conversions: list, hows: list[str]
+) -> np.ndarray:
+    """``answers`` (``LoadedModel.predict`` rows) with each of ``rows`` replaced by its mirror image's answer
+    (``mirrored``, in the order of ``rows``) where the model is surer of it; that row's conversion becomes
+    the mirrored one and its ``how`` says so (both lists are changed in place)."""
+    answers = answers.copy()
+    flip = confidence.surer_mirrored(split(answers[rows])[0], split(mirrored)[0])
+    for row, answer, flipped in zip(rows, mirrored, flip, strict=True):
+        if flipped:
+            answers[row] = answer
+            conversions[row] = photos.mirror(conversions[row])
+            hows[row] += ", mirrored (the model was surer of the product facing the other way)"
+    return answers
+
+
 def verdicts(
     loaded: LoadedModel, probabilities: np.ndarray, distances: np.ndarray, conversions: list | None = None
 ) -> list[dict[str, Any]]:

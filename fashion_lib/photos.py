@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -179,6 +179,7 @@ class Conversion:
     mask_method: str
     foreground_share: float = 0.0  # of the photo's pixels, what the mask took for the product
     border_share: float = 0.0  # the largest share of one edge's pixels that are product (cut off?)
+    mirrored: bool = False  # ``image`` is the mirror image of the converted photo (``mirror``)
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -321,12 +322,25 @@ def to_fashion_mnist(photo: Photo, segment: bool = True) -> Conversion:
     )
 
 
+def mirror(conversion: Conversion) -> Conversion:
+    """The conversion with its 28×28 image mirrored left to right (the product facing the other way)."""
+    x0, y0, x1, y1 = conversion.placement
+    return replace(
+        conversion,
+        image=np.ascontiguousarray(conversion.image[:, ::-1]),
+        placement=(SIZE - x1, y0, SIZE - x0, y1),
+        mirrored=not conversion.mirrored,
+    )
+
+
 def map_to_photo(heatmap: np.ndarray, conversion: Conversion) -> np.ndarray:
     """A heatmap over the 28×28 image, resized back onto the photo: zero outside the crop box."""
     h, w = conversion.photo_shape
     full = np.zeros((h, w), np.float32)
     at28 = cv2.resize(heatmap.astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
     px0, py0, px1, py1 = conversion.placement
+    if conversion.mirrored:  # the map lies over the mirror image: turn it back to the photo's way round
+        at28, px0, px1 = at28[:, ::-1], SIZE - px1, SIZE - px0
     x0, y0, x1, y1 = conversion.crop_box
     part = at28[py0:py1, px0:px1]
     full[y0:y1, x0:x1] = cv2.resize(part, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)

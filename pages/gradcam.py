@@ -97,9 +97,12 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
         return
     class_index = None if target == "predicted class" else NAMES.index(target)
     layer = None if (layer_choice.startswith("last") or model_info is not first) else layer_choice
+    stats, features_of = widgets.familiar(model_info.folder)
+    if conversion is not None:  # a photo: the way round this model is surer of (confidence.orient)
+        conversion = confidence.orient(features_of, conversion, stats)
+        image28 = conversion.image
     cam = explain.gradcam(model, image28[None, ..., None], class_index, layer)
     probs, heat = cam.probabilities[0], cam.heatmaps[0]
-    stats, features_of = widgets.familiar(model_info.folder)
     distance = float(stats.distances(confidence.features(features_of, image28[None]))[0])
     verdict = confidence.decide(probs, conversion, distance, stats)
     (st.success if verdict.sure else st.warning)(f"**{verdict.sentence()}**")
@@ -110,6 +113,11 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
             f"{NAMES[c]} **{wording.percent(v, 1)}**" for c, v in zip(classes[0], shares[0], strict=True)
         )
     )
+    if conversion is not None and conversion.mirrored:
+        st.caption(
+            "Classified as its mirror image: the model was surer of the product facing the other way "
+            "(Fashion-MNIST's shoes all point left). The heatmap on the photo is turned back."
+        )
     st.caption(
         f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}`: a {heat.shape[0]}×{heat.shape[1]} "
         "map" + (" (very coarse: pick an earlier layer or a larger input size)" if heat.shape[0] <= 3 else "")

@@ -6,7 +6,7 @@ import pytest
 
 from fashion_lib import runs
 from tests.app.conftest import page_test
-from tests.unit.test_photos import encode, silhouette
+from tests.unit.test_photos import encode, right_facing_boot, silhouette
 
 
 @pytest.fixture
@@ -37,6 +37,18 @@ def test_uploading_photos_shows_the_strip_prediction_and_overlays_and_a_bad_file
     verdicts = [e.value for e in [*at.success, *at.warning] if e.value.startswith("**")]
     assert len(verdicts) == 1  # one photo could be used: one verdict, a class or "not sure" with reasons
     assert verdicts[0].startswith("**Not sure:") or " %)**" in verdicts[0]
+
+
+def test_a_boot_photographed_pointing_right_is_classified_as_its_mirror_image(gradcam_page, dataset):
+    at = gradcam_page
+    at.file_uploader(key="cam_files").set_value([("boot.jpg", right_facing_boot(dataset), "image/jpeg")])
+    at.run()
+    assert not at.exception and at.selectbox(key="cam_run").value == "mobilenet_v2"
+    assert any(c.value.startswith("Classified as its mirror image") for c in at.caption)
+    (verdict,) = [s.value for s in at.success]  # sure of it; ≈ 29 % the way it was photographed
+    assert verdict.startswith("**Ankle boot (9")
+    at.selectbox(key="cam_run").set_value("baseline").run()  # never shown a right-facing shoe: as it is
+    assert not any(c.value.startswith("Classified as its mirror image") for c in at.caption)
 
 
 def test_a_test_image_by_index_is_explained(gradcam_page, dataset):

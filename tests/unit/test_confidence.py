@@ -3,6 +3,8 @@ and the familiarity distance of the shipped baseline on test images and on thing
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,7 @@ def test_the_shipped_baseline_knows_test_images_and_doubts_other_things(dataset,
     monkeypatch.undo()
     monkeypatch.setenv("FASHION_HOME", str(tmp_path))
     assert again.threshold == stats.threshold and stats.layer == "head_hidden"
+    assert not stats.mirror and not again.mirror  # it has never seen a right-facing shoe: photos as they are
     features_of = confidence.with_features(model, stats.layer)
     test_images = dataset.x_test[:500]
     flagged = np.mean(stats.distances(confidence.features(features_of, test_images)) > stats.threshold)
@@ -84,3 +87,47 @@ def test_the_distance_is_the_squared_mahalanobis_distance_to_the_nearest_class_m
     expected = [min(float((r - m) @ inverse @ (r - m)) for m in means) for r in rows]
     got = stats.distances(rows)
     assert np.allclose(got, expected, rtol=1e-10, atol=1e-9) and got[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def leaning(image: np.ndarray) -> np.ndarray:
+    """A stand-in model's probabilities: sure it is a Sneaker when the image's left half is the brighter,
+    half sure it is a Sandal otherwise (a model that knows shoes pointing left only)."""
+    left = image[:, :, :14].mean(axis=(1, 2)) > image[:, :, 14:].mean(axis=(1, 2))
+    return np.where(left[:, None], np.eye(10)[7] * 0.9 + 0.01, np.eye(10)[5] * 0.5 + 0.05)
+
+
+def photo_conversion(image: np.ndarray, method: str = "grabcut") -> photos.Conversion:
+    box = (0, 0, 28, 28)
+    return photos.Conversion(
+        image, {"photo": image}, box, (4, 2, 24, 26), (28, 28), method, foreground_share=0.3
+    )
+
+
+def test_the_surer_orientation_is_kept_and_mirrors_are_allowed_only_where_they_cost_nothing():
+    probabilities = np.array([[0.6, 0.4] + [0] * 8, [0.9, 0.1] + [0] * 8])
+    mirrored = np.array([[0.1, 0.8] + [0] * 8, [0.7, 0.3] + [0] * 8])
+    assert confidence.surer_mirrored(probabilities, mirrored).tolist() == [True, False]
+    labels = np.array([1, 0])  # taking the mirror of the first makes it right: no cost
+    assert confidence.mirror_safe(probabilities, mirrored, labels)
+    assert not confidence.mirror_safe(probabilities, mirrored, np.array([0, 0]))  # one of two lost
+    stats = confidence.Familiarity("x", np.zeros((10, 2)), np.eye(2), 1.0, mirror=True)
+    photo = photo_conversion(np.zeros((28, 28), np.uint8))
+    assert confidence.tries_mirror(photo, stats)
+    assert not confidence.tries_mirror(photo, dataclasses.replace(stats, mirror=False))
+    assert not confidence.tries_mirror(photo, None) and not confidence.tries_mirror(None, stats)
+    assert not confidence.tries_mirror(photo_conversion(photo.image, photos.AS_IS), stats)
+
+
+def test_a_photo_is_classified_the_way_round_the_model_is_surer_of():
+    def features_of(x, training=False):
+        return np.zeros((len(x), 2)), leaning(x[..., 0])
+
+    facing_right = np.zeros((28, 28), np.uint8)
+    facing_right[:, 16:] = 200
+    stats = confidence.Familiarity("x", np.zeros((10, 2)), np.eye(2), 1.0, mirror=True)
+    turned = confidence.orient(features_of, photo_conversion(facing_right), stats)
+    assert turned.mirrored and (turned.image == facing_right[:, ::-1]).all()
+    facing_left = photo_conversion(facing_right[:, ::-1])
+    assert confidence.orient(features_of, facing_left, stats) is facing_left
+    as_it_is = dataclasses.replace(stats, mirror=False)  # a model that does not know mirror images
+    assert not confidence.orient(features_of, photo_conversion(facing_right), as_it_is).mirrored

@@ -9,6 +9,7 @@ import base64
 import concurrent.futures
 import json
 import time
+from types import SimpleNamespace
 
 import cv2
 import httpx2
@@ -20,7 +21,7 @@ from starlette.exceptions import HTTPException
 
 from bench.photo_synthetic import make_photo
 from bench.serve_load import start_server
-from fashion_lib import config, explain, export, inference, models, photos, serve
+from fashion_lib import confidence, config, explain, export, inference, models, photos, serve
 from fashion_lib.__main__ import main
 from tests.processes import free_port, stop
 from tests.unit.test_photos import BAD, encode, malformed_corpus
@@ -430,3 +431,37 @@ def test_a_pixels_body_far_beyond_what_the_endpoint_needs_is_refused_unread(clie
     )
     assert response.status_code == 413 and response.json()["error"] == "request_too_large"
     assert limit < 2**22  # a few MB, not the 161 MB that photo uploads may take
+
+
+def test_for_a_model_that_knows_mirror_images_the_service_keeps_the_surer_way_round():
+    from tests.unit.test_confidence import leaning, photo_conversion
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([leaning(x[..., 0]), np.zeros((len(x), 1))], axis=1)
+
+    facing_right = np.zeros((28, 28), np.uint8)
+    facing_right[:, 16:] = 200
+    conversions = [photo_conversion(facing_right), photo_conversion(facing_right, photos.AS_IS)]
+    stats = confidence.Familiarity("x", np.zeros((10, 2)), np.eye(2), 1.0, mirror=True)
+
+    async def scenario():
+        batcher = inference.MicroBatcher(predict, window_ms=1, max_batch=8)
+        loop = asyncio.create_task(batcher.run())
+        service = SimpleNamespace(
+            batcher=batcher,
+            loaded=inference.LoadedModel(None, predict, stats),
+            card={},
+            info=lambda: {"name": "stand-in"},
+        )
+        images = np.stack([c.image for c in conversions])
+        answer = await serve.predict_images(
+            service, images, ["a", "b"], ["photo", "as it is"], 1, False, conversions
+        )
+        loop.cancel()
+        return answer
+
+    photo, as_is = run_async(scenario())["predictions"]
+    assert photo["top"][0] == {"label": "Sneaker", "index": 7, "probability": pytest.approx(0.91)}
+    assert photo["input"].startswith("photo, mirrored") and photo["verdict"]["sure"]
+    # a Fashion-MNIST image is taken the dataset's way round, however unsure the model is of it
+    assert as_is["top"][0]["label"] == "Sandal" and as_is["input"] == "as it is"
