@@ -41,14 +41,17 @@ def mirrored_jpeg(jpeg: bytes) -> bytes:
     ].tobytes()
 
 
-def as_the_app_answers(features_of, stats, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def as_the_app_answers(
+    features_of, stats, x: np.ndarray, conversions: list
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities, familiarity distances, mirrored or not) of converted photos (N, 28, 28, 1): each the
-    way round the model is surer of when it knows mirror images (``confidence.orient``), else as it is."""
+    way round the model is surer of where the app tries it (``confidence.tries_mirror``), else as it is."""
     features, probs = confidence.outputs(features_of, x)
     flip = np.zeros(len(x), bool)
-    if stats.mirror:
+    tried = np.array([confidence.tries_mirror(c, stats) for c in conversions])
+    if tried.any():
         mirrored_features, mirrored_probs = confidence.outputs(features_of, x[:, :, ::-1])
-        flip = confidence.surer_mirrored(probs, mirrored_probs)
+        flip = tried & confidence.surer_mirrored(probs, mirrored_probs)
         probs = np.where(flip[:, None], mirrored_probs, probs)
         features = np.where(flip[:, None], mirrored_features, features)
     return probs, stats.distances(features), flip
@@ -101,18 +104,18 @@ def main() -> None:
         folder = runs.resolve_run(name)
         stats = confidence.familiarity(model, folder / runs.MODEL_FILE, ds, confidence.held_out(folder, ds))
         features_of = confidence.with_features(model, stats.layer)
-        probs, distances, flipped = as_the_app_answers(features_of, stats, x)
+        probs, distances, flipped = as_the_app_answers(features_of, stats, x, conversions)
         right = probs.argmax(1) == labels
         plain_right = predict(model, x, batch_size=256).argmax(1) == labels
-        x_right = np.stack(facing_right)[..., None]
-        right_facing = as_the_app_answers(features_of, stats, x_right)[0].argmax(1) == labels
+        x_right = np.stack([c.image for c in facing_right])[..., None]
+        right_facing = as_the_app_answers(features_of, stats, x_right, facing_right)[0].argmax(1) == labels
         plain_right_facing = predict(model, x_right, batch_size=256).argmax(1) == labels
         verdicts = [
             confidence.decide(p, c, d, stats) for p, c, d in zip(probs, conversions, distances, strict=True)
         ]
         sure = np.array([v.sure for v in verdicts])
         x_ood = np.stack(ood)[..., None]
-        ood_probs, ood_distances, _ = as_the_app_answers(features_of, stats, x_ood)
+        ood_probs, ood_distances, _ = as_the_app_answers(features_of, stats, x_ood, ood_conversions)
         ood_sure = np.array(
             [
                 confidence.decide(p, c, d, stats).sure
@@ -137,7 +140,10 @@ def main() -> None:
         shoes = np.isin(labels, SHOES)
         rule = "each photo the way round it is surer of" if stats.mirror else "photos as they are"
         print(f"\n== {runs.read_run(folder, shipped=runs.is_shipped(folder)).label}")
-        print(f"   as the app answers ({rule}; {np.mean(flipped):.0%} of the photos mirrored)")
+        print(
+            f"   as the app answers ({rule}: mirror images cost {100 * stats.mirror_cost:.1f} points on "
+            f"held-out images; {np.mean(flipped):.0%} of the photos mirrored)"
+        )
         print(
             f"   accuracy on rendered photos: {np.mean(right):.1%} ({by_bg(right)});",
             f"shoes {np.mean(right[shoes]):.1%}",

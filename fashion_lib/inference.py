@@ -246,7 +246,10 @@ def keep_surer(
         if flipped:
             answers[row] = answer
             conversions[row] = photos.mirror(conversions[row])
-            hows[row] += ", mirrored (the model was surer of the product facing the other way)"
+            hows[row] += (
+                ", mirrored (the model was surer of the product facing the other way; a heatmap lies over"
+                " the mirror image)"
+            )
     return answers
 
 

@@ -155,12 +155,11 @@ async def predict_images(
 ) -> dict[str, Any]:
     """The response for images (N, 28, 28): batched forward pass, or Grad-CAM (which also predicts)."""
     x = images[..., None].astype(np.float32)
-    answers = await service.batcher(x)
-    rows = inference.mirror_rows(service.loaded, conversions)
-    if rows:  # photos, for a model that knows mirror images: the way round it is surer of
+    rows = inference.mirror_rows(service.loaded, conversions)  # photos, for a model that knows mirror images
+    answers = await service.batcher(np.concatenate([x, x[rows, :, ::-1]]) if rows else x)  # one pass
+    if rows:  # each of those photos the way round the model is surer of
         conversions, hows = list(conversions or []), list(hows)
-        mirrored = await service.batcher(np.ascontiguousarray(x[rows, :, ::-1]))
-        answers = inference.keep_surer(answers, mirrored, rows, conversions, hows)
+        answers = inference.keep_surer(answers[: len(x)], answers[len(x) :], rows, conversions, hows)
         images = np.stack([c.image for c in conversions])
     probabilities, distances = inference.split(answers)
     heatmaps: list[str | None] = [None] * len(images)
