@@ -79,9 +79,7 @@ def main() -> None:
             _, conversion = photos.convert_upload(jpeg, segment=not args.no_segment)
             seconds.append(time.perf_counter() - started)
             images.append(conversion.image)
-            facing_right.append(
-                photos.convert_upload(mirrored_jpeg(jpeg), segment=not args.no_segment)[1].image
-            )
+            facing_right.append(photos.convert_upload(mirrored_jpeg(jpeg), segment=not args.no_segment)[1])
             conversions.append(conversion)
             labels.append(int(ds.y_test[i]))
             kinds.append(background)
