@@ -36,9 +36,8 @@ def shifted_views(x: np.ndarray, mirror: bool) -> list[np.ndarray]:
 
 def mirrored_jpeg(jpeg: bytes) -> bytes:
     """The photo mirrored left to right (the product facing the other way)."""
-    return cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, ::-1])[
-        1
-    ].tobytes()
+    photo = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imencode(".jpg", photo[:, ::-1])[1].tobytes()
 
 
 def as_the_app_answers(

@@ -226,9 +226,10 @@ def familiarity(model, model_file: Path, ds, held_out_index: np.ndarray | None =
     means = np.stack([fitted[labels == c].mean(axis=0) for c in range(config.NUM_CLASSES)])
     centred = fitted - means[labels]
     inverse = np.linalg.inv(centred.T @ centred / len(fitted) + 1e-3 * np.eye(fitted.shape[1]))
-    held_features, held_probabilities = outputs(features_of, ds.x_train[held])
+    held_images = ds.x_train[held]
+    held_features, held_probabilities = outputs(features_of, held_images)
     distances = Familiarity(layer, means, inverse, 0.0).distances(held_features)
-    mirrored = outputs(features_of, ds.x_train[held][:, :, ::-1])[1]
+    mirrored = outputs(features_of, held_images[:, :, ::-1])[1]
     cost = mirror_cost(held_probabilities, mirrored, ds.y_train[held])
     result = Familiarity(layer, means, inverse, float(np.percentile(distances, FAMILIAR_QUANTILE)), cost)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,11 +41,10 @@ def right_facing_boot(dataset) -> bytes:
     on a plain background and mirrored: the boot points right. Its conversion is the same every time;
     the shipped MobileNetV2 gives it 29 % and its mirror image 98.5 % (Ankle boot both times); the shipped
     baseline calls it a Bag."""
+    from bench.photo_realistic import mirrored_jpeg
     from fashion_lib import photo_render
 
-    jpeg = photo_render.render(dataset.x_test[0], "plain", seed=3)
-    photo = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    return cv2.imencode(".jpg", photo[:, ::-1])[1].tobytes()
+    return mirrored_jpeg(photo_render.render(dataset.x_test[0], "plain", seed=3))
 
 
 def test_dark_silhouette_on_white_comes_out_centred_light_on_dark_with_its_aspect():
