@@ -173,19 +173,23 @@ def _pruning_callback(trial, folder: Path, last_step: int):
     return ReportAndPrune()
 
 
-def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...]) -> Callable:
+def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...], store: Store) -> Callable:
     def objective(trial) -> float:
         import optuna
 
         from fashion_lib.training import engine
 
+        # Optuna's heartbeat thread writes its first beat beside this thread's writes and can lose the
+        # race for SQLite's lock; a worker killed before that beat left a trial no stale check could ever
+        # fail (it stayed "running"). The first beat is written here, before anything else of the trial.
+        guarded(store, store.storage.record_heartbeat, trial._trial_id)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = spaces.suggest(trial, space)
         trial.set_user_attr("params", params)  # Optuna's trial.params holds the searched ones only
         cfg = tc.trial_config(params)
         folder = engine.start_run(cfg)
         runs.write_json(folder / runs.TRIAL_FILE, {"study": tc.study, "number": trial.number})
         trial.set_user_attr("run", folder.name)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         callback = _pruning_callback(trial, folder, cfg.planned_epochs)
         _Stop.run_folder = folder
         try:
@@ -222,7 +226,7 @@ def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S) -> int:
     tc = TuneConfig.from_file(job / runs.CONFIG_FILE)
     store = open_store(heartbeat=heartbeat)
     study = open_study(tc, store, create=False, worker=index)
-    objective = objective_for(tc, tc.space())
+    objective = objective_for(tc, tc.space(), store)
     while not _Stop.requested and take_ticket(job):
         guarded(store, study.optimize, objective, n_trials=1, catch=(Exception,))
     return 0

@@ -319,6 +319,35 @@ def test_a_trial_whose_whole_search_was_killed_is_failed_by_the_next_search(data
     assert states(trials_of("orphan"))[0] == "FAIL" and states(trials_of("orphan"))[-1] == "COMPLETE"
 
 
+def test_a_trial_has_its_first_heartbeat_before_its_run_so_a_kill_at_any_moment_can_be_failed(
+    tmp_path, monkeypatch
+):
+    """Optuna's heartbeat thread can lose SQLite's lock to the trial's own writes; a worker killed before
+    that thread's first beat left a trial "running" for good (CI once saw it). The objective writes the first
+    beat itself: a worker that dies as its run is being made (no heartbeat thread at all here) is failed by
+    the next search's stale check once the grace period has passed."""
+    from fashion_lib.training import engine
+
+    store = storage.open_store(f"sqlite:///{tmp_path}/beat.db", heartbeat=1)
+    tc = TuneConfig(study="beat", model="baseline", trials=1, subset=200, epochs=1)
+    study = search.open_study(tc, store, create=True)
+
+    class Killed(BaseException):  # what SIGKILL looks like from inside: nothing after it runs
+        pass
+
+    def killed(cfg):
+        raise Killed
+
+    monkeypatch.setattr(engine, "start_run", killed)
+    trial = study.ask()
+    with pytest.raises(Killed):
+        search.objective_for(tc, tc.space(), store)(trial)
+    assert states(study.get_trials()) == ["RUNNING"]
+    time.sleep(4.5)  # past the grace period (3 beats of 1 s, measured by SQLite to the second)
+    optuna.storages.fail_stale_trials(study)
+    assert states(study.get_trials()) == ["FAIL"]
+
+
 def test_two_workers_share_one_sqlite_study(dataset):
     narrowed = ("--range", "learning_rate=0.003:0.01")  # leaves out the default 0.001: no trial 0 of it
     done = tune("--study", "pair", "--trials", "4", "--workers", "2", *TINY, "--pruner", "none", *narrowed)
