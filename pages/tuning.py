@@ -232,6 +232,8 @@ def show_study(name: str) -> None:
     space = results.space_of(study)
     if space:
         st.dataframe(results.space_table(space), hide_index=True)
+    for change in results.space_changes(study):
+        st.caption(change)
     settings = results.settings_of(study)
     if settings is not None:
         st.caption(

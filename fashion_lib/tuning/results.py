@@ -120,6 +120,43 @@ def space_of(study) -> tuple[spaces.Param, ...]:
         return ()
 
 
+EARLIER_SPACES_ATTR = "earlier_spaces"  # [{"before_trial": N, "space": [...]}, ...], oldest first
+
+
+def earlier_spaces(study) -> list[dict]:
+    """The spaces earlier searches of the study searched, where a later one changed it (oldest first)."""
+    values = study.user_attrs.get(EARLIER_SPACES_ATTR)
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+
+
+def space_changes(study) -> list[str]:
+    """One sentence per change of the searched space: which trials searched what before it changed."""
+    out = []
+    entries = earlier_spaces(study)
+    if not entries:
+        return out
+    later_spaces = [e.get("space") for e in entries[1:]] + [study.user_attrs.get("space")]
+    start = 0
+    for entry, later in zip(entries, later_spaces, strict=True):
+        try:
+            before = int(entry["before_trial"])
+            old = {p.name: p for p in spaces.space_from_json(entry["space"])}
+            new = {p.name: p for p in spaces.space_from_json(later or [])}
+        except (KeyError, TypeError, ValueError):
+            continue
+        differ = [
+            f"{name} {p.describe()}"
+            + (f" (from trial {before}: {new[name].describe()})" if name in new else "")
+            for name, p in old.items()
+            if new.get(name) != p
+        ]
+        if differ and before > start:
+            trials = f"trial {start}" if before - start == 1 else f"trials {start}–{before - 1}"
+            out.append(f"{trials.capitalize()} searched another space: " + "; ".join(differ) + ".")
+        start = before
+    return out
+
+
 def space_table(space: tuple[spaces.Param, ...]) -> pd.DataFrame:
     return pd.DataFrame(
         [{"parameter": p.name, "searched": p.describe(), "what it is": p.help} for p in space]

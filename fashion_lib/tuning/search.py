@@ -87,7 +87,16 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     if earlier is not None and (change := tc.budget_change(earlier)):
         raise ValueError(change)
     guarded(store, study.set_user_attr, "model", tc.model)
-    guarded(store, study.set_user_attr, "space", spaces.space_to_json(tc.space()))
+    space = tc.space()
+    stored = results.space_of(study)
+    if stored and stored != space:  # the trials so far searched another space: the explorer says which
+        before = len(guarded(store, study.get_trials, deepcopy=False))
+        history = [
+            *results.earlier_spaces(study),
+            {"before_trial": before, "space": spaces.space_to_json(stored)},
+        ]
+        guarded(store, study.set_user_attr, results.EARLIER_SPACES_ATTR, history)
+    guarded(store, study.set_user_attr, "space", spaces.space_to_json(space))
     guarded(store, study.set_user_attr, "settings", tc.to_dict())
     reference = tc.defaults_reference()
     if tc.defaults_first and reference is not None and not guarded(store, study.get_trials, deepcopy=False):

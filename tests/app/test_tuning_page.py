@@ -51,6 +51,23 @@ def test_the_explorer_shows_the_stored_study(study, dataset):
     assert dict(zip(space["parameter"], space["searched"], strict=True))["augment_strength"] == "fixed at 0.0"
 
 
+def test_the_explorer_says_what_earlier_trials_searched_when_a_later_search_changed_the_space(study, dataset):
+    from fashion_lib.tuning import search
+    from fashion_lib.tuning.config import TuneConfig
+
+    search.open_study(
+        TuneConfig(study="stored", ranges={"dropout": "0.2:0.4"}), storage.open_store(), create=True
+    )
+    at = page_test("tuning.py").run()
+    assert not at.exception
+    space = next(
+        d.value for d in at.dataframe if "parameter" in d.value.columns and "searched" in d.value.columns
+    )
+    assert dict(zip(space["parameter"], space["searched"], strict=True))["dropout"] == "0.2 … 0.4"
+    said = [c.value for c in at.caption if c.value.startswith("Trials 0–3 searched another space")]
+    assert len(said) == 1 and "dropout 0.1 … 0.5 (from trial 4: 0.2 … 0.4)" in said[0]
+
+
 def test_training_the_winner_starts_a_full_data_run(study, dataset, monkeypatch):
     from fashion_lib import jobs
 

@@ -497,6 +497,31 @@ def test_the_trial_table_and_figures_come_from_the_database(tmp_path):
     assert [t.name for t in greys] == ["trial 2 (pruned)"]
 
 
+def test_a_search_that_changes_the_space_keeps_what_the_earlier_trials_searched(tmp_path):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    study = stored_study(store)  # 4 trials: learning rate as declared, batch 64 or 128, no augmentation
+    same = TuneConfig(study="stored", fixed={"augment_strength": 0.0}, ranges={"batch_size": "64,128"})
+    search.open_study(same, store, create=True)
+    assert results.space_changes(storage.load_study(store, "stored")) == []  # the same space: nothing to say
+    wider = TuneConfig(study="stored", ranges={"learning_rate": "0.001:0.005"})
+    study = search.open_study(wider, store, create=True)
+    assert results.space_of(study) == wider.space()  # the table shows what the latest search searches
+    assert results.space_changes(study) == [
+        "Trials 0–3 searched another space: learning_rate 0.0001 … 0.01 (log scale) (from trial 4: "
+        "0.001 … 0.005 (log scale)); batch_size one of 64, 128 (from trial 4: one of 64, 128, 256); "
+        "augment_strength fixed at 0.0 (from trial 4: 0 … 0.3)."
+    ]
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    study = search.open_study(same, store, create=True)  # and back, after one more trial
+    assert results.space_changes(study)[1] == (
+        "Trial 4 searched another space: learning_rate 0.001 … 0.005 (log scale) (from trial 5: 0.0001 … "
+        "0.01 (log scale)); batch_size one of 64, 128, 256 (from trial 5: one of 64, 128); augment_strength "
+        "0 … 0.3 (from trial 5: fixed at 0.0)."
+    )
+    study.set_user_attr(results.EARLIER_SPACES_ATTR, [{"before_trial": "x"}, 7])  # damaged: left out
+    assert results.space_changes(study) == []
+
+
 def stored_study(store, name: str = "stored"):
     """A small study written straight into the database: three completed trials and one pruned."""
     tc = TuneConfig(study=name, fixed={"augment_strength": 0.0}, ranges={"batch_size": "64,128"})
