@@ -103,7 +103,7 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
         except (jobs.JobBusyError, lifecycle.RunStateError, OSError) as exc:
             st.session_state.tu_message = ("error", str(exc))
             return
-        st.session_state.tu_pick = tc.study
+        st.session_state.tu_wanted = tc.study  # shown once it is in the database
         st.session_state.tu_message = (
             "success",
             f"Search started: {job.name}" + (" (queued)" if queue else ""),
@@ -123,25 +123,50 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
         level, text = st.session_state.pop("tu_message")
         (st.error if level == "error" else st.success)(text)
 
+
 # --------------------------------------------------------------------------------------- searches running
-for job, state in search.list_jobs()[:5]:
-    if not state.active:
-        continue
-    with st.container(border=True, key=f"tu_job_{job.name}"):
-        cols = st.columns([4, 1])
-        cols[0].markdown(f"**Search {job.name}** — {state.state}")
-        cols[1].button(
-            "Stop", key=f"tu_stop_{job.name}", on_click=jobs.stop, args=(job,), icon=":material/stop:"
-        )
-        st.code(jobs.read_log_tail(job, 6, jobs.LOG_FILES["tune"]) or "(starting)", language=None)
+def active_searches() -> list[tuple]:
+    return [(job, state) for job, state in search.list_jobs()[:5] if state.active]
+
+
+def show_searches(drawn: list[str], known: set[str]) -> None:
+    """The running searches, refreshed; the whole page redraws when one starts or ends, or when a running
+    search's study first appears in the database (the explorer then shows it)."""
+    now = active_searches()
+    unknown = {search.study_of(job) for job, _ in now} - known
+    if [job.name for job, _ in now] != drawn or (unknown and unknown & _names()):
+        st.rerun()
+    for job, state in now:
+        with st.container(border=True, key=f"tu_job_{job.name}"):
+            cols = st.columns([4, 1])
+            cols[0].markdown(f"**Search {job.name}** — {state.state}")
+            cols[1].button(
+                "Stop", key=f"tu_stop_{job.name}", on_click=jobs.stop, args=(job,), icon=":material/stop:"
+            )
+            st.code(jobs.read_log_tail(job, 6, jobs.LOG_FILES["tune"]) or "(starting)", language=None)
+
+
+def _names() -> set[str]:
+    try:
+        return set(storage.study_names(store))
+    except storage.TuningStoreError:
+        return set()
+
+
+searching = active_searches()
+if searching:
+    st.fragment(show_searches, run_every=2.0)([job.name for job, _ in searching], {s.name for s in summaries})
 
 # -------------------------------------------------------------------------------------------- explorer
 if not summaries:
     st.info("No study yet: start a search above, or run `python -m fashion_lib tune --study NAME`.")
     st.stop()
 by_name = {s.name: s for s in summaries}
-if st.session_state.get("tu_pick") not in by_name:
-    st.session_state.tu_pick = summaries[0].name
+running_studies = [search.study_of(job) for job, _ in searching if search.study_of(job) in by_name]
+if st.session_state.get("tu_wanted") in by_name:  # a search just started from this page
+    st.session_state.tu_pick = st.session_state.pop("tu_wanted")
+elif st.session_state.get("tu_pick") not in by_name:
+    st.session_state.tu_pick = (running_studies or [summaries[0].name])[0]
 
 
 def study_label(name: str) -> str:
@@ -163,6 +188,7 @@ with st.expander(f"All studies in the database ({len(summaries)})"):
 def show_study(name: str) -> None:
     try:
         study = storage.load_study(store, name)
+        search.fail_stale(study)  # a trial whose worker died is not shown running for ever
         table = results.trial_table(study)
     except storage.TuningStoreError as exc:
         st.error(str(exc))
@@ -173,7 +199,7 @@ def show_study(name: str) -> None:
     cols[0].metric("Trials", len(table))
     cols[1].metric("Complete", counts["complete"])
     cols[2].metric("Pruned", counts["pruned"])
-    cols[3].metric("Failed / running", counts["failed or running"])
+    cols[3].metric("Failed / stopped / running", counts["failed, stopped or running"])
     cols[4].metric("Best validation accuracy", wording.percent(best.value if best else None))
     verdict = results.against_defaults_text(study)
     if verdict:

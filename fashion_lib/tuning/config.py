@@ -22,6 +22,21 @@ FINAL_EPOCHS = 20
 MAX_WORKERS = 8
 
 
+# training settings a search owns: a trial must not change them through ``fixed``
+SEARCH_OWNED = frozenset(
+    {
+        "model",
+        "subset",
+        "test_subset",
+        "epochs",
+        "val_fraction",
+        "seed",
+        "evaluate_test",
+        "temperature_scaling",
+    }
+)
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     study: str
@@ -58,6 +73,14 @@ class TuneConfig:
             problems.append(f"pruner must be one of {', '.join(PRUNERS)}")
         if not 1 <= self.workers <= MAX_WORKERS:
             problems.append(f"workers must be 1–{MAX_WORKERS}")
+        owned = sorted(set(self.fixed) & SEARCH_OWNED)
+        if owned:
+            problems.append(
+                f"{', '.join(owned)} cannot be fixed: the search itself sets "
+                + ("it" if len(owned) == 1 else "them")
+                + " (its model, images, split, seed and epochs are the study's own settings; trials never"
+                " see the test set)"
+            )
         if problems:
             raise ValueError("invalid tuning settings: " + "; ".join(problems))
         self.space()  # unknown or widened parameters fail here, with the study's settings
@@ -98,9 +121,17 @@ class TuneConfig:
         searched = {p.name for p in self.space() if p.kind != spaces.FIXED}
         return values if set(values) == searched else None
 
+    def training_settings(self) -> dict[str, Any]:
+        """The fixed settings that are not search parameters (``optimizer``, ``fine_tune_epochs``, …), as
+        the trials train with them."""
+        searched = {p.name for p in spaces.default_space(self.model)}
+        base = self.base_config().to_dict()
+        return {k: base[k] for k in sorted(self.fixed) if k not in searched and k in base}
+
     def budget_change(self, earlier: TuneConfig) -> str | None:
         """Why these settings cannot add trials to a study searched with ``earlier`` (a different data
-        budget makes the trials incomparable: other images, split or epochs), or None."""
+        budget or fixed training setting makes the trials incomparable: other images, split, epochs or
+        training), or None. Search parameters may be narrowed or fixed differently."""
         fields = {
             "subset": "images per trial",
             "epochs": "epochs",
@@ -111,6 +142,16 @@ class TuneConfig:
             f"{label} {getattr(earlier, name)} (now {getattr(self, name)})"
             for name, label in fields.items()
             if getattr(earlier, name) != getattr(self, name)
+        ]
+        try:
+            before = earlier.training_settings()
+        except ValueError:
+            before = {}
+        now = self.training_settings()
+        changed += [
+            f"{name} {before.get(name, 'as default')} (now {now.get(name, 'as default')})"
+            for name in sorted(set(before) | set(now))
+            if before.get(name) != now.get(name)
         ]
         if not changed:
             return None

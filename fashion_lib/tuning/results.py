@@ -23,6 +23,15 @@ STATE_NAMES = {
 
 
 DEFAULTS_ATTR = "defaults"  # user attribute of the trial that tried the default configuration
+STOPPED_ATTR = "stopped_by_user"  # a trial a person stopped: Optuna records it pruned
+FAILED_ATTR = "failed_because"  # a failed trial's error, one line
+
+
+def state_name(trial) -> str:
+    """The trial's state as the page and the progress lines say it ('stopped' for one a person stopped)."""
+    if trial.state.name == "PRUNED" and trial.user_attrs.get(STOPPED_ATTR):
+        return "stopped"
+    return STATE_NAMES.get(trial.state.name, trial.state.name.lower())
 
 
 def study_rows(summaries) -> list[dict[str, Any]]:
@@ -54,16 +63,20 @@ def trial_table(study) -> pd.DataFrame:
         rows.append(
             {
                 "trial": t.number,
-                "state": STATE_NAMES.get(t.state.name, t.state.name.lower()),
+                "state": state_name(t),
                 "settings": "defaults" if t.user_attrs.get(DEFAULTS_ATTR) else "searched",
                 "validation accuracy": t.value,
                 **{name: value for name, value in t.params.items()},
                 "seconds": duration,
                 "pruned after epoch": t.user_attrs.get("pruned_at_epoch"),
                 "run": t.user_attrs.get("run"),
+                "why": t.user_attrs.get(FAILED_ATTR) if t.state.name == "FAIL" else None,
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "why" in table and table["why"].isna().all():
+        table = table.drop(columns="why")
+    return table
 
 
 def against_defaults(study) -> tuple[float, float, int] | None:
@@ -192,12 +205,12 @@ CHART_NAMES = (
 
 
 def state_counts(table) -> dict[str, int]:
-    """Trials per state in a ``trial_table``: complete, pruned, and failed or still running."""
+    """Trials per state in a ``trial_table``: complete, pruned, and failed, stopped or still running."""
     counts = {state: int(n) for state, n in table["state"].value_counts().items()} if len(table) else {}
     return {
         "complete": counts.get("complete", 0),
         "pruned": counts.get("pruned", 0),
-        "failed or running": counts.get("failed", 0) + counts.get("running", 0),
+        "failed, stopped or running": sum(counts.get(s, 0) for s in ("failed", "stopped", "running")),
     }
 
 

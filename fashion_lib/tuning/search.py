@@ -86,6 +86,8 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     earlier = results.settings_of(study)
     if earlier is not None and (change := tc.budget_change(earlier)):
         raise ValueError(change)
+    if change := choices_change(study, tc.space()):
+        raise ValueError(change)
     guarded(store, study.set_user_attr, "model", tc.model)
     space = tc.space()
     stored = results.space_of(study)
@@ -99,25 +101,64 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     guarded(store, study.set_user_attr, "space", spaces.space_to_json(space))
     guarded(store, study.set_user_attr, "settings", tc.to_dict())
     reference = tc.defaults_reference()
-    if tc.defaults_first and reference is not None and not guarded(store, study.get_trials, deepcopy=False):
-        # the reference every searched trial is measured against: same data, split, seed and budget
-        guarded(
-            store,
-            study.enqueue_trial,
-            reference,
-            user_attrs={results.DEFAULTS_ATTR: True},
-            skip_if_exists=True,
-        )
+    fail_stale(study)  # a defaults trial whose worker died is not one that will finish
+    trials = guarded(store, study.get_trials, deepcopy=False)
+    tried = [t for t in trials if t.user_attrs.get(results.DEFAULTS_ATTR)]
+    lost = bool(tried) and not any(t.state.name in ("COMPLETE", "WAITING", "RUNNING") for t in tried)
+    if tc.defaults_first and reference is not None and (not trials or lost):
+        # the reference every searched trial is measured against: same data, split, seed and budget; made
+        # again when its trial failed or was stopped (no verdict against the defaults without it)
+        guarded(store, study.enqueue_trial, reference, user_attrs={results.DEFAULTS_ATTR: True})
     return study
+
+
+def fail_stale(study) -> None:
+    """Mark failed the running trials whose worker stopped writing heartbeats (it died): Optuna's check,
+    which never raises here (a database problem shows up at the next real use)."""
+    import optuna
+
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def choices_change(study, space: tuple[spaces.Param, ...]) -> str | None:
+    """Why ``space`` cannot search this study: Optuna keeps a categorical parameter's choices for the
+    whole study (other choices fail every trial), or None. Ranges of numbers may change; a parameter may
+    be fixed."""
+    import optuna
+
+    earlier = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, dist in trial.distributions.items():
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                earlier.setdefault(name, tuple(dist.choices))
+    for param in space:
+        if (
+            param.kind == spaces.CATEGORICAL
+            and param.name in earlier
+            and earlier[param.name] != param.choices
+        ):
+            before = ", ".join(map(str, earlier[param.name]))
+            return (
+                f"study '{study.study_name}' searched {param.name} among {before}, and a study cannot change "
+                f"its choices (Optuna's rule): search it among {before} again, fix it at one value, or use "
+                "another study name"
+            )
+    return None
 
 
 def continuing(store: Store, tc: TuneConfig) -> tuple[TuneConfig | None, str | None]:
     """Settings from the page for an existing study: the validation share and seed it was searched with
     (the page does not ask for them), or None and why the rest of the budget does not match."""
     try:
-        earlier = results.settings_of(load_study(store, tc.study))
+        study = load_study(store, tc.study)
+        earlier = results.settings_of(study)
+        choices = guarded(store, choices_change, study, tc.space())
     except (TuningStoreError, ValueError) as exc:
         return None, str(exc)
+    if choices:
+        return None, choices
     if earlier is None:
         return tc, None
     tc = dataclasses.replace(tc, val_fraction=earlier.val_fraction, seed=earlier.seed)
@@ -153,10 +194,17 @@ def take_ticket(folder: Path) -> bool:
 
 
 class _Stop:
-    """Set when the worker is asked to stop (SIGTERM): the current trial's run stops, no new one starts."""
+    """Set when the worker is asked to stop (SIGTERM): the current trial's run stops, no new one starts.
+    ``parent_died``: the SIGTERM came because the coordinator died (``processes.die_with_parent``), not
+    from a person's stop."""
 
     requested = False
+    parent_died = False
+    parent: int | None = None
     run_folder: Path | None = None
+
+
+FAILED_ATTR, STOPPED_ATTR = results.FAILED_ATTR, results.STOPPED_ATTR
 
 
 def _pruning_callback(trial, folder: Path, last_step: int):
@@ -186,47 +234,68 @@ def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...], store: Store)
     def objective(trial) -> float:
         import optuna
 
-        from fashion_lib.training import engine
-
         # Optuna's heartbeat thread writes its first beat beside this thread's writes and can lose the
         # race for SQLite's lock; a worker killed before that beat left a trial no stale check could ever
         # fail (it stayed "running"). The first beat is written here, before anything else of the trial.
         guarded(store, store.storage.record_heartbeat, trial._trial_id)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        params = spaces.suggest(trial, space)
-        trial.set_user_attr("params", params)  # Optuna's trial.params holds the searched ones only
-        cfg = tc.trial_config(params)
-        folder = engine.start_run(cfg)
-        runs.write_json(folder / runs.TRIAL_FILE, {"study": tc.study, "number": trial.number})
-        trial.set_user_attr("run", folder.name)
-        callback = _pruning_callback(trial, folder, cfg.planned_epochs)
-        _Stop.run_folder = folder
         try:
-            engine.train(run_dir=folder, extra_callbacks=[callback], handle_sigterm=False)
-        finally:
-            _Stop.run_folder = None
-        summary, _ = runs.read_summary(folder)
-        if callback.pruned_at is not None:
-            trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
-            raise optuna.TrialPruned(f"pruned after epoch {callback.pruned_at}")
-        if _Stop.requested or lifecycle.effective_state(folder) == lifecycle.STOPPED:
-            # the search was stopped, or just this trial's run (its Stop button): the worker goes on with
-            # the next trial unless the whole search was asked to stop
-            trial.set_user_attr("stopped_by_user", True)
-            raise optuna.TrialPruned("stopped by the user")
-        if summary is None or summary.validation_accuracy is None:
-            raise RuntimeError(f"run {folder.name} wrote no validation accuracy")
-        return summary.validation_accuracy
+            return _train_trial(trial, tc, space)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # Optuna keeps no reason: the table and the progress line say it
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(FAILED_ATTR, lifecycle.one_line(exc))
+            raise
 
     return objective
+
+
+def _train_trial(trial, tc: TuneConfig, space: tuple[spaces.Param, ...]) -> float:
+    import optuna
+
+    from fashion_lib.training import engine
+
+    params = spaces.suggest(trial, space)
+    trial.set_user_attr("params", params)  # Optuna's trial.params holds the searched ones only
+    cfg = tc.trial_config(params)
+    folder = engine.start_run(cfg)
+    runs.write_json(folder / runs.TRIAL_FILE, {"study": tc.study, "number": trial.number})
+    trial.set_user_attr("run", folder.name)
+    callback = _pruning_callback(trial, folder, cfg.planned_epochs)
+    _Stop.run_folder = folder
+    if _Stop.requested:  # the stop came before this run existed: it stops at once
+        lifecycle.request_stop(folder)
+    try:
+        engine.train(run_dir=folder, extra_callbacks=[callback], handle_sigterm=False)
+    finally:
+        _Stop.run_folder = None
+    summary, _ = runs.read_summary(folder)
+    if callback.pruned_at is not None:
+        trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
+        raise optuna.TrialPruned(f"pruned after epoch {callback.pruned_at}")
+    state = lifecycle.effective_state(folder)
+    if state == lifecycle.STOPPED or (_Stop.requested and state != lifecycle.COMPLETED):
+        if _Stop.parent_died:
+            raise RuntimeError("its search was killed (the coordinator died) before the trial finished")
+        # the search was stopped, or just this trial's run (its Stop button): the worker goes on with
+        # the next trial unless the whole search was asked to stop
+        trial.set_user_attr(STOPPED_ATTR, True)
+        raise optuna.TrialPruned("stopped by the user")
+    if summary is None or summary.validation_accuracy is None:
+        raise RuntimeError(f"run {folder.name} wrote no validation accuracy")
+    return summary.validation_accuracy
 
 
 def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S) -> int:
     """One worker: take tickets and run trials until none is left or a stop is requested."""
     import optuna
 
+    _Stop.parent = os.getppid()
+
     def on_sigterm(signum, frame):
         _Stop.requested = True
+        _Stop.parent_died = _Stop.parent_died or os.getppid() != _Stop.parent  # orphaned: adopted by another
         if _Stop.run_folder is not None:
             lifecycle.request_stop(_Stop.run_folder)
 
@@ -252,7 +321,7 @@ def _start_worker(job: Path, index: int, heartbeat: int) -> subprocess.Popen:
 
 def describe_trial(trial, best) -> str:
     """One progress line: trial, state, value, pruned at, time, best so far, parameters."""
-    state = trial.state.name.lower()
+    state = results.state_name(trial)
     value = f"{trial.value:.4f}" if trial.value is not None else "-"
     pruned = trial.user_attrs.get("pruned_at_epoch")
     took = (
@@ -267,6 +336,7 @@ def describe_trial(trial, best) -> str:
         + (" (the default settings)" if trial.user_attrs.get(results.DEFAULTS_ATTR) else "")
         + (f" (pruned after epoch {pruned})" if pruned else "")
         + f"  {took:>6}  {best_text}  {params}"
+        + (f"  — {trial.user_attrs[FAILED_ATTR]}" if trial.user_attrs.get(FAILED_ATTR) else "")
     )
 
 
@@ -303,10 +373,7 @@ def run_search(
 
     signal.signal(signal.SIGTERM, on_sigterm)  # first: a stop during the set-up ends the search cleanly
     store = open_store(heartbeat=heartbeat)
-    study = open_study(tc, store, create=True)
-    with contextlib.suppress(Exception), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # trials whose worker died since the last search
+    study = open_study(tc, store, create=True)  # it fails the trials whose worker died since the last search
     trials = study.get_trials(deepcopy=False)
     # waiting trials (the default settings, or left by a stopped search) run in this search: printed too
     first = min((t.number for t in trials if t.state.name == "WAITING"), default=len(trials))
@@ -328,7 +395,7 @@ def run_search(
     out(f"worker logs: {job}/worker-*.log")
     reported: set[int] = set()
     printed: set[int] = set()
-    started = time.monotonic()
+    started = checked = time.monotonic()
     problems = []
     while True:
         if stopping["asked"]:
@@ -344,10 +411,14 @@ def run_search(
                 failed = _fail_trials_of(store, study, proc.pid)
                 problems.append(f"worker {proc.pid} ended with {_exit_text(proc.returncode)}")
                 out(problems[-1] + (f"; its trial {failed} is marked failed" if failed else ""))
+        if time.monotonic() - checked > heartbeat:  # a worker of an earlier search that died just before
+            fail_stale(study)  # this one started was still within its grace period then
+            checked = time.monotonic()
         _print_new(study, first, printed, out)
         if not alive:
             break
         time.sleep(POLL_S)
+    fail_stale(study)
     _print_new(study, first, printed, out)
     best = results.best_trial(study)
     out(
@@ -363,6 +434,10 @@ def run_search(
         out(verdict)
     if stopping.get("sent"):
         return lifecycle.STOPPED
+    ended = [t for t in guarded(store, study.get_trials, deepcopy=False) if t.number >= first]
+    if ended and all(t.state.name == "FAIL" for t in ended):
+        reason = next((t.user_attrs[FAILED_ATTR] for t in ended if t.user_attrs.get(FAILED_ATTR)), None)
+        problems.append("every trial failed" + (f": {reason}" if reason else " (see the worker logs)"))
     if problems:
         raise RuntimeError("; ".join(problems))
     return lifecycle.COMPLETED

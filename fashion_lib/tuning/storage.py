@@ -140,7 +140,7 @@ def study_summaries(store: Store) -> list[StudySummary]:
                 s.datetime_start,
             )
         )
-    return sorted(found, key=lambda x: (x.started is None, x.started), reverse=True)
+    return sorted(found, key=lambda x: (x.started is not None, x.started), reverse=True)  # unstarted last
 
 
 def check_study_name(name: str) -> str:

@@ -56,7 +56,9 @@ def test_the_explorer_says_what_earlier_trials_searched_when_a_later_search_chan
     from fashion_lib.tuning.config import TuneConfig
 
     search.open_study(
-        TuneConfig(study="stored", ranges={"dropout": "0.2:0.4"}), storage.open_store(), create=True
+        TuneConfig(study="stored", ranges={"dropout": "0.2:0.4", "batch_size": "64,128"}),
+        storage.open_store(),
+        create=True,
     )
     at = page_test("tuning.py").run()
     assert not at.exception

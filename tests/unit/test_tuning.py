@@ -162,10 +162,11 @@ def test_more_trials_for_a_study_need_the_same_data_budget(tmp_path):
     assert "epochs 3 (now 4)" in change and "validation share 0.2 (now 0.1)" in change
     # the page asks for neither the validation share nor the seed: an existing study's are used
     store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
-    stored_study(store)  # searched with TuneConfig's defaults
-    tc, problem = search.continuing(store, TuneConfig(study="stored", val_fraction=0.3, seed=7))
+    stored_study(store)  # searched with TuneConfig's defaults (batch size among 64 and 128)
+    batch = {"batch_size": "64,128"}
+    tc, problem = search.continuing(store, TuneConfig(study="stored", val_fraction=0.3, seed=7, ranges=batch))
     assert problem is None and (tc.val_fraction, tc.seed) == (0.2, 42)
-    tc, problem = search.continuing(store, TuneConfig(study="stored", epochs=9))
+    tc, problem = search.continuing(store, TuneConfig(study="stored", epochs=9, ranges=batch))
     assert tc is None and "epochs 5 (now 9)" in problem
     assert search.continuing(store, TuneConfig(study="other"))[1].startswith("No study named")
 
@@ -313,10 +314,31 @@ def test_a_trial_whose_whole_search_was_killed_is_failed_by_the_next_search(data
     assert wait_for(running, timeout=240)
     os.killpg(proc.pid, signal.SIGKILL)  # coordinator and worker at once: nobody marks the trial
     proc.wait()
-    time.sleep(4)  # longer than the grace period (3 heartbeats of 1 s)
+    # at once, within the grace period (3 heartbeats of 1 s): the search checks again while it runs
     goes_on = tune("--study", "orphan", "--trials", "1", *SLOWER, "--heartbeat", "1")
     assert goes_on.returncode == 0, goes_on.stderr
     assert states(trials_of("orphan"))[0] == "FAIL" and states(trials_of("orphan"))[-1] == "COMPLETE"
+
+
+def test_a_trial_whose_coordinator_was_killed_fails_with_the_reason_and_its_worker_ends(dataset):
+    proc = command(
+        "tune", "--study", "headless", "--trials", "3", *SLOWER, quiet=True, start_new_session=True
+    )
+
+    def training() -> bool:
+        try:
+            return any(t.state.name == "RUNNING" and "run" in t.user_attrs for t in trials_of("headless"))
+        except storage.TuningStoreError:
+            return False
+
+    assert wait_for(training, timeout=240)
+    proc.kill()  # the coordinator alone: its worker is told (SIGTERM) and stops the trial's run
+    proc.wait()
+    assert wait_for(lambda: "RUNNING" not in states(trials_of("headless")), timeout=120)
+    time.sleep(3)  # no further ticket is taken
+    trials = trials_of("headless")
+    assert states(trials) == ["FAIL"]  # not "pruned" or "stopped": nobody stopped it
+    assert "its search was killed" in trials[0].user_attrs[results.FAILED_ATTR]
 
 
 def test_a_trial_has_its_first_heartbeat_before_its_run_so_a_kill_at_any_moment_can_be_failed(
@@ -478,8 +500,12 @@ def test_the_trial_table_and_figures_come_from_the_database(tmp_path):
         "Best searched trial (1): 90.00 % validation accuracy, better than the default settings' 85.00 % "
         "on the same images and budget (+5.00 points)."
     )
-    assert results.state_counts(table) == {"complete": 3, "pruned": 1, "failed or running": 0}
-    assert results.state_counts(table.iloc[:0]) == {"complete": 0, "pruned": 0, "failed or running": 0}
+    assert results.state_counts(table) == {"complete": 3, "pruned": 1, "failed, stopped or running": 0}
+    assert results.state_counts(table.iloc[:0]) == {
+        "complete": 0,
+        "pruned": 0,
+        "failed, stopped or running": 0,
+    }
     rows = results.study_rows(storage.study_summaries(store))
     assert rows == [
         {
@@ -503,23 +529,47 @@ def test_a_search_that_changes_the_space_keeps_what_the_earlier_trials_searched(
     same = TuneConfig(study="stored", fixed={"augment_strength": 0.0}, ranges={"batch_size": "64,128"})
     search.open_study(same, store, create=True)
     assert results.space_changes(storage.load_study(store, "stored")) == []  # the same space: nothing to say
-    wider = TuneConfig(study="stored", ranges={"learning_rate": "0.001:0.005"})
-    study = search.open_study(wider, store, create=True)
-    assert results.space_of(study) == wider.space()  # the table shows what the latest search searches
+    other = TuneConfig(study="stored", ranges={"learning_rate": "0.001:0.005", "batch_size": "64,128"})
+    study = search.open_study(other, store, create=True)
+    assert results.space_of(study) == other.space()  # the table shows what the latest search searches
     assert results.space_changes(study) == [
         "Trials 0–3 searched another space: learning_rate 0.0001 … 0.01 (log scale) (from trial 4: "
-        "0.001 … 0.005 (log scale)); batch_size one of 64, 128 (from trial 4: one of 64, 128, 256); "
-        "augment_strength fixed at 0.0 (from trial 4: 0 … 0.3)."
+        "0.001 … 0.005 (log scale)); augment_strength fixed at 0.0 (from trial 4: 0 … 0.3)."
     ]
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
     study = search.open_study(same, store, create=True)  # and back, after one more trial
     assert results.space_changes(study)[1] == (
         "Trial 4 searched another space: learning_rate 0.001 … 0.005 (log scale) (from trial 5: 0.0001 … "
-        "0.01 (log scale)); batch_size one of 64, 128, 256 (from trial 5: one of 64, 128); augment_strength "
-        "0 … 0.3 (from trial 5: fixed at 0.0)."
+        "0.01 (log scale)); augment_strength 0 … 0.3 (from trial 5: fixed at 0.0)."
     )
     study.set_user_attr(results.EARLIER_SPACES_ATTR, [{"before_trial": "x"}, 7])  # damaged: left out
     assert results.space_changes(study) == []
+
+
+def test_a_study_keeps_its_choices_and_its_training_settings_and_fixing_never_reaches_the_search_settings(
+    tmp_path,
+):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    stored_study(store)  # batch size searched among 64 and 128
+    for ranges in ({}, {"batch_size": "64"}, {"batch_size": "64,128,256"}):
+        # Optuna would fail every trial ("CategoricalDistribution does not support dynamic value space")
+        tc = TuneConfig(study="stored", ranges=ranges)
+        with pytest.raises(ValueError, match="searched batch_size among 64, 128, and a study cannot change"):
+            search.open_study(tc, store, create=True)
+        assert "cannot change its choices" in search.continuing(store, tc)[1]
+    fixed = TuneConfig(study="stored", fixed={"batch_size": 256})  # fixed: not searched, so allowed
+    assert search.open_study(fixed, store, create=True).user_attrs["settings"]["fixed"] == {"batch_size": 256}
+    tc, problem = search.continuing(store, TuneConfig(study="stored", ranges={"batch_size": "64,128"}))
+    assert problem is None and tc is not None
+    # a fixed training setting that is not a search parameter makes other trials: refused, like the budget
+    optimizer = TuneConfig(study="stored", ranges={"batch_size": "64,128"}, fixed={"optimizer": "sgd"})
+    with pytest.raises(ValueError, match=r"optimizer as default \(now sgd\)"):
+        search.open_study(optimizer, store, create=True)
+    for name, value in (("val_fraction", 0.3), ("seed", 7), ("subset", 400), ("epochs", 50)):
+        with pytest.raises(ValueError, match=f"{name} cannot be fixed: the search itself sets it"):
+            TuneConfig(study="stored", fixed={name: value})
+    with pytest.raises(ValueError, match="evaluate_test, model cannot be fixed"):
+        TuneConfig(study="stored", fixed={"model": "mobilenet_v2", "evaluate_test": True})
 
 
 def stored_study(store, name: str = "stored"):
@@ -574,6 +624,61 @@ def test_stopping_one_trials_run_prunes_that_trial_and_the_search_goes_on(datase
     trials = trials_of("one-stopped")
     assert states(trials) == ["PRUNED", "COMPLETE", "COMPLETE"]  # the other tickets were still used
     assert trials[0].user_attrs["stopped_by_user"] and lifecycle.effective_state(first_run) == "stopped"
+    assert list(results.trial_table(storage.load_study(storage.open_store(), "one-stopped"))["state"]) == [
+        "stopped",
+        "complete",
+        "complete",
+    ]
+
+
+def test_a_search_whose_every_trial_fails_says_why_and_fails(tmp_path):
+    failing = tune(
+        "--study", "all-fail", "--trials", "2", *TINY,
+        env={"FASHION_HOME": str(tmp_path), "FASHION_MNIST_DIR": str(tmp_path / "nothing")},
+    )  # fmt: skip
+    assert failing.returncode != 0
+    assert "every trial failed: DataNotFoundError: FASHION_MNIST_DIR is set to" in failing.stderr
+    assert failing.stdout.count("— DataNotFoundError") == 2  # each trial's line says why
+    db = f"sqlite:///{tmp_path}/tuning/studies.db"
+    table = results.trial_table(storage.load_study(storage.open_store(db), "all-fail"))
+    assert list(table["state"]) == ["failed", "failed"] and table["why"].str.startswith("DataNotFound").all()
+
+
+def test_a_stop_that_comes_before_the_trials_run_exists_stops_that_run(tmp_path, monkeypatch):
+    from fashion_lib.training import engine
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    seen = []
+    monkeypatch.setattr(engine, "start_run", lambda cfg: folder)
+    monkeypatch.setattr(engine, "train", lambda run_dir, **_: seen.append(lifecycle.stop_requested(run_dir)))
+    monkeypatch.setattr(search._Stop, "requested", True)  # SIGTERM while the run was being made
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}", heartbeat=1)
+    tc = TuneConfig(study="early-stop", trials=1, subset=200, epochs=1)
+    study = search.open_study(tc, store, create=True)
+    study.optimize(search.objective_for(tc, tc.space(), store), n_trials=1)
+    assert seen == [True]  # the run was told to stop before it trained
+    assert results.state_name(study.trials[0]) == "stopped"
+
+
+def test_a_defaults_trial_that_failed_is_tried_again_by_the_next_search(tmp_path):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    tc = TuneConfig(study="lost", subset=200, epochs=1)
+    study = search.open_study(tc, store, create=True)
+    (waiting,) = study.get_trials()
+    assert waiting.state.name == "WAITING" and waiting.user_attrs[results.DEFAULTS_ATTR]
+    search.open_study(tc, store, create=True)
+    assert len(study.get_trials()) == 1  # still waiting: not enqueued twice
+    store.storage.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.RUNNING)
+    store.storage.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.FAIL)
+    study = search.open_study(tc, store, create=True)
+    assert [(t.state.name, bool(t.user_attrs.get(results.DEFAULTS_ATTR))) for t in study.get_trials()] == [
+        ("FAIL", True),
+        ("WAITING", True),
+    ]
+    assert study.get_trials()[1].params == {} and study.get_trials()[1].system_attrs["fixed_params"] == (
+        tc.defaults_reference()
+    )
 
 
 def test_a_search_stopped_while_it_starts_ends_stopped_not_failed(dataset, tmp_path, monkeypatch):
