@@ -339,6 +339,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except (ValueError, TuningStoreError, lifecycle.RunStateError, jobs.JobBusyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the job folder cannot be written (FASHION_HOME's tuning folder)
+        print(f"error: cannot write the search's job folder: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:  # a worker died; the job is 'failed' with this reason
         print(f"error: {exc}", file=sys.stderr)
         return 1

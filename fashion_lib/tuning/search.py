@@ -408,19 +408,19 @@ def run_search(
         for proc in workers:
             if proc.returncode not in (None, 0) and proc.pid not in reported:
                 reported.add(proc.pid)
-                failed = _fail_trials_of(store, study, proc.pid)
+                failed = guarded(store, _fail_trials_of, store, study, proc.pid)
                 problems.append(f"worker {proc.pid} ended with {_exit_text(proc.returncode)}")
                 out(problems[-1] + (f"; its trial {failed} is marked failed" if failed else ""))
         if time.monotonic() - checked > heartbeat:  # a worker of an earlier search that died just before
             fail_stale(study)  # this one started was still within its grace period then
             checked = time.monotonic()
-        _print_new(study, first, printed, out)
+        guarded(store, _print_new, study, first, printed, out)
         if not alive:
             break
         time.sleep(POLL_S)
     fail_stale(study)
-    _print_new(study, first, printed, out)
-    best = results.best_trial(study)
+    guarded(store, _print_new, study, first, printed, out)
+    best = guarded(store, results.best_trial, study)
     out(
         f"done in {time.monotonic() - started:.0f} s; "
         + (
@@ -429,7 +429,7 @@ def run_search(
             else "no completed trial"
         )
     )
-    verdict = results.against_defaults_text(study)
+    verdict = guarded(store, results.against_defaults_text, study)
     if verdict:
         out(verdict)
     if stopping.get("sent"):

@@ -65,7 +65,19 @@ def open_store(url: str | None = None, heartbeat: int = HEARTBEAT_S) -> Store:
 
     url = url or storage_url()
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TuningStoreError(
+                f"Cannot make the folder of the tuning database {redacted(url)} ({exc.strerror or exc}): is "
+                f"something else there, or is it not writable? Move it away, or set FASHION_TUNING_DB."
+            ) from None
+        if path.is_dir():
+            raise TuningStoreError(
+                f"The tuning database {redacted(url)} is a folder, not a database file: move it away, or set "
+                "FASHION_TUNING_DB to another file."
+            )
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_WAIT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
@@ -85,11 +97,12 @@ def open_store(url: str | None = None, heartbeat: int = HEARTBEAT_S) -> Store:
 
 def guarded(store: Store, action, *args, **kwargs):
     """Run ``action`` (an Optuna call on the store), turning database errors into TuningStoreError."""
+    import optuna
     import sqlalchemy.exc
 
     try:
         return action(*args, **kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
         raise _explain(exc, store.url) from None
 
 

@@ -92,6 +92,14 @@ def test_a_damaged_database_is_a_message_not_a_traceback(tmp_path, monkeypatch, 
     assert not at.exception and "is damaged" in at.error[0].value
 
 
+def test_a_tuning_folder_that_is_a_file_is_a_message_not_a_traceback(tmp_path, monkeypatch, dataset):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    monkeypatch.delenv("FASHION_TUNING_DB", raising=False)
+    (tmp_path / "tuning").write_text("not a folder")
+    at = page_test("tuning.py").run()
+    assert not at.exception and "Cannot make the folder of the tuning database" in at.error[0].value
+
+
 def test_starting_a_search_from_the_page_creates_a_job(tmp_path, monkeypatch, dataset):
     from fashion_lib import jobs
     from fashion_lib.tuning import search

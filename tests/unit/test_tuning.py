@@ -409,6 +409,31 @@ def test_a_damaged_database_and_an_unknown_study_get_clear_messages(tmp_path):
     assert unknown.returncode == 2 and "No study named 'nope'" in unknown.stderr
 
 
+def test_a_tuning_folder_that_is_a_file_and_a_database_that_is_a_folder_get_clear_messages(tmp_path):
+    (tmp_path / "tuning").write_text("not a folder")
+    home = {"FASHION_HOME": str(tmp_path)}
+    started = tune("--study", "x", *TINY, env=home)
+    assert started.returncode == 2 and "cannot write the search's job folder" in started.stderr
+    assert "Traceback" not in started.stderr
+    with pytest.raises(storage.TuningStoreError, match="Cannot make the folder of the tuning database"):
+        storage.open_store(f"sqlite:///{tmp_path}/tuning/studies.db")
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(storage.TuningStoreError, match="is a folder, not a database file"):
+        storage.open_store(f"sqlite:///{tmp_path}/folder.db")
+
+
+def test_a_database_damaged_while_a_search_reads_it_gets_a_clear_message(tmp_path, monkeypatch):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+
+    def broken(*args, **kwargs):
+        raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+
+    with pytest.raises(
+        storage.TuningStoreError, match="cannot be used: An exception is raised during the commit"
+    ):
+        storage.guarded(store, broken)
+
+
 def test_a_locked_database_gets_a_clear_message(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'locked.db'}"
     store = storage.open_store(url)
