@@ -237,8 +237,17 @@ def show_study(name: str) -> None:
         if info is None:
             st.caption("Its run folder is gone.")
         else:
-            with st.container(key="tu_trial_curves"):
-                st.plotly_chart(figures.learning_curves(runs.read_metrics(info.folder)), key="tu_curves")
+            rows, problems = runs.read_metrics_checked(info.folder)
+            problems = [*info.problems, *(p for p in problems if p not in info.problems)]
+            if problems:
+                st.warning("**This trial's run folder is damaged:** " + "; ".join(problems[:3]))
+            if rows:
+                with st.container(key="tu_trial_curves"):
+                    st.plotly_chart(figures.learning_curves(rows), key="tu_curves")
+            else:
+                st.caption(
+                    "Its run has no finished epoch to draw (none yet, or its metrics file is missing)."
+                )
 
     st.subheader("What the search found")
     searched = sorted({c for c in table.columns if c in {p.name for p in results.space_of(study)}})

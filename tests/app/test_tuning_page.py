@@ -84,6 +84,21 @@ def test_training_the_winner_starts_a_full_data_run(study, dataset, monkeypatch)
     assert at.session_state["tr_run_pick"] == started[0].name
 
 
+def test_a_trial_whose_run_lost_or_damaged_its_curves_says_so(study, dataset):
+    best_run = config.runs_dir() / study.trials[1].user_attrs["run"]  # the best trial opens by default
+    (best_run / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\nnot json\n{"epoch": 2}\n')
+    at = page_test("tuning.py").run()
+    assert not at.exception
+    assert (
+        "This trial's run folder is damaged" in at.warning[0].value
+        and "line 2 is not JSON" in at.warning[0].value
+    )
+    (best_run / "metrics.jsonl").unlink()
+    at = page_test("tuning.py").run()
+    assert not at.exception and not at.warning
+    assert any("no finished epoch to draw" in c.value for c in at.caption)
+
+
 def test_a_damaged_database_is_a_message_not_a_traceback(tmp_path, monkeypatch, dataset):
     damaged = tmp_path / "studies.db"
     damaged.write_bytes(b"garbage" * 1000)
