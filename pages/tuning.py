@@ -143,7 +143,11 @@ def show_searches(drawn: list[str], known: set[str]) -> None:
             cols[1].button(
                 "Stop", key=f"tu_stop_{job.name}", on_click=jobs.stop, args=(job,), icon=":material/stop:"
             )
-            st.code(jobs.read_log_tail(job, 6, jobs.LOG_FILES["tune"]) or "(starting)", language=None)
+            log = jobs.LOG_FILES["tune"]
+            tail = jobs.read_log_tail(job, 6, log)
+            if not tail and not (job / log).exists():
+                tail = "(started from a command line: its progress lines print there)"
+            st.code(tail or "(starting)", language=None)
 
 
 def _names() -> set[str]:

@@ -133,3 +133,19 @@ def test_starting_a_search_from_the_page_creates_a_job(tmp_path, monkeypatch, da
     assert not at.exception and len(started) == 1 and started[0][1] == "tune"
     settings = search.TuneConfig.from_file(started[0][0] / "config.json")
     assert settings.study == "from-the-page" and settings.trials == 3 and not settings.defaults_first
+
+
+def test_a_running_search_shows_its_box_and_says_where_a_command_lines_progress_goes(study, dataset):
+    from fashion_lib import lifecycle, processes
+    from fashion_lib.tuning import search
+    from fashion_lib.tuning.config import TuneConfig
+
+    job = search.create_job(TuneConfig(study="stored", ranges={"batch_size": "64,128"}))
+    with lifecycle.running(job, processes.current()):  # as `python -m fashion_lib tune` holds it
+        at = page_test("tuning.py").run()
+        assert not at.exception
+        assert any(f"**Search {job.name}** — running" in md.value for md in at.markdown)
+        assert "started from a command line" in at.code[0].value
+        (job / "tune.log").write_text("study 'stored' (baseline, 4 earlier trials): 20 trials\n")
+        at = page_test("tuning.py").run()  # a search the page started: its log
+        assert "study 'stored' (baseline, 4 earlier trials)" in at.code[0].value

@@ -53,3 +53,34 @@ def test_explorer_charts_a_clicked_trial_and_training_the_winner(page: Page, app
     assert new[0].state in ("queued", "running")
     jobs.stop(new[0].folder)  # the full-data run is not this test's business
     assert lifecycle.state_of(new[0].folder).state in ("queued", "running", "stopping", "stopped")
+
+
+def test_a_search_started_from_the_page_is_followed_live_until_it_ends(page: Page, app_url: str, dataset):
+    open_page(page, f"{app_url}/tuning", "Hyperparameter tuning")
+    form = page.locator(".st-key-tune_form")
+    if not form.is_visible():
+        page.get_by_text("Start a search").click()
+    page.get_by_label("Study name").fill("live-search")
+    page.get_by_label("Study name").press("Enter")
+    for label, value in (("Trials to add", "2"), ("Epochs per trial", "1")):
+        page.get_by_label(label).fill(value)
+        page.get_by_label(label).press("Enter")
+    page.get_by_label("Training images per trial").click()
+    page.get_by_role("option", name="2,000").click()
+    wait_for_script(page)
+    page.get_by_role("button", name="Start the search").click()
+    expect(page.get_by_text("Search started")).to_be_visible()
+    running = page.get_by_text("-tune-live-search — running")
+    expect(running).to_be_visible(timeout=60_000)  # the box follows the job: queued, then running
+    # the explorer shows the new study once it is in the database, with no reload
+    expect(page.get_by_label("Study", exact=True).first).to_have_value(
+        "live-search — Baseline CNN", timeout=60_000
+    )
+    screenshot(page, "tuning-live-search")
+    expect(running).to_be_hidden(timeout=240_000)  # ended: the box is gone without a reload
+    trials = page.locator("[data-testid=stMetric]").filter(has_text="Trials").first
+    expect(trials).to_contain_text("2", timeout=30_000)
+    expect(page.get_by_text("status: completed")).to_be_hidden()
+    screenshot(page, "tuning-live-search-done")
+    study = storage.load_study(storage.open_store(), "live-search")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
