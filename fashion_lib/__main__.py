@@ -366,10 +366,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
                 print(f"{s.name:<32} {s.model or '?':<16} {s.trials:>4} trials  best {best}")
             return 0
         study = storage.load_study(store, args.study)
+        table = storage.guarded(store, results.trial_table, study)
     except (storage.TuningStoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(results.trial_table(study).to_string(index=False))
+    print(table.to_string(index=False))
     return 0
 
 

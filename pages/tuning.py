@@ -193,7 +193,7 @@ def show_study(name: str) -> None:
     try:
         study = storage.load_study(store, name)
         search.fail_stale(study)  # a trial whose worker died is not shown running for ever
-        table = results.trial_table(study)
+        table = storage.guarded(store, results.trial_table, study)
     except storage.TuningStoreError as exc:
         st.error(str(exc))
         return

@@ -5,6 +5,7 @@ what is wrong and what to do."""
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ redacted = config.redacted_url
 def _explain(exc: Exception, url: str) -> TuningStoreError:
     text = str(exc).lower()
     where = redacted(url)
+    if isinstance(exc, json.JSONDecodeError):  # a record written by hand or by another program
+        return TuningStoreError(
+            f"The tuning database {where} holds a damaged record (not JSON: {exc}). Move it away, or set "
+            "FASHION_TUNING_DB to another database."
+        )
     if "file is not a database" in text or "malformed" in text or "no such table" in text:
         advice = (
             "is damaged (not an Optuna study database). Move it away, or set FASHION_TUNING_DB to another"
@@ -102,7 +108,12 @@ def guarded(store: Store, action, *args, **kwargs):
 
     try:
         return action(*args, **kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        OSError,
+        json.JSONDecodeError,
+    ) as exc:
         raise _explain(exc, store.url) from None
 
 

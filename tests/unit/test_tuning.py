@@ -422,6 +422,22 @@ def test_a_tuning_folder_that_is_a_file_and_a_database_that_is_a_folder_get_clea
         storage.open_store(f"sqlite:///{tmp_path}/folder.db")
 
 
+def test_a_record_damaged_by_hand_gets_a_clear_message(tmp_path):
+    db = tmp_path / "s.db"
+    stored_study(storage.open_store(f"sqlite:///{db}"))
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE trial_user_attributes SET value_json = '{bad' WHERE key = 'run'")
+    shown = subprocess.run(
+        [sys.executable, "-m", "fashion_lib", "studies", "--study", "stored"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FASHION_TUNING_DB": f"sqlite:///{db}"},
+        cwd=config.REPO_ROOT,
+    )
+    assert shown.returncode == 2 and "holds a damaged record (not JSON" in shown.stderr
+    assert "Traceback" not in shown.stderr
+
+
 def test_a_database_damaged_while_a_search_reads_it_gets_a_clear_message(tmp_path, monkeypatch):
     store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
 
