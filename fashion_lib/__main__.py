@@ -329,7 +329,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if args.run_dir and args.token:
             lifecycle.claim(args.run_dir, args.token, me)
             return args.run_dir
-        return search.create_job(_tune_config(args))
+        tc = _tune_config(args)
+        try:
+            return search.create_job(tc)
+        except OSError as exc:  # FASHION_HOME's tuning folder cannot be written
+            raise ValueError(f"cannot write the search's job folder: {exc}") from None
 
     def work(job, me):
         return search.run_job(job, me, lambda line: print(line, flush=True), args.heartbeat)
@@ -338,9 +342,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         job, state = _as_job(args, "tune", prepare, work)
     except (ValueError, TuningStoreError, lifecycle.RunStateError, jobs.JobBusyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the job folder cannot be written (FASHION_HOME's tuning folder)
-        print(f"error: cannot write the search's job folder: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # a worker died; the job is 'failed' with this reason
         print(f"error: {exc}", file=sys.stderr)

@@ -166,7 +166,7 @@ if not summaries:
     st.info("No study yet: start a search above, or run `python -m fashion_lib tune --study NAME`.")
     st.stop()
 by_name = {s.name: s for s in summaries}
-running_studies = [search.study_of(job) for job, _ in searching if search.study_of(job) in by_name]
+running_studies = [name for name in (search.study_of(job) for job, _ in searching) if name in by_name]
 if st.session_state.get("tu_wanted") in by_name:  # a search just started from this page
     st.session_state.tu_pick = st.session_state.pop("tu_wanted")
 elif st.session_state.get("tu_pick") not in by_name:
@@ -335,7 +335,7 @@ def show_study(name: str) -> None:
             st.markdown("[Open the Train page](/training) to watch it.")
 
 
-running = any(state.active and search.study_of(job) == chosen for job, state in search.list_jobs()[:5])
+running = any(search.study_of(job) == chosen for job, _ in searching)
 if running:
     st.fragment(show_study, run_every=2.0)(chosen)
 else:

@@ -121,12 +121,10 @@ class TuneConfig:
         searched = {p.name for p in self.space() if p.kind != spaces.FIXED}
         return values if set(values) == searched else None
 
-    def training_settings(self) -> dict[str, Any]:
-        """The fixed settings that are not search parameters (``optimizer``, ``fine_tune_epochs``, …), as
-        the trials train with them."""
+    def training_fixed(self) -> dict[str, Any]:
+        """The fixed settings that are not search parameters (``optimizer``, ``fine_tune_epochs``, …)."""
         searched = {p.name for p in spaces.default_space(self.model)}
-        base = self.base_config().to_dict()
-        return {k: base[k] for k in sorted(self.fixed) if k not in searched and k in base}
+        return {k: v for k, v in self.fixed.items() if k not in searched}
 
     def budget_change(self, earlier: TuneConfig) -> str | None:
         """Why these settings cannot add trials to a study searched with ``earlier`` (a different data
@@ -143,14 +141,10 @@ class TuneConfig:
             for name, label in fields.items()
             if getattr(earlier, name) != getattr(self, name)
         ]
-        try:
-            before = earlier.training_settings()
-        except ValueError:
-            before = {}
-        now = self.training_settings()
+        before, now = earlier.base_config().to_dict(), self.base_config().to_dict()  # as the trials train
         changed += [
-            f"{name} {before.get(name, 'as default')} (now {now.get(name, 'as default')})"
-            for name in sorted(set(before) | set(now))
+            f"{name} {before.get(name)} (now {now.get(name)})"
+            for name in sorted(set(earlier.training_fixed()) | set(self.training_fixed()))
             if before.get(name) != now.get(name)
         ]
         if not changed:
@@ -192,6 +186,12 @@ class TuneConfig:
         ranges, model = values.get("ranges"), values.get("model", models.BASELINE)
         if isinstance(ranges, dict) and model in models.MODEL_NAMES:
             values = {**values, "ranges": spaces.fit_stored_ranges(spaces.default_space(model), ranges)}
+        fixed = values.get("fixed")
+        if isinstance(fixed, dict) and set(fixed) & SEARCH_OWNED:
+            # stored before such fixes were refused: the search's own settings as the trials trained with
+            # them (its images, split, seed, epochs); the rest (model, test set) never belonged to a trial
+            owned = {k: fixed[k] for k in ("subset", "epochs", "val_fraction", "seed") if k in fixed}
+            values = {**values, **owned, "fixed": {k: v for k, v in fixed.items() if k not in SEARCH_OWNED}}
         return config.dataclass_from_dict(cls, values, "tuning settings")
 
     @classmethod

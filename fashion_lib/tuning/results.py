@@ -25,6 +25,9 @@ STATE_NAMES = {
 DEFAULTS_ATTR = "defaults"  # user attribute of the trial that tried the default configuration
 STOPPED_ATTR = "stopped_by_user"  # a trial a person stopped: Optuna records it pruned
 FAILED_ATTR = "failed_because"  # a failed trial's error, one line
+# a trial failed with no error of its own: Optuna's heartbeat check failed it (its worker died), or it was
+# failed from outside
+NO_REASON = "its worker died (no heartbeat) or it was failed from outside; no error recorded"
 
 
 def state_name(trial) -> str:
@@ -70,7 +73,7 @@ def trial_table(study) -> pd.DataFrame:
                 "seconds": duration,
                 "pruned after epoch": t.user_attrs.get("pruned_at_epoch"),
                 "run": t.user_attrs.get("run"),
-                "why": t.user_attrs.get(FAILED_ATTR) if t.state.name == "FAIL" else None,
+                "why": (t.user_attrs.get(FAILED_ATTR) or NO_REASON) if t.state.name == "FAIL" else None,
             }
         )
     table = pd.DataFrame(rows)
@@ -161,7 +164,7 @@ def space_changes(study) -> list[str]:
             f"{name} {p.describe()}"
             + (f" (from trial {before}: {new[name].describe()})" if name in new else "")
             for name, p in old.items()
-            if new.get(name) != p
+            if name not in new or spaces.searched((new[name],)) != spaces.searched((p,))
         ]
         if differ and before > start:
             trials = f"trial {start}" if before - start == 1 else f"trials {start}–{before - 1}"

@@ -91,7 +91,9 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     guarded(store, study.set_user_attr, "model", tc.model)
     space = tc.space()
     stored = results.space_of(study)
-    if stored and stored != space:  # the trials so far searched another space: the explorer says which
+    if stored and spaces.searched(stored) != spaces.searched(
+        space
+    ):  # the trials so far searched another space: the explorer says which
         before = len(guarded(store, study.get_trials, deepcopy=False))
         history = [
             *results.earlier_spaces(study),
@@ -104,12 +106,20 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     fail_stale(study)  # a defaults trial whose worker died is not one that will finish
     trials = guarded(store, study.get_trials, deepcopy=False)
     tried = [t for t in trials if t.user_attrs.get(results.DEFAULTS_ATTR)]
-    lost = bool(tried) and not any(t.state.name in ("COMPLETE", "WAITING", "RUNNING") for t in tried)
-    if tc.defaults_first and reference is not None and (not trials or lost):
+    lost = bool(tried) and all(_lost(t) for t in tried)
+    same = lost and tried[-1].system_attrs.get("fixed_params") == reference  # not fixed elsewhere this time
+    if tc.defaults_first and reference is not None and (not trials or same):
         # the reference every searched trial is measured against: same data, split, seed and budget; made
         # again when its trial failed or was stopped (no verdict against the defaults without it)
         guarded(store, study.enqueue_trial, reference, user_attrs={results.DEFAULTS_ATTR: True})
     return study
+
+
+def _lost(trial) -> bool:
+    """A defaults trial that will never give its value: failed, or stopped by a person (not pruned)."""
+    return trial.state.name == "FAIL" or (
+        trial.state.name == "PRUNED" and bool(trial.user_attrs.get(results.STOPPED_ATTR))
+    )
 
 
 def fail_stale(study) -> None:
@@ -153,7 +163,7 @@ def continuing(store: Store, tc: TuneConfig) -> tuple[TuneConfig | None, str | N
     (the page does not ask for them), or None and why the rest of the budget does not match."""
     try:
         study = load_study(store, tc.study)
-        earlier = results.settings_of(study)
+        earlier = guarded(store, results.settings_of, study)
         choices = guarded(store, choices_change, study, tc.space())
     except (TuningStoreError, ValueError) as exc:
         return None, str(exc)
@@ -161,7 +171,9 @@ def continuing(store: Store, tc: TuneConfig) -> tuple[TuneConfig | None, str | N
         return None, choices
     if earlier is None:
         return tc, None
-    tc = dataclasses.replace(tc, val_fraction=earlier.val_fraction, seed=earlier.seed)
+    # and its fixed training settings (the page has no field for them): only its search space is the page's
+    fixed = {**earlier.training_fixed(), **tc.fixed}
+    tc = dataclasses.replace(tc, val_fraction=earlier.val_fraction, seed=earlier.seed, fixed=fixed)
     change = tc.budget_change(earlier)
     return (None, change) if change else (tc, None)
 
@@ -275,13 +287,19 @@ def _train_trial(trial, tc: TuneConfig, space: tuple[spaces.Param, ...]) -> floa
         trial.set_user_attr("pruned_at_epoch", callback.pruned_at)
         raise optuna.TrialPruned(f"pruned after epoch {callback.pruned_at}")
     state = lifecycle.effective_state(folder)
-    if state == lifecycle.STOPPED or (_Stop.requested and state != lifecycle.COMPLETED):
+    if state == lifecycle.STOPPED or (
+        _Stop.requested and state not in (lifecycle.COMPLETED, lifecycle.FAILED)
+    ):
         if _Stop.parent_died:
             raise RuntimeError("its search was killed (the coordinator died) before the trial finished")
         # the search was stopped, or just this trial's run (its Stop button): the worker goes on with
         # the next trial unless the whole search was asked to stop
         trial.set_user_attr(STOPPED_ATTR, True)
         raise optuna.TrialPruned("stopped by the user")
+    if state == lifecycle.FAILED:
+        raise RuntimeError(
+            f"its run {folder.name} failed: {lifecycle.state_of(folder).error or 'see its log'}"
+        )
     if summary is None or summary.validation_accuracy is None:
         raise RuntimeError(f"run {folder.name} wrote no validation accuracy")
     return summary.validation_accuracy
@@ -352,6 +370,8 @@ def _fail_trials_of(store: Store, study, worker_pid: int) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.user_attrs.get("worker") == f"{socket.gethostname()}:{worker_pid}":
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                reason = f"its worker (process {worker_pid}) ended before the trial did"
+                guarded(store, store.storage.set_trial_user_attr, trial._trial_id, FAILED_ATTR, reason)
                 guarded(
                     store, store.storage.set_trial_state_values, trial._trial_id, optuna.trial.TrialState.FAIL
                 )
@@ -373,7 +393,8 @@ def run_search(
 
     signal.signal(signal.SIGTERM, on_sigterm)  # first: a stop during the set-up ends the search cleanly
     store = open_store(heartbeat=heartbeat)
-    study = open_study(tc, store, create=True)  # it fails the trials whose worker died since the last search
+    # it fails the trials whose worker died since the last search
+    study = guarded(store, open_study, tc, store, create=True)
     trials = study.get_trials(deepcopy=False)
     # waiting trials (the default settings, or left by a stopped search) run in this search: printed too
     first = min((t.number for t in trials if t.state.name == "WAITING"), default=len(trials))

@@ -238,6 +238,11 @@ def values_of(cfg: TrainConfig, space: tuple[Param, ...]) -> dict[str, Any]:
     return values
 
 
+def searched(space: tuple[Param, ...]) -> tuple[Param, ...]:
+    """The space without its help texts: what two spaces are compared by (a reworded help is no change)."""
+    return tuple(replace(p, help="") for p in space)
+
+
 def space_to_json(space: tuple[Param, ...]) -> list[dict[str, Any]]:
     return [p.to_dict() for p in space]
 

@@ -278,6 +278,7 @@ def test_a_worker_killed_mid_study_loses_no_completed_trial_and_the_next_search_
     after = trials_of("killed")
     assert states(after)[: len(after) - 1].count("COMPLETE") >= 1
     assert after[running.number].state.name == "FAIL"  # marked at once by the coordinator
+    assert f"its worker (process {worker_pid}) ended" in after[running.number].user_attrs[results.FAILED_ATTR]
     job = sorted(search.jobs_root().glob("*-tune-killed"))[-1]
     assert lifecycle.state_of(job).state == "failed" and "SIGKILL" in lifecycle.state_of(job).error
     completed_before = [t.number for t in after if t.state.name == "COMPLETE"]
@@ -585,6 +586,10 @@ def test_a_search_that_changes_the_space_keeps_what_the_earlier_trials_searched(
     )
     study.set_user_attr(results.EARLIER_SPACES_ATTR, [{"before_trial": "x"}, 7])  # damaged: left out
     assert results.space_changes(study) == []
+    reworded = [{**p, "help": "reworded"} for p in study.user_attrs["space"]]
+    study.set_user_attr("space", reworded)  # a help text changed between versions: no other space
+    search.open_study(same, store, create=True)
+    assert study.user_attrs[results.EARLIER_SPACES_ATTR] == [{"before_trial": "x"}, 7]
 
 
 def test_a_study_keeps_its_choices_and_its_training_settings_and_fixing_never_reaches_the_search_settings(
@@ -604,8 +609,17 @@ def test_a_study_keeps_its_choices_and_its_training_settings_and_fixing_never_re
     assert problem is None and tc is not None
     # a fixed training setting that is not a search parameter makes other trials: refused, like the budget
     optimizer = TuneConfig(study="stored", ranges={"batch_size": "64,128"}, fixed={"optimizer": "sgd"})
-    with pytest.raises(ValueError, match=r"optimizer as default \(now sgd\)"):
+    with pytest.raises(ValueError, match=r"optimizer adam \(now sgd\)"):
         search.open_study(optimizer, store, create=True)
+    same_training = TuneConfig(study="stored", ranges={"batch_size": "64,128"}, fixed={"optimizer": "adam"})
+    search.open_study(same_training, store, create=True)  # the default, named: the trials train the same
+    tc, problem = search.continuing(store, TuneConfig(study="stored", ranges={"batch_size": "64,128"}))
+    assert problem is None and tc.fixed == {"optimizer": "adam"}  # the page keeps the study's settings
+    # a study stored before fixing the search's own settings was refused: read as its trials trained
+    old = results.settings_of(storage.load_study(store, "stored")).to_dict()
+    old["fixed"] = {**old["fixed"], "epochs": 7, "seed": 3, "model": "mobilenet_v2", "evaluate_test": True}
+    read = TuneConfig.from_dict(old)
+    assert (read.epochs, read.seed, read.model, read.fixed) == (7, 3, "baseline", {"optimizer": "adam"})
     for name, value in (("val_fraction", 0.3), ("seed", 7), ("subset", 400), ("epochs", 50)):
         with pytest.raises(ValueError, match=f"{name} cannot be fixed: the search itself sets it"):
             TuneConfig(study="stored", fixed={name: value})
@@ -700,6 +714,16 @@ def test_a_stop_that_comes_before_the_trials_run_exists_stops_that_run(tmp_path,
     study.optimize(search.objective_for(tc, tc.space(), store), n_trials=1)
     assert seen == [True]  # the run was told to stop before it trained
     assert results.state_name(study.trials[0]) == "stopped"
+    # a run that failed while the stop was pending failed: its error is kept, not called a stop
+    monkeypatch.setattr(lifecycle, "effective_state", lambda folder: lifecycle.FAILED)
+    monkeypatch.setattr(
+        lifecycle,
+        "state_of",
+        lambda folder: lifecycle.RunState("failed", "failed", error="MemoryError: out of memory"),
+    )
+    study.optimize(search.objective_for(tc, tc.space(), store), n_trials=1, catch=(Exception,))
+    assert study.trials[1].state.name == "FAIL"
+    assert "failed: MemoryError: out of memory" in study.trials[1].user_attrs[results.FAILED_ATTR]
 
 
 def test_a_defaults_trial_that_failed_is_tried_again_by_the_next_search(tmp_path):
@@ -720,6 +744,30 @@ def test_a_defaults_trial_that_failed_is_tried_again_by_the_next_search(tmp_path
     assert study.get_trials()[1].params == {} and study.get_trials()[1].system_attrs["fixed_params"] == (
         tc.defaults_reference()
     )
+    search.open_study(tc, store, create=True)
+    assert len(study.get_trials()) == 2  # waiting again: once is enough
+
+
+def test_a_defaults_trial_the_pruner_stopped_or_one_of_other_settings_is_not_tried_again(tmp_path):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    tc = TuneConfig(study="judged", subset=200, epochs=1)
+    study = search.open_study(tc, store, create=True)
+    (trial,) = study.get_trials()
+    store.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.RUNNING)
+    store.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.PRUNED)  # by the pruner
+    search.open_study(tc, store, create=True)
+    assert states(study.get_trials()) == ["PRUNED"]  # its value was judged: not lost
+    other = TuneConfig(study="stopped", subset=200, epochs=1)
+    study = search.open_study(other, store, create=True)
+    (trial,) = study.get_trials()
+    store.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.RUNNING)
+    store.storage.set_trial_user_attr(trial._trial_id, results.STOPPED_ATTR, True)
+    store.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.PRUNED)  # by a person
+    dropout = TuneConfig(study="stopped", subset=200, epochs=1, fixed={"dropout": 0.3})  # not the defaults
+    search.open_study(dropout, store, create=True)
+    assert states(study.get_trials()) == ["PRUNED"]  # it would not be the defaults' trial
+    search.open_study(other, store, create=True)
+    assert states(study.get_trials()) == ["PRUNED", "WAITING"]
 
 
 def test_a_search_stopped_while_it_starts_ends_stopped_not_failed(dataset, tmp_path, monkeypatch):
