@@ -91,9 +91,8 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     guarded(store, study.set_user_attr, "model", tc.model)
     space = tc.space()
     stored = results.space_of(study)
-    if stored and spaces.searched(stored) != spaces.searched(
-        space
-    ):  # the trials so far searched another space: the explorer says which
+    # the trials so far searched another space: kept, so that the explorer says which trials searched what
+    if stored and spaces.searched(stored) != spaces.searched(space):
         before = len(guarded(store, study.get_trials, deepcopy=False))
         history = [
             *results.earlier_spaces(study),
@@ -395,7 +394,7 @@ def run_search(
     store = open_store(heartbeat=heartbeat)
     # it fails the trials whose worker died since the last search
     study = guarded(store, open_study, tc, store, create=True)
-    trials = study.get_trials(deepcopy=False)
+    trials = guarded(store, study.get_trials, deepcopy=False)
     # waiting trials (the default settings, or left by a stopped search) run in this search: printed too
     first = min((t.number for t in trials if t.state.name == "WAITING"), default=len(trials))
     runs.write_json(
