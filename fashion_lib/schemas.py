@@ -55,6 +55,13 @@ class MetricsRow(_Lenient):
     val_accuracy: float | None = None
     partial: bool = False
 
+    @field_validator("accuracy", "val_accuracy")
+    @classmethod
+    def _share(cls, value: float | None) -> float | None:
+        if value is not None and not (0.0 <= value <= 1.0):  # NaN fails too: an accuracy is never NaN
+            raise ValueError("should be between 0 and 1")
+        return value
+
 
 class ParameterCounts(_Lenient):
     total: int = Field(ge=0)

@@ -78,8 +78,8 @@ class TuneConfig:
             problems.append(
                 f"{', '.join(owned)} cannot be fixed: the search itself sets "
                 + ("it" if len(owned) == 1 else "them")
-                + " (its model, images, split, seed and epochs are the study's own settings; trials never"
-                " see the test set)"
+                + " (its model, images, split, seed and epochs are the study's own settings; trials are"
+                " never evaluated on the test set nor calibrated)"
             )
         if problems:
             raise ValueError("invalid tuning settings: " + "; ".join(problems))

@@ -236,7 +236,8 @@ def study_figures(study, contour_params: list[str] | None = None) -> dict[str, A
     needs = {"Hyperparameter importances": 2, "Contour": 2, "Parallel coordinates": 2}
     for name, make in makers.items():
         if len(complete) < needs.get(name, 1):
-            out[name] = f"needs at least {needs.get(name, 1)} completed trials ({len(complete)} so far)"
+            n = needs.get(name, 1)
+            out[name] = f"needs at least {n} completed trial{'s' if n != 1 else ''} ({len(complete)} so far)"
             continue
         if name == "Contour" and len(contour_params or searched[:2]) < 2:
             out[name] = "needs two searched parameters"

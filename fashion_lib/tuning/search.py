@@ -406,7 +406,11 @@ def run_search(
         f"worker(s), pruner {tc.pruner}, {tc.subset or 60000} images × {tc.epochs} epochs"
         + (f", at most {tc.timeout:.0f} s" if tc.timeout else "")
     )
-    if tc.defaults_first and first == 0 and tc.defaults_reference() is None:
+    has_defaults = any(
+        t.user_attrs.get(results.DEFAULTS_ATTR) and t.state.name in ("COMPLETE", "WAITING", "RUNNING")
+        for t in trials
+    )
+    if tc.defaults_first and tc.defaults_reference() is None and not has_defaults:
         out("no trial of the default settings: the narrowed search space leaves some of them out")
     if stopping["asked"] or lifecycle.stop_requested(job):
         out("stopped before any trial started")

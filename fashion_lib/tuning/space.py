@@ -146,16 +146,22 @@ def _given_values(given: Any) -> list[Any]:
 def _narrowed(param: Param, given: Any) -> Param:
     values = _given_values(given)
     if param.kind == CATEGORICAL:
-        choices = tuple(_choice(param, v) for v in values)
-        unknown = [c for c in choices if c not in param.choices]
-        if unknown or not choices:
+        given_choices = [_choice(param, v) for v in values]
+        unknown = [c for c in given_choices if c not in param.choices]
+        if unknown or not given_choices:
             raise ValueError(f"{param.name}: choose among {', '.join(map(str, param.choices))}")
+        # in the declared order, whatever order they were typed in: a study compares choice lists as lists
+        choices = tuple(c for c in param.choices if c in given_choices)
+        if len(choices) == 1:  # one choice is a fixed value (Optuna would store a one-choice list)
+            return replace(param, kind=FIXED, value=choices[0])
         return replace(param, choices=choices)
     if len(values) != 2:
         raise ValueError(f"{param.name}: give a range as low:high")
     low, high = (_number(param, v) for v in values)
     if not param.low <= low <= high <= param.high:
         raise ValueError(f"{param.name}: the range must lie within {param.low:g} … {param.high:g}")
+    if low == high:
+        return replace(param, kind=FIXED, value=low)
     return replace(param, low=low, high=high)
 
 

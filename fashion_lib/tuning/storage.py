@@ -31,6 +31,12 @@ redacted = config.redacted_url
 def _explain(exc: Exception, url: str) -> TuningStoreError:
     text = str(exc).lower()
     where = redacted(url)
+    if type(exc).__name__ == "StorageInternalError":  # Optuna's words blame the data written, not the file
+        return TuningStoreError(
+            f"The tuning database {where} failed while a search wrote to it: it may have been damaged or "
+            "replaced meanwhile. Check it with `python -m fashion_lib studies`; move it away or set "
+            "FASHION_TUNING_DB to another database if it is damaged."
+        )
     if isinstance(exc, json.JSONDecodeError):  # a record written by hand or by another program
         return TuningStoreError(
             f"The tuning database {where} holds a damaged record (not JSON: {exc}). Move it away, or set "

@@ -30,6 +30,10 @@ DAMAGES = {
         lambda f: (f / runs.METRICS_FILE).open("a").write('{"epoch": "two"}\n'),
         "epoch",
     ),
+    "an accuracy of 7": (
+        lambda f: (f / runs.METRICS_FILE).open("a").write('{"epoch": 9, "val_accuracy": 7}\n'),
+        "val_accuracy",
+    ),
     "model.keras deleted": (lambda f: (f / runs.MODEL_FILE).unlink(), "model.keras is missing"),
     "test accuracy 'n/a'": (
         lambda f: _edit_json(f / runs.SUMMARY_FILE, test_accuracy="n/a"),

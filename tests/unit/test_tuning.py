@@ -74,6 +74,11 @@ def test_the_space_is_data_and_narrowing_never_widens_it():
         spaces.narrow(space, ranges={"learning_rate": "0.001:0.5"})
     with pytest.raises(ValueError, match="choose among"):
         spaces.narrow(space, ranges={"batch_size": "512"})
+    by_name = {p.name: p for p in spaces.narrow(space, ranges={"batch_size": "256,64", "dropout": "0.3:0.3"})}
+    assert by_name["batch_size"].choices == (64, 256)  # the declared order, as typed or not
+    assert (by_name["dropout"].kind, by_name["dropout"].value) == ("fixed", 0.3)  # an empty range is a fix
+    one = {p.name: p for p in spaces.narrow(space, ranges={"batch_size": "128"})}["batch_size"]
+    assert (one.kind, one.value) == ("fixed", 128)
     with pytest.raises(ValueError, match="not a parameter"):
         spaces.narrow(space, ranges={"colour": "1:2"})
     assert spaces.space_from_json(spaces.space_to_json(narrowed)) == narrowed
@@ -93,7 +98,7 @@ def test_the_searched_augmentation_stops_at_a_mild_strength_and_old_studies_stil
     loaded = TuneConfig.from_dict(stored)
     by_name = {p.name: p for p in loaded.space()}
     assert (by_name["augment_strength"].low, by_name["augment_strength"].high) == (0.2, 0.3)
-    assert by_name["batch_size"].choices == (64,)
+    assert (by_name["batch_size"].kind, by_name["batch_size"].value) == ("fixed", 64)  # one choice left
     with pytest.raises(ValueError, match="within"):
         TuneConfig(study="new", ranges={"augment_strength": "0.2:0.8"})
 
@@ -446,7 +451,7 @@ def test_a_database_damaged_while_a_search_reads_it_gets_a_clear_message(tmp_pat
         raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
 
     with pytest.raises(
-        storage.TuningStoreError, match="cannot be used: An exception is raised during the commit"
+        storage.TuningStoreError, match="failed while a search wrote to it: it may have been damaged"
     ):
         storage.guarded(store, broken)
 
@@ -597,12 +602,16 @@ def test_a_study_keeps_its_choices_and_its_training_settings_and_fixing_never_re
 ):
     store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
     stored_study(store)  # batch size searched among 64 and 128
-    for ranges in ({}, {"batch_size": "64"}, {"batch_size": "64,128,256"}):
+    for ranges in ({}, {"batch_size": "64,256"}, {"batch_size": "64,128,256"}):
         # Optuna would fail every trial ("CategoricalDistribution does not support dynamic value space")
         tc = TuneConfig(study="stored", ranges=ranges)
         with pytest.raises(ValueError, match="searched batch_size among 64, 128, and a study cannot change"):
             search.open_study(tc, store, create=True)
         assert "cannot change its choices" in search.continuing(store, tc)[1]
+    typed = TuneConfig(study="stored", ranges={"batch_size": "128,64"})  # the same choices, typed otherwise
+    assert search.continuing(store, typed)[1] is None
+    one = TuneConfig(study="stored", ranges={"batch_size": "64"})  # one choice: a fixed value
+    assert search.continuing(store, one)[1] is None
     fixed = TuneConfig(study="stored", fixed={"batch_size": 256})  # fixed: not searched, so allowed
     assert search.open_study(fixed, store, create=True).user_attrs["settings"]["fixed"] == {"batch_size": 256}
     tc, problem = search.continuing(store, TuneConfig(study="stored", ranges={"batch_size": "64,128"}))
@@ -697,6 +706,17 @@ def test_a_search_whose_every_trial_fails_says_why_and_fails(tmp_path):
     db = f"sqlite:///{tmp_path}/tuning/studies.db"
     table = results.trial_table(storage.load_study(storage.open_store(db), "all-fail"))
     assert list(table["state"]) == ["failed", "failed"] and table["why"].str.startswith("DataNotFound").all()
+
+
+def test_a_continued_search_that_leaves_out_a_default_says_so(tmp_path):
+    env = {"FASHION_HOME": str(tmp_path), "FASHION_MNIST_DIR": str(tmp_path / "nothing")}  # trials fail fast
+    first = tune("--study", "dd", "--trials", "1", *TINY, env=env)
+    assert first.returncode == 1 and "(the default settings)" in first.stdout  # its defaults trial failed
+    narrowed = tune("--study", "dd", "--trials", "1", *TINY, "--range", "learning_rate=0.002:0.005", env=env)
+    assert (
+        "no trial of the default settings: the narrowed search space leaves some of them out"
+        in narrowed.stdout
+    )
 
 
 def test_a_stop_that_comes_before_the_trials_run_exists_stops_that_run(tmp_path, monkeypatch):
