@@ -43,6 +43,17 @@ def tune(*args: str, env: dict | None = None, timeout: float = 600) -> subproces
     )
 
 
+def studies(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m fashion_lib studies ARGS`` with ``env`` added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "fashion_lib", "studies", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=config.REPO_ROOT,
+    )
+
+
 def trials_of(name: str, url: str | None = None) -> list:
     return storage.load_study(storage.open_store(url), name).get_trials(deepcopy=False)
 
@@ -395,23 +406,11 @@ def test_a_damaged_database_and_an_unknown_study_get_clear_messages(tmp_path):
     damaged = tmp_path / "studies.db"
     damaged.write_bytes(b"this is not SQLite" * 100)
     env = {"FASHION_TUNING_DB": f"sqlite:///{damaged}"}
-    listed = subprocess.run(
-        [sys.executable, "-m", "fashion_lib", "studies"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=config.REPO_ROOT,
-    )
+    listed = studies(env=env)
     assert listed.returncode == 2 and "is damaged" in listed.stderr and "Traceback" not in listed.stderr
     started = tune("--study", "x", *TINY, env=env)
     assert started.returncode == 2 and "is damaged" in started.stderr and "Traceback" not in started.stderr
-    unknown = subprocess.run(
-        [sys.executable, "-m", "fashion_lib", "studies", "--study", "nope"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "FASHION_TUNING_DB": f"sqlite:///{tmp_path / 'fresh.db'}"},
-        cwd=config.REPO_ROOT,
-    )
+    unknown = studies("--study", "nope", env={"FASHION_TUNING_DB": f"sqlite:///{tmp_path / 'fresh.db'}"})
     assert unknown.returncode == 2 and "No study named 'nope'" in unknown.stderr
 
 
@@ -433,13 +432,7 @@ def test_a_record_damaged_by_hand_gets_a_clear_message(tmp_path):
     stored_study(storage.open_store(f"sqlite:///{db}"))
     with sqlite3.connect(db) as connection:
         connection.execute("UPDATE trial_user_attributes SET value_json = '{bad' WHERE key = 'run'")
-    shown = subprocess.run(
-        [sys.executable, "-m", "fashion_lib", "studies", "--study", "stored"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "FASHION_TUNING_DB": f"sqlite:///{db}"},
-        cwd=config.REPO_ROOT,
-    )
+    shown = studies("--study", "stored", env={"FASHION_TUNING_DB": f"sqlite:///{db}"})
     assert shown.returncode == 2 and "holds a damaged record (not JSON" in shown.stderr
     assert "Traceback" not in shown.stderr
 
