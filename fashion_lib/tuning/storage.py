@@ -83,7 +83,7 @@ def open_store(url: str | None = None, heartbeat: int = HEARTBEAT_S) -> Store:
         except OSError as exc:
             raise TuningStoreError(
                 f"Cannot make the folder of the tuning database {redacted(url)} ({exc.strerror or exc}): is "
-                f"something else there, or is it not writable? Move it away, or set FASHION_TUNING_DB."
+                "something else there, or is it not writable? Move it away, or set FASHION_TUNING_DB."
             ) from None
         if path.is_dir():
             raise TuningStoreError(
