@@ -187,14 +187,20 @@ def held_out(folder: Path, ds) -> np.ndarray | None:
         return None
 
 
-def orient(features_of, conversion: photos.Conversion, stats: Familiarity | None) -> photos.Conversion:
-    """The conversion to classify: mirrored when the model tries mirror images (``tries_mirror``) and is
-    surer of this one's mirror image (one forward pass of both through a ``with_features`` model)."""
+def orient(
+    features_of, image: np.ndarray, conversion: photos.Conversion | None, stats: Familiarity | None
+) -> tuple[photos.Conversion | None, np.ndarray, np.ndarray]:
+    """(conversion, 28×28 image, feature row) to classify ``image`` (a photo's ``conversion.image``, or a
+    Fashion-MNIST image with no conversion) by: mirrored when the model tries mirror images
+    (``tries_mirror``) and is surer of this one's mirror image. One forward pass of the image (and its
+    mirror) through a ``with_features`` model; the feature row gives the familiarity distance."""
     if not tries_mirror(conversion, stats):
-        return conversion
-    probabilities = outputs(features_of, np.stack([conversion.image, conversion.image[:, ::-1]]))[1]
-    surer = surer_mirrored(probabilities[:1], probabilities[1:])[0]
-    return photos.mirror(conversion) if surer else conversion
+        return conversion, image, features(features_of, image[None])[0]
+    rows, probabilities = outputs(features_of, np.stack([image, image[:, ::-1]]))
+    if surer_mirrored(probabilities[:1], probabilities[1:])[0]:
+        turned = photos.mirror(conversion)
+        return turned, turned.image, rows[1]
+    return conversion, image, rows[0]
 
 
 def familiarity(model, model_file: Path, ds, held_out_index: np.ndarray | None = None) -> Familiarity:

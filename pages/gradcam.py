@@ -98,12 +98,11 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
     class_index = None if target == "predicted class" else NAMES.index(target)
     layer = None if (layer_choice.startswith("last") or model_info is not first) else layer_choice
     stats, features_of = widgets.familiar(model_info.folder)
-    if conversion is not None:  # a photo: the way round this model is surer of (confidence.orient)
-        conversion = confidence.orient(features_of, conversion, stats)
-        image28 = conversion.image
+    # a photo: the way round this model is surer of; the same pass gives the familiarity features
+    conversion, image28, features = confidence.orient(features_of, image28, conversion, stats)
     cam = explain.gradcam(model, image28[None, ..., None], class_index, layer)
     probs, heat = cam.probabilities[0], cam.heatmaps[0]
-    distance = float(stats.distances(confidence.features(features_of, image28[None]))[0])
+    distance = float(stats.distances(features[None])[0])
     verdict = confidence.decide(probs, conversion, distance, stats)
     (st.success if verdict.sure else st.warning)(f"**{verdict.sentence()}**")
     classes, shares = evaluate.top_k(probs[None], 3)

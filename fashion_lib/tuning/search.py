@@ -215,9 +215,6 @@ class _Stop:
     run_folder: Path | None = None
 
 
-FAILED_ATTR, STOPPED_ATTR = results.FAILED_ATTR, results.STOPPED_ATTR
-
-
 def _pruning_callback(trial, folder: Path, last_step: int):
     import keras
 
@@ -256,7 +253,7 @@ def objective_for(tc: TuneConfig, space: tuple[spaces.Param, ...], store: Store)
             raise
         except Exception as exc:  # Optuna keeps no reason: the table and the progress line say it
             with contextlib.suppress(Exception):
-                trial.set_user_attr(FAILED_ATTR, lifecycle.one_line(exc))
+                trial.set_user_attr(results.FAILED_ATTR, lifecycle.one_line(exc))
             raise
 
     return objective
@@ -293,7 +290,7 @@ def _train_trial(trial, tc: TuneConfig, space: tuple[spaces.Param, ...]) -> floa
             raise RuntimeError("its search was killed (the coordinator died) before the trial finished")
         # the search was stopped, or just this trial's run (its Stop button): the worker goes on with
         # the next trial unless the whole search was asked to stop
-        trial.set_user_attr(STOPPED_ATTR, True)
+        trial.set_user_attr(results.STOPPED_ATTR, True)
         raise optuna.TrialPruned("stopped by the user")
     if state == lifecycle.FAILED:
         raise RuntimeError(
@@ -353,7 +350,11 @@ def describe_trial(trial, best) -> str:
         + (" (the default settings)" if trial.user_attrs.get(results.DEFAULTS_ATTR) else "")
         + (f" (pruned after epoch {pruned})" if pruned else "")
         + f"  {took:>6}  {best_text}  {params}"
-        + (f"  — {trial.user_attrs[FAILED_ATTR]}" if trial.user_attrs.get(FAILED_ATTR) else "")
+        + (
+            f"  — {trial.user_attrs[results.FAILED_ATTR]}"
+            if trial.user_attrs.get(results.FAILED_ATTR)
+            else ""
+        )
     )
 
 
@@ -370,7 +371,9 @@ def _fail_trials_of(store: Store, study, worker_pid: int) -> list[int]:
         if trial.user_attrs.get("worker") == f"{socket.gethostname()}:{worker_pid}":
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 reason = f"its worker (process {worker_pid}) ended before the trial did"
-                guarded(store, store.storage.set_trial_user_attr, trial._trial_id, FAILED_ATTR, reason)
+                guarded(
+                    store, store.storage.set_trial_user_attr, trial._trial_id, results.FAILED_ATTR, reason
+                )
                 guarded(
                     store, store.storage.set_trial_state_values, trial._trial_id, optuna.trial.TrialState.FAIL
                 )
@@ -460,7 +463,9 @@ def run_search(
         return lifecycle.STOPPED
     ended = [t for t in guarded(store, study.get_trials, deepcopy=False) if t.number >= first]
     if ended and all(t.state.name == "FAIL" for t in ended):
-        reason = next((t.user_attrs[FAILED_ATTR] for t in ended if t.user_attrs.get(FAILED_ATTR)), None)
+        reason = next(
+            (t.user_attrs[results.FAILED_ATTR] for t in ended if t.user_attrs.get(results.FAILED_ATTR)), None
+        )
         problems.append("every trial failed" + (f": {reason}" if reason else " (see the worker logs)"))
     if problems:
         raise RuntimeError("; ".join(problems))

@@ -31,7 +31,9 @@ redacted = config.redacted_url
 def _explain(exc: Exception, url: str) -> TuningStoreError:
     text = str(exc).lower()
     where = redacted(url)
-    if type(exc).__name__ == "StorageInternalError":  # Optuna's words blame the data written, not the file
+    import optuna
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError):  # Optuna's words blame the data, not the file
         return TuningStoreError(
             f"The tuning database {where} failed while a search wrote to it: it may have been damaged or "
             "replaced meanwhile. Check it with `python -m fashion_lib studies`; move it away or set "

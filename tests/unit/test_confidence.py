@@ -127,15 +127,19 @@ def test_the_surer_orientation_is_kept_and_mirrors_are_allowed_only_where_they_c
 
 
 def test_a_photo_is_classified_the_way_round_the_model_is_surer_of():
-    def features_of(x, training=False):
-        return np.zeros((len(x), 2)), leaning(x[..., 0])
+    def features_of(x, training=False):  # features: the mean of each half of the image
+        halves = x[..., 0].reshape(len(x), 28, 2, 14).mean(axis=(1, 3))
+        return halves, leaning(x[..., 0])
 
     facing_right = np.zeros((28, 28), np.uint8)
     facing_right[:, 16:] = 200
     stats = confidence.Familiarity("x", np.zeros((10, 2)), np.eye(2), 1.0, mirror_cost=0.0)
-    turned = confidence.orient(features_of, photo_conversion(facing_right), stats)
+    turned, image, row = confidence.orient(features_of, facing_right, photo_conversion(facing_right), stats)
     assert turned.mirrored and (turned.image == facing_right[:, ::-1]).all()
+    assert (image == turned.image).all() and row[0] > row[1]  # the features of the image classified
     facing_left = photo_conversion(facing_right[:, ::-1])
-    assert confidence.orient(features_of, facing_left, stats) is facing_left
+    assert confidence.orient(features_of, facing_left.image, facing_left, stats)[0] is facing_left
     as_it_is = dataclasses.replace(stats, mirror_cost=0.05)  # a model that does not know mirror images
-    assert not confidence.orient(features_of, photo_conversion(facing_right), as_it_is).mirrored
+    kept, image, row = confidence.orient(features_of, facing_right, photo_conversion(facing_right), as_it_is)
+    assert not kept.mirrored and row[1] > row[0]
+    assert confidence.orient(features_of, facing_right, None, stats)[0] is None  # a Fashion-MNIST image
