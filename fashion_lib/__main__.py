@@ -72,7 +72,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         "lr_schedule": training_config.LR_SCHEDULES,
         "input_scaling": training_config.INPUT_SCALINGS,
     }
-    types = {"dropout": _optional_float, "conv_filters": training_config.parse_filters}
+    types = {
+        "dropout": _optional_float,
+        "conv_filters": training_config.parse_filters,
+        "teachers": training_config.parse_names,
+    }
     for f in dataclasses.fields(training_config.TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None

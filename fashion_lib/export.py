@@ -8,6 +8,7 @@ original model's probabilities before the export counts as done.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import os
@@ -62,11 +63,56 @@ def model_card(folder: Path) -> dict[str, Any]:
         "model_size_bytes": summary["model_size_bytes"],
         "library_versions": summary["library_versions"],
         "calibration": evaluate.temperature_sentence(summary),
+        **(
+            {"teachers": teacher_cards(summary["teachers"]), "distill_weight": summary.get("distill_weight")}
+            if summary.get("teachers")
+            else {}
+        ),
     }
+
+
+def teacher_cards(names: list[str]) -> list[dict[str, Any]]:
+    """What a distilled run's teachers were: their accuracy and what they cost (None where unreadable)."""
+    out = []
+    for name in names:
+        teacher = None
+        with contextlib.suppress(FileNotFoundError):
+            teacher = runs.read_json(runs.resolve_run(name) / runs.SUMMARY_FILE)
+        teacher = teacher or {}
+        out.append(
+            {
+                "run_id": name,
+                "test_accuracy": teacher.get("test_accuracy"),
+                "cpu_seconds": teacher.get("cpu_seconds"),
+            }
+        )
+    return out
+
+
+def teachers_line(card: dict[str, Any]) -> str | None:
+    """'Distilled from …': the teachers, and the CPU time of all the training that went into the model."""
+    teachers = card.get("teachers")
+    if not teachers:
+        return None
+    named = ", ".join(
+        f"`{t['run_id']}`"
+        + (f" ({t['test_accuracy']:.2%} test accuracy)" if t.get("test_accuracy") is not None else "")
+        for t in teachers
+    )
+    line = (
+        f"Learned from the labels and from {len(teachers)} teacher run{'s' if len(teachers) > 1 else ''} "
+        f"(distillation, teachers' share {card.get('distill_weight')}): {named}"
+    )
+    costs = [t.get("cpu_seconds") for t in teachers]
+    if card.get("cpu_seconds") and all(costs):
+        total = card["cpu_seconds"] + sum(costs)
+        line += f"; with the teachers' own training, {total / 60:.0f} CPU-minutes in all"
+    return line
 
 
 STAGE_TIMES = {  # summary key → how the card names it
     "photo_conversion_seconds": "product photos",
+    "teacher_seconds": "teachers' answers",
     "feature_extraction_seconds": "backbone features",
     "head_training_seconds": "head",
     "stage2_seconds": "fine-tuning",
@@ -110,6 +156,7 @@ def card_markdown(card: dict[str, Any], kind: str = "shipped model") -> str:
         )
         + f"; weights: {card['weights']}",
         *([f"- {line}"] if (line := stage_times_line(card)) else []),
+        *([f"- {line}"] if (line := teachers_line(card)) else []),
         f"- Parameters: {card['parameters']['stage1']['total']:,}; "
         f"file size {card['model_size_bytes']:,} bytes ({card['model_size_bytes'] / 1e6:.1f} MB)",
         f"- Data fingerprint {card['data_fingerprint']}, split checksum {card['split_checksum']}",

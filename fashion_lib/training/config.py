@@ -39,6 +39,10 @@ FIELD_HELP = {
     "dense_units": "baseline: units of its hidden dense layer",
     "photo_mix": "this many training images are also rendered as product photos, converted back the way "
     "uploads are, and added to training (the image stages: the baseline's, or fine-tuning); 0 = none",
+    "teachers": "finished runs to learn from as well as the labels (run ids or shipped model names, comma "
+    "separated; trained on the same split): distillation, in the stages that train on images",
+    "distill_weight": "with teachers: the share of each target taken from the teachers' softened answer "
+    "(0–1; the rest is the label)",
     "evaluate_test": "evaluate on the test set after training (tuning trials do not: validation only)",
 }
 
@@ -74,6 +78,8 @@ class TrainConfig:
     conv_filters: tuple[int, int, int] = models.BASELINE_FILTERS  # baseline only
     dense_units: int = models.BASELINE_DENSE_UNITS  # baseline only
     photo_mix: int = 0  # training images also shown as converted product photos (see photo_mix.py)
+    teachers: tuple[str, ...] = ()  # runs to distil from (see distill.py)
+    distill_weight: float = 0.5
     evaluate_test: bool = True
     seed: int = 42
 
@@ -82,6 +88,8 @@ class TrainConfig:
             object.__setattr__(self, "augment", augment.AugmentConfig.from_dict(self.augment))
         if isinstance(self.conv_filters, list | str):
             object.__setattr__(self, "conv_filters", parse_filters(self.conv_filters))
+        if isinstance(self.teachers, list | str):
+            object.__setattr__(self, "teachers", parse_names(self.teachers))
         problems = self._problems()
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
@@ -140,6 +148,13 @@ class TrainConfig:
                 "photo mix adds images to the stages that train on images: turn on fine-tuning, or turn "
                 "off the feature cache (the head then trains on images too)"
             )
+        if not 0 <= self.distill_weight <= 1:
+            problems.append(f"distill weight must be 0–1, got {self.distill_weight}")
+        if self.teachers and self.uses_feature_cache() and not self.fine_tune:
+            problems.append(
+                "teachers teach the stages that train on images: turn on fine-tuning, or turn off the "
+                "feature cache (the head then trains on images too)"
+            )
         return problems
 
     # -- JSON round-trip
@@ -147,6 +162,7 @@ class TrainConfig:
         values = asdict(self)
         values["augment"] = self.augment.to_dict()
         values["conv_filters"] = list(self.conv_filters)
+        values["teachers"] = list(self.teachers)
         return values
 
     @classmethod
@@ -253,3 +269,9 @@ def parse_filters(value: str | list | tuple) -> tuple[int, ...]:
         raise ValueError(
             f"conv filters must be three whole numbers such as 16,64,128, got {value!r}"
         ) from None
+
+
+def parse_names(value: str | list | tuple) -> tuple[str, ...]:
+    """'a,b' or ['a', 'b'] → ('a', 'b'): run names, blanks left out."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(v).strip() for v in items if str(v).strip())

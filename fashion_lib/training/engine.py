@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_lib import data, evaluate, files, lifecycle, models, processes, runs
-from fashion_lib.training import photo_mix, speed
+from fashion_lib.training import distill, photo_mix, speed
 from fashion_lib.training.callbacks import StopRequested, StopWatch
 from fashion_lib.training.config import CALIBRATION_IMAGES, TrainConfig
 from fashion_lib.training.feature_cache import train_head_on_features
@@ -86,6 +86,7 @@ def train(
     if state == lifecycle.COMPLETED:  # what a resume would need is no longer needed
         shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
         (run_dir / STAGE1_WEIGHTS).unlink(missing_ok=True)
+        (run_dir / distill.TARGETS_FILE).unlink(missing_ok=True)
         with contextlib.suppress(OSError, ValueError, TypeError):  # only an estimate: never fail a run
             speed.record_run(cfg, run_dir)
     return run_dir
@@ -103,12 +104,22 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     stage1_weights = folder / STAGE1_WEIGHTS
     timings: dict[str, float | int] = {}
     image_stage_left = cfg.fine_tune or not (stage1_weights.exists() or cfg.uses_feature_cache())
+    distilling = bool(cfg.teachers) and image_stage_left
+    if distilling and not (folder / distill.TARGETS_FILE).exists():  # before any photo work, as the weights
+        for name in cfg.teachers:
+            distill.check_teacher(name, splits.checksum())
     if cfg.photo_mix and image_stage_left:
         started = time.perf_counter()
         splits = _with_photos(cfg, folder, splits, watch, ds)
         if splits is None:  # stopped while converting: the photos converted so far are kept
             return lifecycle.STOPPED
         timings["photo_conversion_seconds"] = time.perf_counter() - started
+    if distilling:
+        started = time.perf_counter()
+        splits = _with_teachers(cfg, folder, splits, watch)
+        if splits is None:
+            return lifecycle.STOPPED
+        timings["teacher_seconds"] = time.perf_counter() - started
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
     stopped = False
 
@@ -161,6 +172,9 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             "training_images": len(splits.x_train),
             "validation_images": len(splits.x_val),
             "training_photos": 0 if splits.x_photos is None else len(splits.x_photos),
+            **(
+                {"teachers": list(cfg.teachers), "distill_weight": cfg.distill_weight} if cfg.teachers else {}
+            ),
             "epochs_run": len(runs.read_metrics(folder)),
             "parameters": params,
             "feature_cache": cfg.uses_feature_cache(),
@@ -195,6 +209,20 @@ def _with_photos(
         return None
     photos, kept = found  # the few photos the conversion refuses are left out
     return dataclasses.replace(splits, x_photos=photos[..., None], y_photos=ds.y_train[kept])
+
+
+def _with_teachers(cfg: TrainConfig, folder: Path, splits: Splits, watch: StopWatch) -> Splits | None:
+    """``splits`` with the targets the teachers and the labels make together (see distill.py); None when
+    stopped while the teachers answered."""
+    x, y = splits.image_training_set()
+    answer = distill.stored_answer(folder, cfg.teachers, len(x))
+    if answer is None:  # checked before the photos when nothing was stored; again if what was is unusable
+        teachers = [distill.check_teacher(name, splits.checksum()) for name in cfg.teachers]
+        answer = distill.teachers_answer(teachers, x, lambda text: _phase(folder, text), watch.requested)
+        if answer is None:
+            return None
+        distill.store_answer(folder, cfg.teachers, answer)
+    return dataclasses.replace(splits, targets=distill.mix(y, answer, cfg.distill_weight))
 
 
 def _cpu_seconds() -> float:

@@ -87,6 +87,9 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> Est
     if photos:
         cores = os.cpu_count() or 1
         out["product photos (converted once, then cached)"] = photos * PHOTO_S_PER_IMAGE / cores
+    if cfg.teachers and (cfg.fine_tune or not cfg.uses_feature_cache()):
+        # one forward pass per teacher over the image stages' images, at this model's own speed
+        out["teachers' answers"] = len(cfg.teachers) * (n_train + photos) * rate("forward_s_per_image")
     if cfg.uses_feature_cache():
         out["feature extraction"] = (
             0.0 if feature_cache_ready else (n_train + n_val) * rate("forward_s_per_image")

@@ -87,14 +87,17 @@ def fit_stage(
     import keras
 
     schedule = learning_rate(cfg, base_rate, epochs - initial_epoch, steps)
-    if cfg.label_smoothing:
+    soft_targets = len(train_data.element_spec[1].shape) == 2  # (batch, classes): distillation's targets
+    if cfg.label_smoothing or soft_targets:
         # Keras smooths one-hot targets only: the pipelines carry class indices, turned one-hot here.
         import tensorflow as tf
 
         def one_hot(x, y):
             return x, tf.one_hot(tf.cast(y, tf.int32), config.NUM_CLASSES)
 
-        train_data, val_data = train_data.map(one_hot), val_data.map(one_hot)
+        if not soft_targets:
+            train_data = train_data.map(one_hot)
+        val_data = val_data.map(one_hot)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
@@ -147,7 +150,7 @@ def fit_on_images(
     extra_callbacks=(),
 ):
     """One stage trained end to end on images through tf.data (augmented, scaled as the config says)."""
-    x_train, y_train = splits.image_training_set()
+    x_train, y_train = splits.image_training_targets()
     train_data = make_dataset(x_train, y_train, cfg.batch_size, cfg.seed, cfg.augment, cfg.pixel_scale)
     val_data = make_dataset(splits.x_val, splits.y_val, cfg.batch_size, scale=cfg.pixel_scale)
     steps = int(np.ceil(len(x_train) / cfg.batch_size))

@@ -36,12 +36,18 @@ class Splits:
     x_train_full: np.ndarray  # all 60,000 training images (a view), which the feature cache indexes
     x_photos: np.ndarray | None = None  # training images as converted product photos (photo_mix)
     y_photos: np.ndarray | None = None
+    targets: np.ndarray | None = None  # (N, 10) soft targets of image_training_set (distillation)
 
     def image_training_set(self) -> tuple[np.ndarray, np.ndarray]:
         """What the image stages train on: the training split, and its product photos when there are any."""
         if self.x_photos is None or not len(self.x_photos):
             return self.x_train, self.y_train
         return np.concatenate([self.x_train, self.x_photos]), np.concatenate([self.y_train, self.y_photos])
+
+    def image_training_targets(self) -> tuple[np.ndarray, np.ndarray]:
+        """``image_training_set`` with the soft targets in place of the labels when there are any."""
+        x, y = self.image_training_set()
+        return (x, y) if self.targets is None else (x, self.targets)
 
     def checksum(self) -> str:
         digest = hashlib.sha256()
