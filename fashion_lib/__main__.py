@@ -327,7 +327,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from fashion_lib.tuning.storage import TuningStoreError
 
     if args.worker is not None:
-        return search.run_worker(args.run_dir, args.worker, args.heartbeat)
+        return search.run_worker(args.run_dir, args.worker, args.heartbeat, args.coordinator)
 
     def prepare(me):
         if args.run_dir and args.token:
@@ -509,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help=argparse.SUPPRESS)
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: one worker of --run-dir
+    p.add_argument("--coordinator", type=int, help=argparse.SUPPRESS)  # internal: the worker's search's pid
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("report", help="write the technical report from the saved runs (and a tuning study)")

@@ -301,11 +301,16 @@ def _train_trial(trial, tc: TuneConfig, space: tuple[spaces.Param, ...]) -> floa
     return summary.validation_accuracy
 
 
-def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S) -> int:
-    """One worker: take tickets and run trials until none is left or a stop is requested."""
+def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S, coordinator: int | None = None) -> int:
+    """One worker: take tickets and run trials until none is left or a stop is requested.
+
+    ``coordinator``: the pid of the search that started it. The kernel tells a worker of its coordinator's
+    death only from the moment the worker asked to be told (``processes.die_with_parent``, just after the
+    fork); a coordinator that died before then left an orphan, which this check stops before it takes a
+    ticket."""
     import optuna
 
-    _Stop.parent = os.getppid()
+    _Stop.parent = coordinator or os.getppid()
 
     def on_sigterm(signum, frame):
         _Stop.requested = True
@@ -314,6 +319,9 @@ def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S) -> int:
             lifecycle.request_stop(_Stop.run_folder)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    if os.getppid() != _Stop.parent:
+        print(f"worker {index}: its search (process {_Stop.parent}) has ended; no trial taken", flush=True)
+        return 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tc = TuneConfig.from_file(job / runs.CONFIG_FILE)
     store = open_store(heartbeat=heartbeat)
@@ -330,6 +338,7 @@ def run_worker(job: Path, index: int, heartbeat: int = HEARTBEAT_S) -> int:
 def _start_worker(job: Path, index: int, heartbeat: int) -> subprocess.Popen:
     """A worker process; its training output goes to ``worker-<index>.log`` in the job folder."""
     arguments = ["tune", "--worker", str(index), "--run-dir", str(job), "--heartbeat", str(heartbeat)]
+    arguments += ["--coordinator", str(os.getpid())]
     return jobs.spawn(arguments, job / f"worker-{index}.log", preexec_fn=processes.die_with_parent)
 
 

@@ -358,6 +358,19 @@ def test_a_trial_whose_coordinator_was_killed_fails_with_the_reason_and_its_work
     assert "its search was killed" in trials[0].user_attrs[results.FAILED_ATTR]
 
 
+def test_a_worker_whose_search_died_before_it_could_be_told_takes_no_ticket(tmp_path):
+    """The kernel tells a worker of its coordinator's death only once the worker has asked (just after the
+    fork); a worker whose coordinator died before then is an orphan, and must not go on taking tickets."""
+    job = tmp_path / "job"
+    job.mkdir()
+    runs.write_json(job / search.TICKETS_FILE, {"left": 2})
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a coordinator that has ended: not this worker's parent
+    done = tune("--worker", "0", "--run-dir", str(job), "--coordinator", str(gone.pid), timeout=120)
+    assert done.returncode == 1 and "has ended; no trial taken" in done.stdout, done.stderr
+    assert runs.read_json(job / search.TICKETS_FILE)["left"] == 2
+
+
 def test_a_trial_has_its_first_heartbeat_before_its_run_so_a_kill_at_any_moment_can_be_failed(
     tmp_path, monkeypatch
 ):
