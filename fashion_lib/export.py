@@ -8,7 +8,6 @@ original model's probabilities before the export counts as done.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import io
 import os
@@ -64,48 +63,36 @@ def model_card(folder: Path) -> dict[str, Any]:
         "library_versions": summary["library_versions"],
         "calibration": evaluate.temperature_sentence(summary),
         **(
-            {"teachers": teacher_cards(summary["teachers"]), "distill_weight": summary.get("distill_weight")}
+            {
+                "teachers": summary["teachers"],
+                "distill_weight": summary.get("distill_weight"),
+                "cpu_seconds_with_teachers": summary.get("cpu_seconds_with_teachers"),
+            }
             if summary.get("teachers")
             else {}
         ),
     }
 
 
-def teacher_cards(names: list[str]) -> list[dict[str, Any]]:
-    """What a distilled run's teachers were: their accuracy and what they cost (None where unreadable)."""
-    out = []
-    for name in names:
-        teacher = None
-        with contextlib.suppress(FileNotFoundError):
-            teacher = runs.read_json(runs.resolve_run(name) / runs.SUMMARY_FILE)
-        teacher = teacher or {}
-        out.append(
-            {
-                "run_id": name,
-                "test_accuracy": teacher.get("test_accuracy"),
-                "cpu_seconds": teacher.get("cpu_seconds"),
-            }
-        )
-    return out
-
-
 def teachers_line(card: dict[str, Any]) -> str | None:
-    """'Distilled from …': the teachers, and the CPU time of all the training that went into the model."""
-    teachers = card.get("teachers")
+    """'Learned from …': the teachers as they were when they taught, and the CPU time of all the training
+    that went into the model (theirs included)."""
+    teachers = [t if isinstance(t, dict) else {"run_id": str(t)} for t in card.get("teachers") or []]
     if not teachers:
         return None
     named = ", ".join(
-        f"`{t['run_id']}`"
-        + (f" ({t['test_accuracy']:.2%} test accuracy)" if t.get("test_accuracy") is not None else "")
+        f"`{t.get('run_id')}`"
+        + (f" ({t['test_accuracy']:.2%} test accuracy)" if isinstance(t.get("test_accuracy"), float) else "")
         for t in teachers
     )
-    line = (
-        f"Learned from the labels and from {len(teachers)} teacher run{'s' if len(teachers) > 1 else ''} "
-        f"(distillation, teachers' share {card.get('distill_weight')}): {named}"
+    weight = card.get("distill_weight")
+    share = (
+        "every target the teachers' softened answer"
+        if weight == 1
+        else f"each target {weight} the teachers' softened answer and the rest its label"
     )
-    costs = [t.get("cpu_seconds") for t in teachers]
-    if card.get("cpu_seconds") and all(costs):
-        total = card["cpu_seconds"] + sum(costs)
+    line = f"Learned from {len(teachers)} teacher run{'s' if len(teachers) > 1 else ''} ({share}): {named}"
+    if total := card.get("cpu_seconds_with_teachers"):
         line += f"; with the teachers' own training, {total / 60:.0f} CPU-minutes in all"
     return line
 

@@ -42,7 +42,7 @@ FIELD_HELP = {
     "teachers": "finished runs to learn from as well as the labels (run ids or shipped model names, comma "
     "separated; trained on the same split): distillation, in the stages that train on images",
     "distill_weight": "with teachers: the share of each target taken from the teachers' softened answer "
-    "(0–1; the rest is the label)",
+    "(above 0, at most 1; the rest is the label)",
     "evaluate_test": "evaluate on the test set after training (tuning trials do not: validation only)",
 }
 
@@ -150,6 +150,10 @@ class TrainConfig:
             )
         if not 0 <= self.distill_weight <= 1:
             problems.append(f"distill weight must be 0–1, got {self.distill_weight}")
+        elif self.teachers and self.distill_weight == 0:
+            problems.append("a distill weight of 0 takes nothing from the teachers: leave the teachers out")
+        if len(set(self.teachers)) < len(self.teachers):
+            problems.append("each teacher may be named once")
         if self.teachers and self.uses_feature_cache() and not self.fine_tune:
             problems.append(
                 "teachers teach the stages that train on images: turn on fine-tuning, or turn off the "

@@ -5,23 +5,26 @@ the teachers' answer is the average of their (calibrated) probabilities, softene
 probabilities raised to 1/SOFTENING and renormalised, which divides the logits by it: a teacher that is
 98 % sure of a training image it has seen still says which other classes it resembles). The image stages
 train on these targets (fine-tuning, or a head trained on images); a head trained on cached features keeps
-the labels. Validation and test images are never shown to a teacher's answer: a teacher must have been
-trained on the same training/validation split (its split checksum), so it has not seen the validation
-images the run is calibrated and judged on.
+the labels. A teacher must not have trained on any of the run's validation images (which the run is
+calibrated and judged on): its training split is rebuilt from its config and compared.
 
 The teachers' answers take one forward pass per teacher over the training images (≈ 3–4 min per
 MobileNetV2 at 128 px for 67,000 images on the 2-core machine); they are kept in the run folder until the
-run completes, so a resumed run does not compute them again.
+run completes, so a resumed run does not compute them again; what the teachers were (their run ids,
+accuracy, cost) is recorded then, in the summary, for the card.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fashion_lib import config, lifecycle, models, runs
+from fashion_lib import config, data, lifecycle, models, runs
 
 SOFTENING = 2.0  # the teachers' logits are divided by this (Hinton et al.'s distillation temperature)
 TARGETS_FILE = "teacher_targets.npz"  # kept until the run completes (to resume without the teachers' pass)
@@ -29,32 +32,80 @@ CHUNK = 2048  # images per progress report and stop check
 
 
 class TeacherError(ValueError):
-    """A teacher run that cannot teach this run (missing, unfinished, damaged, another split)."""
+    """A teacher run that cannot teach this run (missing, unfinished, damaged, saw its validation images)."""
 
 
-def check_teacher(name: str, split_checksum: str) -> Path:
-    """The folder of teacher run ``name`` (a run id, a path or a shipped model's name), checked: completed,
-    undamaged, with a model, trained on the split whose checksum is ``split_checksum``."""
+@dataclass(frozen=True)
+class Teacher:
+    name: str  # as the config names it
+    folder: Path
+    record: dict[str, Any]  # run id, test accuracy, CPU seconds (its own teachers' included)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The teachers' averaged, softened probabilities for the image stages' images, what the teachers were,
+    and what the pass cost (kept across a resume)."""
+
+    probs: np.ndarray
+    teachers: list[dict[str, Any]]
+    seconds: float
+
+
+def cost_with_teachers(summary: dict[str, Any]) -> float | None:
+    """CPU seconds that went into a run: its own, and for a distilled run its teachers' too."""
+    return summary.get("cpu_seconds_with_teachers", summary.get("cpu_seconds"))
+
+
+def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> list[Teacher]:
+    """The teachers named, checked: each an existing, completed, undamaged run with a model, named once,
+    that never trained on one of ``splits``' validation images."""
+    from fashion_lib.training.config import TrainConfig
+    from fashion_lib.training.pipelines import make_splits
+
+    teachers: list[Teacher] = []
+    for name in names:
+        try:
+            folder = runs.resolve_run(name)
+        except FileNotFoundError:
+            raise TeacherError(f"teacher '{name}': no such run (see `python -m fashion_lib runs`)") from None
+        if any(t.folder.resolve() == folder.resolve() for t in teachers):
+            raise TeacherError(f"teacher '{name}' is named twice: each teacher counts once")
+        info = runs.read_run(folder, shipped=runs.is_shipped(folder))
+        if info is None or info.damaged:
+            problems = "; ".join(info.problems) if info else "not a run folder"
+            raise TeacherError(f"teacher '{name}' cannot be read: {problems}")
+        if info.state != lifecycle.COMPLETED or not info.has_model:
+            raise TeacherError(
+                f"teacher '{name}' has not completed (it is {info.state}): only a finished run teaches"
+            )
+        theirs = make_splits(TrainConfig.from_run(folder), ds)
+        seen = np.intersect1d(theirs.train_index, splits.val_index).size
+        if seen:
+            raise TeacherError(
+                f"teacher '{name}' trained on {seen:,} of this run's {len(splits.val_index):,} validation "
+                "images, so the run's validation accuracy and calibration would not be honest: use a "
+                "teacher trained with the same seed, validation fraction and subset"
+            )
+        summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
+        record = {
+            "run_id": folder.name,
+            "test_accuracy": summary.get("test_accuracy"),
+            "cpu_seconds": cost_with_teachers(summary),
+        }
+        teachers.append(Teacher(name, folder, record))
+    return teachers
+
+
+def seconds_per_image(name: str) -> float | None:
+    """How long teacher ``name`` took per test image when its run predicted them (None when unknown)."""
     try:
-        folder = runs.resolve_run(name)
+        summary = runs.read_json(runs.resolve_run(name) / runs.SUMMARY_FILE) or {}
     except FileNotFoundError:
-        raise TeacherError(f"teacher '{name}': no such run (see `python -m fashion_lib runs`)") from None
-    info = runs.read_run(folder, shipped=runs.is_shipped(folder))
-    if info is None or info.damaged:
-        problems = "; ".join(info.problems) if info else "not a run folder"
-        raise TeacherError(f"teacher '{name}' cannot be read: {problems}")
-    if info.state != lifecycle.COMPLETED or not info.has_model:
-        raise TeacherError(
-            f"teacher '{name}' has not completed (it is {info.state}): only a finished run teaches"
-        )
-    theirs = (info.summary.model_extra or {}).get("split_checksum") if info.summary else None
-    if theirs != split_checksum:
-        raise TeacherError(
-            f"teacher '{name}' was trained on another training/validation split ({theirs or 'unknown'}, "
-            f"this run {split_checksum}): it may have seen this run's validation images. Train with the "
-            "same seed, validation fraction and subset as the teacher"
-        )
-    return folder
+        return None
+    seconds, images = summary.get("test_prediction_seconds"), summary.get("test_images")
+    ok = isinstance(seconds, int | float) and isinstance(images, int) and seconds > 0 and images > 0
+    return seconds / images if ok else None
 
 
 def soften(probs: np.ndarray, softening: float = SOFTENING) -> np.ndarray:
@@ -72,7 +123,7 @@ def mix(labels: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndar
 
 
 def teachers_answer(
-    teachers: list[Path],
+    teachers: list[Teacher],
     images: np.ndarray,
     progress: Callable[[str], None] = lambda text: None,
     stop_requested: Callable[[], bool] = lambda: False,
@@ -83,38 +134,58 @@ def teachers_answer(
     from fashion_lib.training.pipelines import inference_batch, predict
 
     total = np.zeros((len(images), config.NUM_CLASSES), dtype=np.float64)
-    for number, folder in enumerate(teachers, 1):
-        model = models.load_model(folder / runs.MODEL_FILE)
-        cfg = TrainConfig.from_run(folder)
+    for number, teacher in enumerate(teachers, 1):
+        try:
+            model = models.load_model(teacher.folder / runs.MODEL_FILE)
+        except Exception as exc:  # a damaged file fails in zipfile, h5py or Keras, each its own way
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TeacherError(f"teacher '{teacher.name}': its model cannot be loaded ({reason})") from None
+        cfg = TrainConfig.from_run(teacher.folder)
         batch = inference_batch(cfg.model_input_size)
         for start in range(0, len(images), CHUNK):
             if stop_requested():
                 return None
             progress(
-                f"teacher {number} of {len(teachers)} ({folder.name}): {start:,} of {len(images):,} images"
+                f"teacher {number} of {len(teachers)} ({teacher.folder.name}): "
+                f"{start:,} of {len(images):,} images"
             )
             chunk = images[start : start + CHUNK]
             total[start : start + len(chunk)] += soften(predict(model, chunk, batch, scale=cfg.pixel_scale))
     return (total / len(teachers)).astype(np.float32)
 
 
-def stored_answer(folder: Path, teachers: tuple[str, ...], count: int) -> np.ndarray | None:
-    """The teachers' answer a stopped run kept, if it is for these teachers and this many images."""
-    path = folder / TARGETS_FILE
+def stored_answer(folder: Path, names: tuple[str, ...], count: int | None = None) -> Answer | None:
+    """The answer a stopped run kept, if it is readable and for these teachers (and ``count`` images)."""
     try:
-        with np.load(path) as stored:
-            if tuple(str(t) for t in stored["teachers"]) != tuple(teachers):
+        with np.load(folder / TARGETS_FILE) as stored:
+            if tuple(str(t) for t in stored["names"]) != tuple(names):
                 return None
-            answer = stored["answer"].astype(np.float32)
-    except (OSError, ValueError, KeyError):
+            answer = Answer(
+                stored["answer"].astype(np.float32),
+                json.loads(str(stored["teachers"])),
+                float(stored["seconds"]),
+            )
+    except Exception:  # missing, cut short or damaged (zipfile, zlib, EOF, JSON...): made again
         return None
-    if answer.shape != (count, config.NUM_CLASSES) or not np.all(np.isfinite(answer)):
+    rows = answer.probs.shape[0] if answer.probs.ndim == 2 else -1
+    if (
+        answer.probs.shape != (rows, config.NUM_CLASSES)
+        or (count is not None and rows != count)
+        or not np.all(np.isfinite(answer.probs))
+        or not isinstance(answer.teachers, list)
+    ):
         return None
     return answer
 
 
-def store_answer(folder: Path, teachers: tuple[str, ...], answer: np.ndarray) -> None:
+def store_answer(folder: Path, names: tuple[str, ...], answer: Answer) -> None:
     from fashion_lib import files
 
     with files.atomic(folder / TARGETS_FILE, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, teachers=np.array(teachers), answer=answer.astype(np.float32))
+        np.savez_compressed(
+            tmp,
+            names=np.array(names),
+            answer=answer.probs.astype(np.float32),
+            teachers=np.array(json.dumps(answer.teachers)),
+            seconds=np.array(answer.seconds),
+        )

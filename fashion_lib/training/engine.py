@@ -105,9 +105,10 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     timings: dict[str, float | int] = {}
     image_stage_left = cfg.fine_tune or not (stage1_weights.exists() or cfg.uses_feature_cache())
     distilling = bool(cfg.teachers) and image_stage_left
-    if distilling and not (folder / distill.TARGETS_FILE).exists():  # before any photo work, as the weights
-        for name in cfg.teachers:
-            distill.check_teacher(name, splits.checksum())
+    teachers = None  # checked before any photo work, as the weights are, unless a stopped run kept the answer
+    if distilling and distill.stored_answer(folder, cfg.teachers) is None:
+        teachers = distill.check_teachers(cfg.teachers, splits, ds)
+    taught = None
     if cfg.photo_mix and image_stage_left:
         started = time.perf_counter()
         splits = _with_photos(cfg, folder, splits, watch, ds)
@@ -115,11 +116,11 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             return lifecycle.STOPPED
         timings["photo_conversion_seconds"] = time.perf_counter() - started
     if distilling:
-        started = time.perf_counter()
-        splits = _with_teachers(cfg, folder, splits, watch)
-        if splits is None:
+        found = _with_teachers(cfg, folder, splits, watch, ds, teachers)
+        if found is None:
             return lifecycle.STOPPED
-        timings["teacher_seconds"] = time.perf_counter() - started
+        splits, taught = found
+        timings["teacher_seconds"] = taught.seconds  # what the pass cost, also when a resume reused it
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
     stopped = False
 
@@ -172,9 +173,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             "training_images": len(splits.x_train),
             "validation_images": len(splits.x_val),
             "training_photos": 0 if splits.x_photos is None else len(splits.x_photos),
-            **(
-                {"teachers": list(cfg.teachers), "distill_weight": cfg.distill_weight} if cfg.teachers else {}
-            ),
+            **(_distillation_summary(cfg, taught, _cpu_seconds() - cpu_started) if taught else {}),
             "epochs_run": len(runs.read_metrics(folder)),
             "parameters": params,
             "feature_cache": cfg.uses_feature_cache(),
@@ -211,18 +210,42 @@ def _with_photos(
     return dataclasses.replace(splits, x_photos=photos[..., None], y_photos=ds.y_train[kept])
 
 
-def _with_teachers(cfg: TrainConfig, folder: Path, splits: Splits, watch: StopWatch) -> Splits | None:
-    """``splits`` with the targets the teachers and the labels make together (see distill.py); None when
-    stopped while the teachers answered."""
+def _with_teachers(
+    cfg: TrainConfig,
+    folder: Path,
+    splits: Splits,
+    watch: StopWatch,
+    ds: data.FashionMNIST,
+    teachers: list[distill.Teacher] | None,
+) -> tuple[Splits, distill.Answer] | None:
+    """``splits`` with the targets the teachers and the labels make together (see distill.py), and the
+    teachers' answer; None when stopped while the teachers answered."""
     x, y = splits.image_training_set()
     answer = distill.stored_answer(folder, cfg.teachers, len(x))
-    if answer is None:  # checked before the photos when nothing was stored; again if what was is unusable
-        teachers = [distill.check_teacher(name, splits.checksum()) for name in cfg.teachers]
-        answer = distill.teachers_answer(teachers, x, lambda text: _phase(folder, text), watch.requested)
-        if answer is None:
+    if answer is None:
+        teachers = teachers or distill.check_teachers(cfg.teachers, splits, ds)
+        started = time.perf_counter()
+        probs = distill.teachers_answer(teachers, x, lambda text: _phase(folder, text), watch.requested)
+        if probs is None:
             return None
+        answer = distill.Answer(probs, [t.record for t in teachers], time.perf_counter() - started)
         distill.store_answer(folder, cfg.teachers, answer)
-    return dataclasses.replace(splits, targets=distill.mix(y, answer, cfg.distill_weight))
+    return dataclasses.replace(splits, targets=distill.mix(y, answer.probs, cfg.distill_weight)), answer
+
+
+def _distillation_summary(cfg: TrainConfig, taught: distill.Answer, cpu_seconds: float) -> dict:
+    """What a distilled run records: its teachers (as they were when they taught) and the CPU time of all
+    the training that went into it."""
+    costs = [t.get("cpu_seconds") for t in taught.teachers]
+    return {
+        "teachers": taught.teachers,
+        "distill_weight": cfg.distill_weight,
+        **(
+            {"cpu_seconds_with_teachers": round(cpu_seconds + sum(costs), 1)}
+            if all(isinstance(c, int | float) for c in costs)
+            else {}
+        ),
+    }
 
 
 def _cpu_seconds() -> float:

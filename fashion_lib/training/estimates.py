@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_lib import models
-from fashion_lib.training import speed
+from fashion_lib.training import distill, speed
 from fashion_lib.training.config import TrainConfig
 
 # Fallbacks until this machine has measured a configuration (fashion_lib.training.speed): forward throughput
@@ -88,8 +88,11 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> Est
         cores = os.cpu_count() or 1
         out["product photos (converted once, then cached)"] = photos * PHOTO_S_PER_IMAGE / cores
     if cfg.teachers and (cfg.fine_tune or not cfg.uses_feature_cache()):
-        # one forward pass per teacher over the image stages' images, at this model's own speed
-        out["teachers' answers"] = len(cfg.teachers) * (n_train + photos) * rate("forward_s_per_image")
+        # one forward pass per teacher over the image stages' images, at the speed the teacher's own run
+        # predicted its test images (this model's where that is unknown)
+        out["teachers' answers"] = (n_train + photos) * sum(
+            distill.seconds_per_image(name) or rate("forward_s_per_image") for name in cfg.teachers
+        )
     if cfg.uses_feature_cache():
         out["feature extraction"] = (
             0.0 if feature_cache_ready else (n_train + n_val) * rate("forward_s_per_image")

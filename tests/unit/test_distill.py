@@ -3,6 +3,8 @@ work, the answer kept for a resumed run, and a run that learns from a teacher en
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,8 @@ def test_teachers_round_trip_and_appear_in_the_command():
     ("overrides", "words"),
     [
         ({"distill_weight": 1.5}, "distill weight must be 0–1"),
+        ({"teachers": "a", "distill_weight": 0.0}, "takes nothing from the teachers"),
+        ({"teachers": "a,b,a"}, "each teacher may be named once"),
         ({"model": "mobilenet_v2", "teachers": "a"}, "teachers teach the stages that train on images"),
     ],
 )
@@ -68,17 +72,45 @@ def teacher(dataset) -> str:
     return train.train(tiny()).name
 
 
-def test_a_teacher_must_exist_be_completed_and_share_the_split(teacher, dataset, tmp_path):
-    checksum = runs.read_json(runs.resolve_run(teacher) / runs.SUMMARY_FILE)["split_checksum"]
-    assert distill.check_teacher(teacher, checksum) == runs.resolve_run(teacher)
+def test_a_teacher_must_exist_be_completed_be_named_once_and_not_have_seen_the_validation_images(
+    teacher, dataset
+):
+    splits = pipelines.make_splits(tiny(), dataset)
+    [checked] = distill.check_teachers((teacher,), splits, dataset)
+    summary = runs.read_json(runs.resolve_run(teacher) / runs.SUMMARY_FILE)
+    assert checked.folder == runs.resolve_run(teacher)
+    assert checked.record == {
+        "run_id": teacher,
+        "test_accuracy": summary["test_accuracy"],
+        "cpu_seconds": summary["cpu_seconds"],
+    }
+    # the test subset is no concern of the teacher's: only the training and validation images are
+    assert distill.check_teachers((teacher,), pipelines.make_splits(tiny(test_subset=60), dataset), dataset)
     with pytest.raises(distill.TeacherError, match="no such run"):
-        distill.check_teacher("no-such-run", checksum)
-    with pytest.raises(distill.TeacherError, match="another training/validation split"):
-        distill.check_teacher(teacher, "0123456789abcdef")
+        distill.check_teachers(("no-such-run",), splits, dataset)
+    with pytest.raises(distill.TeacherError, match="named twice"):
+        distill.check_teachers((teacher, str(runs.resolve_run(teacher))), splits, dataset)
+    everything = pipelines.make_splits(tiny(subset=0), dataset)  # its 6,000 validation images hold some
+    with pytest.raises(distill.TeacherError, match=r"trained on \d+ of this run's 6,000 validation images"):
+        distill.check_teachers((teacher,), everything, dataset)
     unfinished = train.start_run(tiny(seed=7))
     move_run(unfinished, lifecycle.RUNNING)
     with pytest.raises(distill.TeacherError, match="has not completed"):
-        distill.check_teacher(unfinished.name, checksum)
+        distill.check_teachers((unfinished.name,), splits, dataset)
+
+
+def test_a_teacher_whose_model_file_is_damaged_fails_the_run_with_a_reason_naming_it(
+    teacher, dataset, tmp_path
+):
+    damaged = tmp_path / "damaged-teacher"
+    shutil.copytree(runs.resolve_run(teacher), damaged)
+    model = bytearray((damaged / runs.MODEL_FILE).read_bytes())
+    middle = len(model) // 2
+    model[middle : middle + 4096] = bytes(4096)  # still a zip of the right size; its contents are wrong
+    (damaged / runs.MODEL_FILE).write_bytes(bytes(model))
+    [checked] = distill.check_teachers((str(damaged),), pipelines.make_splits(tiny(), dataset), dataset)
+    with pytest.raises(distill.TeacherError, match="its model cannot be loaded"):
+        distill.teachers_answer([checked], dataset.x_train[:4, ..., None])
 
 
 def test_the_student_trains_on_the_mixed_targets_and_keeps_the_answer_until_it_completes(
@@ -87,20 +119,22 @@ def test_the_student_trains_on_the_mixed_targets_and_keeps_the_answer_until_it_c
     cfg = tiny(teachers=teacher, distill_weight=0.4)
     folder = train.start_run(cfg)
     splits = pipelines.make_splits(cfg, dataset)
-    mixed = engine._with_teachers(cfg, folder, splits, StopWatch(folder, None))
+    mixed, answer = engine._with_teachers(cfg, folder, splits, StopWatch(folder, None), dataset, None)
     teacher_model = models.load_model(runs.resolve_run(teacher) / runs.MODEL_FILE)
-    answer = distill.soften(pipelines.predict(teacher_model, splits.x_train))
-    expected = distill.mix(splits.y_train, answer, 0.4)
+    expected = distill.mix(
+        splits.y_train, distill.soften(pipelines.predict(teacher_model, splits.x_train)), 0.4
+    )
     assert np.allclose(mixed.targets, expected, atol=1e-5)
-    assert (folder / distill.TARGETS_FILE).is_file()
+    assert (folder / distill.TARGETS_FILE).is_file() and answer.seconds > 0
 
     # the stored answer is used again (a resumed run): the teachers are not asked twice
     def no_teacher(*args):
         raise AssertionError("the teachers were asked again")
 
     monkeypatch.setattr(distill, "teachers_answer", no_teacher)
-    again = engine._with_teachers(cfg, folder, splits, StopWatch(folder, None))
+    again, stored = engine._with_teachers(cfg, folder, splits, StopWatch(folder, None), dataset, None)
     assert np.array_equal(again.targets, mixed.targets)
+    assert stored.seconds == answer.seconds and stored.teachers == answer.teachers
     monkeypatch.undo()
 
     # the image stage fits on the soft targets, not the labels
@@ -111,44 +145,50 @@ def test_the_student_trains_on_the_mixed_targets_and_keeps_the_answer_until_it_c
     assert lifecycle.effective_state(done) == "completed"
     assert seen[0].shape == (len(splits.x_train), 10) and np.allclose(seen[0], mixed.targets)
     summary = runs.read_json(done / runs.SUMMARY_FILE)
-    assert summary["teachers"] == [teacher] and summary["distill_weight"] == 0.4
-    assert summary["teacher_seconds"] >= 0 and not (done / distill.TARGETS_FILE).exists()
+    assert summary["teachers"] == answer.teachers and summary["distill_weight"] == 0.4
+    assert summary["teacher_seconds"] == round(answer.seconds, 3)  # what the pass cost, though reused
+    assert not (done / distill.TARGETS_FILE).exists()
+    teacher_cost = answer.teachers[0]["cpu_seconds"]
+    assert summary["cpu_seconds_with_teachers"] == pytest.approx(
+        summary["cpu_seconds"] + teacher_cost, abs=0.2
+    )
 
-    # the card names the teacher, its accuracy, and counts its training in what the model cost
+    # the card names the teacher and its accuracy, and counts its training in what the model cost
     card = export.model_card(done)
-    teacher_summary = runs.read_json(runs.resolve_run(teacher) / runs.SUMMARY_FILE)
-    assert card["teachers"] == [
-        {
-            "run_id": teacher,
-            "test_accuracy": teacher_summary["test_accuracy"],
-            "cpu_seconds": teacher_summary["cpu_seconds"],
-        }
-    ]
     text = export.card_markdown(card)
-    total = (summary["cpu_seconds"] + teacher_summary["cpu_seconds"]) / 60
-    assert f"from 1 teacher run (distillation, teachers' share 0.4): `{teacher}`" in text
-    assert f"{total:.0f} CPU-minutes in all" in text and "teachers' answers" in text
+    accuracy = answer.teachers[0]["test_accuracy"]
+    assert (
+        "Learned from 1 teacher run (each target 0.4 the teachers' softened answer and the rest its label): "
+        f"`{teacher}` ({accuracy:.2%} test accuracy)"
+    ) in text
+    assert f"{summary['cpu_seconds_with_teachers'] / 60:.0f} CPU-minutes in all" in text
+    assert "teachers' answers" in text
 
 
 def test_a_stop_while_the_teachers_answer_stops_the_run_before_training(teacher, dataset, monkeypatch):
+    [checked] = distill.check_teachers((teacher,), pipelines.make_splits(tiny(), dataset), dataset)
     x = dataset.x_train[:10, ..., None]
-    assert distill.teachers_answer([runs.resolve_run(teacher)], x, stop_requested=lambda: True) is None
+    assert distill.teachers_answer([checked], x, stop_requested=lambda: True) is None
     monkeypatch.setattr(distill, "teachers_answer", lambda *args: None)  # stopped part-way
     folder = train.train(tiny(teachers=teacher))
     assert lifecycle.effective_state(folder) == "stopped" and runs.read_metrics(folder) == []
     assert not (folder / distill.TARGETS_FILE).exists()
 
 
-def test_a_damaged_stored_answer_is_made_again(teacher, dataset):
+def test_a_damaged_or_foreign_stored_answer_is_made_again(teacher, dataset):
     cfg = tiny(teachers=teacher)
     folder = train.start_run(cfg)
-    (folder / distill.TARGETS_FILE).write_bytes(b"not an npz")
-    assert distill.stored_answer(folder, cfg.teachers, 180) is None
-    distill.store_answer(folder, ("another",), np.full((180, 10), 0.1, dtype=np.float32))
-    assert distill.stored_answer(folder, cfg.teachers, 180) is None  # other teachers
-    distill.store_answer(folder, cfg.teachers, np.full((180, 10), 0.1, dtype=np.float32))
+    path = folder / distill.TARGETS_FILE
+    answer = distill.Answer(np.full((180, 10), 0.1, dtype=np.float32), [{"run_id": teacher}], 2.5)
+    distill.store_answer(folder, cfg.teachers, answer)
+    good = path.read_bytes()
+    assert distill.stored_answer(folder, cfg.teachers, 180).seconds == 2.5
+    assert distill.stored_answer(folder, cfg.teachers).probs.shape == (180, 10)
     assert distill.stored_answer(folder, cfg.teachers, 181) is None  # other images
-    assert distill.stored_answer(folder, cfg.teachers, 180).shape == (180, 10)
+    assert distill.stored_answer(folder, ("another",), 180) is None  # other teachers
+    for damaged in (b"", b"not an npz", good[: len(good) // 2], good[:-40] + bytes(40)):
+        path.write_bytes(damaged)
+        assert distill.stored_answer(folder, cfg.teachers, 180) is None
 
 
 def test_cli_refuses_a_missing_teacher_before_any_work_with_a_clear_message():
@@ -158,11 +198,13 @@ def test_cli_refuses_a_missing_teacher_before_any_work_with_a_clear_message():
     assert "teacher 'no-such-run': no such run" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_the_estimate_counts_one_pass_per_teacher_over_the_training_images():
+def test_the_estimate_counts_each_teachers_pass_at_its_own_speed(teacher):
     from fashion_lib.training import estimates
 
-    one = estimates.estimate_seconds(tiny(subset=1000, teachers="a")).phases
-    two = estimates.estimate_seconds(tiny(subset=1000, teachers="a,b")).phases
-    assert one["teachers' answers"] > 0
-    assert two["teachers' answers"] == pytest.approx(2 * one["teachers' answers"])
+    per_image = distill.seconds_per_image(teacher)
+    assert per_image and per_image > 0
+    phases = estimates.estimate_seconds(tiny(subset=1000, teachers=teacher)).phases
+    assert phases["teachers' answers"] == pytest.approx(900 * per_image)  # 900 training images
+    unknown = estimates.estimate_seconds(tiny(subset=1000, teachers="a,b")).phases
+    assert unknown["teachers' answers"] > 0  # at this model's own speed
     assert "teachers' answers" not in estimates.estimate_seconds(tiny(subset=1000)).phases
