@@ -39,8 +39,8 @@ FIELD_HELP = {
     "dense_units": "baseline: units of its hidden dense layer",
     "photo_mix": "this many training images are also rendered as product photos, converted back the way "
     "uploads are, and added to training (the image stages: the baseline's, or fine-tuning); 0 = none",
-    "teachers": "finished runs to learn from as well as the labels (run ids or shipped model names, comma "
-    "separated; trained on the same split): distillation, in the stages that train on images",
+    "teachers": "finished runs to learn from as well as the labels (run ids, comma separated; none may have "
+    "trained on this run's validation images): distillation, in the stages that train on images",
     "distill_weight": "with teachers: the share of each target taken from the teachers' softened answer "
     "(above 0, at most 1; the rest is the label)",
     "evaluate_test": "evaluate on the test set after training (tuning trials do not: validation only)",
