@@ -3,6 +3,7 @@ work, the answer kept for a resumed run, and a run that learns from a teacher en
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -64,6 +65,16 @@ def test_a_bad_distillation_setting_says_what_is_wrong(overrides, words):
 
 
 # ------------------------------------------------------------------------------------------ teachers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_home(tmp_path_factory):
+    """This module's runs (a teacher, students, runs left queued or running on purpose) in their own
+    FASHION_HOME: a run left queued by this process would stand in the queue of later tests."""
+    old = os.environ["FASHION_HOME"]
+    os.environ["FASHION_HOME"] = str(tmp_path_factory.mktemp("distill_home"))
+    yield
+    os.environ["FASHION_HOME"] = old
 
 
 @pytest.fixture(scope="module")
