@@ -49,7 +49,7 @@ class Answer:
 
     probs: np.ndarray
     teachers: list[dict[str, Any]]
-    seconds: float
+    seconds: float | None = None  # None: not known
 
 
 def cost_with_teachers(summary: dict[str, Any]) -> float | None:
@@ -59,42 +59,63 @@ def cost_with_teachers(summary: dict[str, Any]) -> float | None:
 
 def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> list[Teacher]:
     """The teachers named, checked: each an existing, completed, undamaged run with a model, named once,
-    that never trained on one of ``splits``' validation images."""
-    from fashion_lib.training.config import TrainConfig
-    from fashion_lib.training.pipelines import make_splits
-
+    that never trained on one of ``splits``' validation images — nor did its own teachers, if it learned
+    from some (what they knew is in its answers)."""
     teachers: list[Teacher] = []
     for name in names:
-        try:
-            folder = runs.resolve_run(name)
-        except FileNotFoundError:
-            raise TeacherError(f"teacher '{name}': no such run (see `python -m fashion_lib runs`)") from None
+        folder = _finished_run(name, "teacher")
         if any(t.folder.resolve() == folder.resolve() for t in teachers):
             raise TeacherError(f"teacher '{name}' is named twice: each teacher counts once")
-        info = runs.read_run(folder, shipped=runs.is_shipped(folder))
-        if info is None or info.damaged:
-            problems = "; ".join(info.problems) if info else "not a run folder"
-            raise TeacherError(f"teacher '{name}' cannot be read: {problems}")
-        if info.state != lifecycle.COMPLETED or not info.has_model:
-            raise TeacherError(
-                f"teacher '{name}' has not completed (it is {info.state}): only a finished run teaches"
-            )
-        theirs = make_splits(TrainConfig.from_run(folder), ds)
-        seen = np.intersect1d(theirs.train_index, splits.val_index).size
-        if seen:
-            raise TeacherError(
-                f"teacher '{name}' trained on {seen:,} of this run's {len(splits.val_index):,} validation "
-                "images, so the run's validation accuracy and calibration would not be honest: use a "
-                "teacher trained with the same seed, validation fraction and subset"
-            )
+        _never_saw(folder, name, splits, ds, seen=set())
         summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
+        card = (runs.read_json(folder / "card.json") or {}) if runs.is_shipped(folder) else {}
         record = {
-            "run_id": folder.name,
+            "run_id": card.get("run_id") or folder.name,  # a shipped model: the run it was shipped from
             "test_accuracy": summary.get("test_accuracy"),
             "cpu_seconds": cost_with_teachers(summary),
         }
         teachers.append(Teacher(name, folder, record))
     return teachers
+
+
+def _finished_run(name: str, role: str) -> Path:
+    """The folder of run ``name``: existing, undamaged, completed, with a model (``role`` names it in the
+    error otherwise)."""
+    try:
+        folder = runs.resolve_run(name)
+    except FileNotFoundError:
+        raise TeacherError(f"{role} '{name}': no such run (see `python -m fashion_lib runs`)") from None
+    info = runs.read_run(folder, shipped=runs.is_shipped(folder))
+    if info is None or info.damaged:
+        problems = "; ".join(info.problems) if info else "not a run folder"
+        raise TeacherError(f"{role} '{name}' cannot be read: {problems}")
+    if info.state != lifecycle.COMPLETED or not info.has_model:
+        raise TeacherError(
+            f"{role} '{name}' has not completed (it is {info.state}): only a finished run teaches"
+        )
+    return folder
+
+
+def _never_saw(folder: Path, name: str, splits, ds: data.FashionMNIST, seen: set[Path]) -> None:
+    """TeacherError when the run in ``folder`` (teacher ``name``, or one it learned from, directly or not)
+    trained on one of ``splits``' validation images."""
+    from fashion_lib.training.config import TrainConfig
+    from fashion_lib.training.pipelines import make_splits
+
+    who = f"teacher '{name}'" if not seen else f"'{folder.name}', which teacher '{name}' learned from,"
+    seen.add(folder.resolve())
+    cfg = TrainConfig.from_run(folder)
+    overlap = np.intersect1d(make_splits(cfg, ds).train_index, splits.val_index).size
+    if overlap:
+        raise TeacherError(
+            f"{who} trained on {overlap:,} of this run's {len(splits.val_index):,} validation images, so the "
+            "run's validation accuracy and calibration would not be honest: use a teacher trained with the "
+            "same seed, validation fraction and subset"
+        )
+    for earlier in cfg.teachers:
+        ancestor = _finished_run(earlier, f"teacher '{name}' learned from")
+        if ancestor.resolve() not in seen:
+            _never_saw(ancestor, name, splits, ds, seen)
 
 
 def seconds_per_image(name: str) -> float | None:
@@ -110,10 +131,9 @@ def seconds_per_image(name: str) -> float | None:
 
 def soften(probs: np.ndarray, softening: float = SOFTENING) -> np.ndarray:
     """Probabilities with their logits divided by ``softening`` (rows sum to 1)."""
-    logits = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0)) / softening
-    logits -= logits.max(axis=1, keepdims=True)
-    out = np.exp(logits)
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    from fashion_lib import evaluate
+
+    return evaluate.temperature_scaled(probs.astype(np.float64), softening).astype(np.float32)
 
 
 def mix(labels: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
@@ -163,7 +183,7 @@ def stored_answer(folder: Path, names: tuple[str, ...], count: int | None = None
             answer = Answer(
                 stored["answer"].astype(np.float32),
                 json.loads(str(stored["teachers"])),
-                float(stored["seconds"]),
+                float(stored["seconds"]) if np.isfinite(stored["seconds"]) else None,
             )
     except Exception:  # missing, cut short or damaged (zipfile, zlib, EOF, JSON...): made again
         return None
@@ -187,5 +207,5 @@ def store_answer(folder: Path, names: tuple[str, ...], answer: Answer) -> None:
             names=np.array(names),
             answer=answer.probs.astype(np.float32),
             teachers=np.array(json.dumps(answer.teachers)),
-            seconds=np.array(answer.seconds),
+            seconds=np.array(np.nan if answer.seconds is None else answer.seconds),
         )

@@ -105,10 +105,15 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     timings: dict[str, float | int] = {}
     image_stage_left = cfg.fine_tune or not (stage1_weights.exists() or cfg.uses_feature_cache())
     distilling = bool(cfg.teachers) and image_stage_left
+    stored = distill.stored_answer(folder, cfg.teachers) if cfg.teachers else None
     teachers = None  # checked before any photo work, as the weights are, unless a stopped run kept the answer
-    if distilling and distill.stored_answer(folder, cfg.teachers) is None:
+    if distilling and stored is None:
         teachers = distill.check_teachers(cfg.teachers, splits, ds)
+    # resumed after its last image stage: the targets are not needed again, the record of the teachers is
     taught = None
+    if cfg.teachers and not distilling:  # (named as configured when its stored answer was lost)
+        named = [{"run_id": name} for name in cfg.teachers]
+        taught = stored or distill.Answer(np.zeros((0, 10), np.float32), named)
     if cfg.photo_mix and image_stage_left:
         started = time.perf_counter()
         splits = _with_photos(cfg, folder, splits, watch, ds)
@@ -116,11 +121,13 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             return lifecycle.STOPPED
         timings["photo_conversion_seconds"] = time.perf_counter() - started
     if distilling:
-        found = _with_teachers(cfg, folder, splits, watch, ds, teachers)
+        found = _with_teachers(cfg, folder, splits, watch, ds, teachers, stored)
         if found is None:
             return lifecycle.STOPPED
         splits, taught = found
+    if taught is not None and taught.seconds is not None:
         timings["teacher_seconds"] = taught.seconds  # what the pass cost, also when a resume reused it
+        timings["teacher_pass_reused"] = taught is stored
     params: dict[str, dict[str, int]] = {"stage1": models.parameter_counts(model)}
     stopped = False
 
@@ -164,6 +171,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
 
     model = models.as_float32(model)  # what is saved, evaluated and explained computes in float32
     summary = _evaluate_and_save(model, cfg, folder, splits, timings)
+    cpu_seconds = _cpu_seconds() - cpu_started
     summary.update(
         {
             "model": cfg.model,
@@ -173,7 +181,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             "training_images": len(splits.x_train),
             "validation_images": len(splits.x_val),
             "training_photos": 0 if splits.x_photos is None else len(splits.x_photos),
-            **(_distillation_summary(cfg, taught, _cpu_seconds() - cpu_started) if taught else {}),
+            **(_distillation_summary(cfg, taught, cpu_seconds) if taught else {}),
             "epochs_run": len(runs.read_metrics(folder)),
             "parameters": params,
             "feature_cache": cfg.uses_feature_cache(),
@@ -181,7 +189,7 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
             "compute_dtype": cfg.compute_dtype,
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
             "wall_seconds": round(time.perf_counter() - wall_started, 3),
-            "cpu_seconds": round(_cpu_seconds() - cpu_started, 1),  # all threads: what the run cost
+            "cpu_seconds": round(cpu_seconds, 1),  # all threads: what the run cost
             "library_versions": library_versions(),
             "data_fingerprint": data.DATA_FINGERPRINT,
             "split_checksum": splits.checksum(),
@@ -217,11 +225,13 @@ def _with_teachers(
     watch: StopWatch,
     ds: data.FashionMNIST,
     teachers: list[distill.Teacher] | None,
+    stored: distill.Answer | None,
 ) -> tuple[Splits, distill.Answer] | None:
     """``splits`` with the targets the teachers and the labels make together (see distill.py), and the
-    teachers' answer; None when stopped while the teachers answered."""
+    teachers' answer (the one a stopped run ``stored`` when it is for these images); None when stopped
+    while the teachers answered."""
     x, y = splits.image_training_set()
-    answer = distill.stored_answer(folder, cfg.teachers, len(x))
+    answer = stored if stored is not None and len(stored.probs) == len(x) else None
     if answer is None:
         teachers = teachers or distill.check_teachers(cfg.teachers, splits, ds)
         started = time.perf_counter()

@@ -121,7 +121,11 @@ def record_run(cfg: TrainConfig, folder: Path) -> Speeds | None:
     stage1, stage2 = epoch_seconds(1), epoch_seconds(2)
     if summary.get("feature_cache"):
         extraction = summary.get("feature_extraction_seconds")
-        if extraction and extraction > 1.0:  # a cache hit measures nothing
+        extracted = summary.get("features_extracted")  # computed, not read from the cache
+        if isinstance(extracted, int):
+            if extracted > 0 and extraction:
+                fields["forward_s_per_image"] = extraction / extracted
+        elif extraction and extraction > 1.0:  # a run from before the count: a cache hit measures nothing
             fields["forward_s_per_image"] = extraction / (n_train + (n_val or 0))
         if stage1:
             fields["head_s_per_image"] = stage1 / n_train
@@ -129,9 +133,10 @@ def record_run(cfg: TrainConfig, folder: Path) -> Speeds | None:
         fields["train_s_per_image"] = stage1 / (n_train + n_photos + 0.25 * (n_val or 0))  # val ≈ a quarter
     if stage2:
         fields["fine_tune_s_per_image"] = stage2 / (n_train + n_photos + 0.25 * (n_val or 0))
-    spent = sum(
-        float(summary.get(k) or 0.0) for k in ("stage1_seconds", "stage2_seconds", "photo_conversion_seconds")
-    )
+    parts = ["stage1_seconds", "stage2_seconds", "photo_conversion_seconds"]
+    if not summary.get("teacher_pass_reused"):  # a pass a stopped run made is not in this wall time
+        parts.append("teacher_seconds")
+    spent = sum(float(summary.get(k) or 0.0) for k in parts)
     fields["overhead_s"] = max(0.0, _click_to_done(folder, float(summary["wall_seconds"])) - spent)
     speeds = Speeds(**fields, basis=f"measured by run {folder.name}", measured_at=time.time())
     remember(cfg, speeds)

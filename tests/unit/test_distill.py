@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -130,7 +131,8 @@ def test_the_student_trains_on_the_mixed_targets_and_keeps_the_answer_until_it_c
     cfg = tiny(teachers=teacher, distill_weight=0.4)
     folder = train.start_run(cfg)
     splits = pipelines.make_splits(cfg, dataset)
-    mixed, answer = engine._with_teachers(cfg, folder, splits, StopWatch(folder, None), dataset, None)
+    watch = StopWatch(folder, None)
+    mixed, answer = engine._with_teachers(cfg, folder, splits, watch, dataset, None, None)
     teacher_model = models.load_model(runs.resolve_run(teacher) / runs.MODEL_FILE)
     expected = distill.mix(
         splits.y_train, distill.soften(pipelines.predict(teacher_model, splits.x_train)), 0.4
@@ -143,7 +145,8 @@ def test_the_student_trains_on_the_mixed_targets_and_keeps_the_answer_until_it_c
         raise AssertionError("the teachers were asked again")
 
     monkeypatch.setattr(distill, "teachers_answer", no_teacher)
-    again, stored = engine._with_teachers(cfg, folder, splits, StopWatch(folder, None), dataset, None)
+    kept = distill.stored_answer(folder, cfg.teachers)
+    again, stored = engine._with_teachers(cfg, folder, splits, watch, dataset, None, kept)
     assert np.array_equal(again.targets, mixed.targets)
     assert stored.seconds == answer.seconds and stored.teachers == answer.teachers
     monkeypatch.undo()
@@ -202,7 +205,7 @@ def test_a_damaged_or_foreign_stored_answer_is_made_again(teacher, dataset):
         assert distill.stored_answer(folder, cfg.teachers, 180) is None
 
 
-def test_cli_refuses_a_missing_teacher_before_any_work_with_a_clear_message():
+def test_cli_refuses_a_missing_teacher_with_a_clear_message():
     flags = ["--model", "baseline", "--subset", "200", "--epochs", "1", "--teachers", "no-such-run"]
     done = cli("train", *flags, "--no-wait")
     assert done.returncode != 0
@@ -219,3 +222,60 @@ def test_the_estimate_counts_each_teachers_pass_at_its_own_speed(teacher):
     unknown = estimates.estimate_seconds(tiny(subset=1000, teachers="a,b")).phases
     assert unknown["teachers' answers"] > 0  # at this model's own speed
     assert "teachers' answers" not in estimates.estimate_seconds(tiny(subset=1000)).phases
+
+
+def test_a_run_resumed_after_its_last_image_stage_still_records_its_teachers(teacher, dataset, monkeypatch):
+    """The baseline trains on images in its one stage: a crash after that stage (while evaluating) leaves
+    nothing for the teachers to do on resume, but the summary must still say who taught the model."""
+    folder = train.start_run(tiny(teachers=teacher))
+    real = engine._evaluate_and_save
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(engine, "_evaluate_and_save", crash)
+    with pytest.raises(OSError):
+        train.train(run_dir=folder)
+    monkeypatch.setattr(engine, "_evaluate_and_save", real)
+    first = distill.stored_answer(folder, (teacher,))
+    assert (folder / engine.STAGE1_WEIGHTS).is_file() and first is not None
+    done = train.train(run_dir=folder)
+    summary = runs.read_json(done / runs.SUMMARY_FILE)
+    assert lifecycle.effective_state(done) == "completed"
+    assert summary["teachers"] == first.teachers and summary["teachers"][0]["run_id"] == teacher
+    assert summary["teacher_seconds"] == round(first.seconds, 3) and summary["teacher_pass_reused"] is True
+
+
+def test_the_speed_table_leaves_out_the_teachers_pass_it_timed(teacher, dataset):
+    from fashion_lib.training import speed
+
+    cfg = tiny(teachers=teacher)
+    done = train.train(cfg)
+    summary = runs.read_json(done / runs.SUMMARY_FILE)
+    assert summary["teacher_pass_reused"] is False
+    runs.write_json(done / runs.SUMMARY_FILE, {**summary, "teacher_pass_reused": True})
+    overhead = speed.record_run(cfg, done).overhead_s  # a pass made before this process: not in its time
+    runs.write_json(done / runs.SUMMARY_FILE, {**summary, "teacher_seconds": overhead / 2})
+    assert speed.record_run(cfg, done).overhead_s == pytest.approx(overhead / 2)
+
+
+def test_a_teachers_own_teachers_must_not_have_seen_the_validation_images_either(teacher, dataset):
+    pupil = train.train(tiny(seed=7, teachers=teacher))  # another subset: its teacher saw none of its images
+    taught_by_pupil = pipelines.make_splits(tiny(seed=7), dataset)
+    assert distill.check_teachers((pupil.name,), taught_by_pupil, dataset)
+    teachers_images = pipelines.make_splits(tiny(), dataset).train_index[:5]
+    assert not np.intersect1d(taught_by_pupil.train_index, teachers_images).size
+    validation = types.SimpleNamespace(val_index=teachers_images)  # what the pupil never saw, its teacher did
+    with pytest.raises(distill.TeacherError, match=f"'{teacher}', which teacher '{pupil.name}' learned from"):
+        distill.check_teachers((pupil.name,), validation, dataset)
+
+
+def test_a_shipped_teacher_is_recorded_by_the_run_it_was_shipped_from(dataset):
+    from fashion_lib import config as app_config
+
+    shipped = app_config.CACHED_MODELS_DIR / "baseline"
+    its_own = types.SimpleNamespace(
+        val_index=pipelines.make_splits(train.TrainConfig.from_run(shipped), dataset).val_index
+    )
+    [checked] = distill.check_teachers(("baseline",), its_own, dataset)
+    assert checked.record["run_id"] == runs.read_json(shipped / "card.json")["run_id"] != "baseline"

@@ -4,10 +4,11 @@ development machine's constants — and always saying which."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from fashion_lib import runs, train
+from fashion_lib import lifecycle, processes, runs, train
 from fashion_lib.training import estimates, speed
 from tests.unit.test_train import tiny
 
@@ -66,3 +67,20 @@ def test_measuring_times_real_steps_and_is_kept(dataset):
     assert "measured: 2 training steps" in estimate.basis
     assert "overhead_s" in estimate.basis  # the fixed cost is still the constant, and it says so
     assert speed.known(cfg) == measured
+
+
+def test_a_run_whose_features_came_from_the_cache_measures_no_forward_speed(tmp_path, monkeypatch):
+    """Reading 57,000 cached features took 1.1 s once: that is not 19 µs per forward pass."""
+    cfg = tiny(model="mobilenet_v2")
+    folder = train.start_run(cfg)
+    me = processes.current()
+    lifecycle.transition(folder, lifecycle.RUNNING, by=me)
+    lifecycle.transition(folder, lifecycle.COMPLETED, by=me, finished=time.time())
+    runs.append_metrics(folder, {"stage": 1, "epoch": 1, "seconds": 1.0, "val_accuracy": 0.5})
+    summary = {"training_images": 180, "validation_images": 20, "wall_seconds": 5.0, "feature_cache": True}
+    cached = {"feature_extraction_seconds": 1.1, "features_extracted": 0}
+    runs.write_json(folder / runs.SUMMARY_FILE, {**summary, **cached})
+    assert speed.record_run(cfg, folder).forward_s_per_image is None
+    computed = {"feature_extraction_seconds": 2.0, "features_extracted": 50}
+    runs.write_json(folder / runs.SUMMARY_FILE, {**summary, **computed})
+    assert speed.record_run(cfg, folder).forward_s_per_image == pytest.approx(2.0 / 50)
