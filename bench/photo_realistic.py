@@ -136,7 +136,7 @@ def main() -> None:
 
         shoes = np.isin(labels, SHOES)
         rule = "each photo the way round it is surer of" if stats.mirror else "photos as they are"
-        print(f"\n== {runs.read_run(folder, shipped=runs.is_shipped(folder)).label}")
+        print(f"\n== {runs.read_folder(folder).label}")
         print(
             f"   as the app answers ({rule}: mirror images cost {100 * stats.mirror_cost:.1f} points on "
             f"held-out images; {np.mean(flipped):.0%} of the photos mirrored)"

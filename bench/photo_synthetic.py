@@ -79,7 +79,7 @@ def main() -> None:
         folder = runs.resolve_run(name)
         original = np.mean(predict(model, ds.x_test[index][..., None]).argmax(1) == labels)
         print(
-            f"{runs.read_run(folder, shipped=runs.is_shipped(folder)).label} on {args.n} synthetic photos "
+            f"{runs.read_folder(folder).label} on {args.n} synthetic photos "
             f"per background (original test images: {original:.1%})"
         )
         for background, (converted, squashed, methods) in photos_by_background.items():

@@ -107,7 +107,7 @@ def resolve_runs(names: list[str]) -> list[runs.RunInfo]:
     out = []
     for name in names:
         folder = runs.resolve_run(name)
-        info = runs.read_run(folder, shipped=runs.is_shipped(folder))
+        info = runs.read_folder(folder)
         if info is None or info.damaged or info.test_accuracy is None or not info.has_predictions:
             why = "; ".join(info.problems) if info and info.problems else "it has no test-set predictions"
             raise ValueError(f"run '{name}' cannot be reported: {why}")

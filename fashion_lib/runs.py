@@ -207,6 +207,11 @@ def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
     )
 
 
+def read_folder(folder: Path) -> RunInfo | None:
+    """``read_run`` for a run folder or a shipped model's, as the folder's place says."""
+    return read_run(folder, shipped=is_shipped(folder))
+
+
 def _file_problem(path: Path) -> str | None:
     """What is wrong with a run's model or predictions file, if it is there (checked once per version)."""
     try:

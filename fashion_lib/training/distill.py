@@ -63,14 +63,14 @@ def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> lis
     from some (what they knew is in its answers)."""
     teachers: list[Teacher] = []
     for name in names:
-        folder = _finished_run(name, "teacher")
+        info = _finished_run(name, "teacher")
+        folder = info.folder
         if any(t.folder.resolve() == folder.resolve() for t in teachers):
             raise TeacherError(f"teacher '{name}' is named twice: each teacher counts once")
         _never_saw(folder, name, splits, ds, seen=set())
         summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
-        card = (runs.read_json(folder / "card.json") or {}) if runs.is_shipped(folder) else {}
         record = {
-            "run_id": card.get("run_id") or folder.name,  # a shipped model: the run it was shipped from
+            "run_id": runs.shipped_from(info) or folder.name,  # a shipped model: the run it was shipped from
             "test_accuracy": summary.get("test_accuracy"),
             "cpu_seconds": cost_with_teachers(summary),
         }
@@ -78,14 +78,14 @@ def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> lis
     return teachers
 
 
-def _finished_run(name: str, role: str) -> Path:
-    """The folder of run ``name``: existing, undamaged, completed, with a model (``role`` names it in the
-    error otherwise)."""
+def _finished_run(name: str, role: str) -> runs.RunInfo:
+    """Run ``name``: existing, undamaged, completed, with a model (``role`` names it in the error
+    otherwise)."""
     try:
         folder = runs.resolve_run(name)
     except FileNotFoundError:
         raise TeacherError(f"{role} '{name}': no such run (see `python -m fashion_lib runs`)") from None
-    info = runs.read_run(folder, shipped=runs.is_shipped(folder))
+    info = runs.read_folder(folder)
     if info is None or info.damaged:
         problems = "; ".join(info.problems) if info else "not a run folder"
         raise TeacherError(f"{role} '{name}' cannot be read: {problems}")
@@ -93,7 +93,7 @@ def _finished_run(name: str, role: str) -> Path:
         raise TeacherError(
             f"{role} '{name}' has not completed (it is {info.state}): only a finished run teaches"
         )
-    return folder
+    return info
 
 
 def _never_saw(folder: Path, name: str, splits, ds: data.FashionMNIST, seen: set[Path]) -> None:
@@ -113,7 +113,7 @@ def _never_saw(folder: Path, name: str, splits, ds: data.FashionMNIST, seen: set
             "same seed, validation fraction and subset"
         )
     for earlier in cfg.teachers:
-        ancestor = _finished_run(earlier, f"teacher '{name}' learned from")
+        ancestor = _finished_run(earlier, f"teacher '{name}' learned from").folder
         if ancestor.resolve() not in seen:
             _never_saw(ancestor, name, splits, ds, seen)
 
