@@ -21,7 +21,9 @@ class AugmentConfig:
     """Strengths of each random transform; all zero / False is the identity.
 
     ``rotation`` is a fraction of a full turn (Keras's RandomRotation factor: 0.05 = ±18°); ``zoom`` and
-    ``translation`` are fractions of the image size; ``contrast`` is Keras's RandomContrast factor.
+    ``translation`` are fractions of the image size; ``contrast`` is Keras's RandomContrast factor;
+    ``erasing`` is the share of images in which one random rectangle (2–33 % of the image) is replaced by
+    noise (random erasing, Zhong et al. 2017).
     """
 
     flip_horizontal: bool = False
@@ -30,6 +32,7 @@ class AugmentConfig:
     zoom: float = 0.0
     translation: float = 0.0
     contrast: float = 0.0
+    erasing: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -38,7 +41,8 @@ class AugmentConfig:
                 raise ValueError(f"augmentation '{name}' must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"augmentation 'seed' must be a whole number, got {self.seed!r}")
-        for name, upper in (("rotation", 0.5), ("zoom", 0.9), ("translation", 0.5), ("contrast", 1.0)):
+        limits = (("rotation", 0.5), ("zoom", 0.9), ("translation", 0.5), ("contrast", 1.0), ("erasing", 1.0))
+        for name, upper in limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"augmentation '{name}' must be a number, got {value!r}")
@@ -54,6 +58,7 @@ class AugmentConfig:
             or self.zoom
             or self.translation
             or self.contrast
+            or self.erasing
         )
 
     @property
@@ -75,6 +80,8 @@ class AugmentConfig:
                 parts.append(f"{name} ±{100 * value:.0f} %")
         if self.contrast:
             parts.append(f"contrast ±{self.contrast:.1f}")
+        if self.erasing:
+            parts.append(f"random erasing in {100 * self.erasing:.0f} % of images")
         return ", ".join(parts) if parts else "no augmentation"
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +111,9 @@ def of_strength(strength: float, seed: int = 0) -> AugmentConfig:
     return AugmentConfig(**{k: round(v * strength, 4) for k, v in STRENGTH_AT_ONE.items()}, seed=seed)
 
 
+ERASED_AREA = (0.02, 0.33)  # the share of the image one erased rectangle covers (Keras's RandomErasing scale)
+
+
 def build_layers(cfg: AugmentConfig) -> list:
     """The Keras preprocessing layers for ``cfg`` (an empty list for the identity), seeded."""
     import keras
@@ -129,6 +139,12 @@ def build_layers(cfg: AugmentConfig) -> list:
         )
     if cfg.contrast:
         layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
+    if cfg.erasing:
+        layers.append(
+            keras.layers.RandomErasing(
+                (cfg.erasing, cfg.erasing), scale=ERASED_AREA, value_range=(0, 255), seed=seed + 5
+            )
+        )
     return layers
 
 

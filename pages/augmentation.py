@@ -28,6 +28,15 @@ with st.container(key="aug_controls", border=True):
     zoom = c2.slider("Zoom (± share of size)", 0.0, 0.5, 0.1, step=0.05, key="aug_zoom")
     translation = c3.slider("Translation (± share of size)", 0.0, 0.4, 0.1, step=0.05, key="aug_translation")
     contrast = c3.slider("Contrast (± factor)", 0.0, 0.9, 0.0, step=0.1, key="aug_contrast")
+    erasing = c3.slider(
+        "Random erasing (share of images)",
+        0.0,
+        1.0,
+        0.0,
+        step=0.1,
+        key="aug_erasing",
+        help="In this share of images one rectangle (2–33 % of the image) is replaced by noise.",
+    )
     seed = c1.number_input("Seed", min_value=0, value=0, step=1, key="aug_seed")
 
 cfg = augment.AugmentConfig(
@@ -37,6 +46,7 @@ cfg = augment.AugmentConfig(
     zoom=zoom,
     translation=translation,
     contrast=contrast,
+    erasing=erasing,
     seed=int(seed),
 )
 st.caption(f"Settings: {cfg.describe()}" + (" — the identity." if cfg.is_identity else "."))

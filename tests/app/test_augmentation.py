@@ -70,3 +70,10 @@ def test_a_preset_name_with_a_space_is_refused_not_renamed(augmentation_page):
     at.run()
     at.button(key="aug_save").click().run()
     assert "'walk-gentle'" in at.error[0].value and "walkgentle" not in augment.list_presets()
+
+
+def test_random_erasing_slider_reaches_the_config(augmentation_page):
+    at = augmentation_page
+    at.slider(key="aug_erasing").set_value(0.3).run()
+    assert not at.exception
+    assert config_caption(at).endswith("random erasing in 30 % of images.")

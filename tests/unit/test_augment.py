@@ -15,9 +15,33 @@ def images(dataset):
 
 def test_config_round_trips_through_json():
     cfg = augment.AugmentConfig(
-        flip_horizontal=True, rotation=0.05, zoom=0.1, translation=0.1, contrast=0.2, seed=7
+        flip_horizontal=True, rotation=0.05, zoom=0.1, translation=0.1, contrast=0.2, erasing=0.5, seed=7
     )
     assert augment.AugmentConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_settings_stored_before_random_erasing_existed_load_without_it():
+    stored = {"flip_horizontal": True, "rotation": 0.05, "zoom": 0.0, "translation": 0.0, "contrast": 0.0}
+    cfg = augment.AugmentConfig.from_dict(stored)
+    assert cfg.erasing == 0.0 and cfg.describe() == "horizontal flips, rotation ±18°"
+
+
+def test_random_erasing_replaces_one_rectangle_in_the_share_of_images_asked():
+    grey = np.full((400, 28, 28), 128, np.uint8)
+    every = augment.augment_batch(grey, augment.AugmentConfig(erasing=1.0, seed=1))
+    for image in every[:50]:
+        rows, cols = np.nonzero(image != 128)
+        assert len(rows)  # erased: noise where the grey was
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        box = (bottom - top) * (right - left) / 28**2
+        assert 0.01 <= box <= 0.4  # one rectangle of 2–33 % of the image (rounded to whole pixels)
+        inside = image[top:bottom, left:right]
+        assert np.mean(inside != 128) > 0.9  # filled with noise throughout, not scattered pixels
+    half = augment.augment_batch(grey, augment.AugmentConfig(erasing=0.5, seed=1))
+    share = np.mean((half != 128).reshape(400, -1).any(axis=1))
+    assert 0.4 < share < 0.6
+    assert np.array_equal(half, augment.augment_batch(grey, augment.AugmentConfig(erasing=0.5, seed=1)))
+    assert "random erasing in 50 % of images" in augment.AugmentConfig(erasing=0.5).describe()
 
 
 def test_zero_strength_config_is_the_identity(images):
@@ -47,6 +71,8 @@ def test_horizontal_flip_of_a_known_image():
 def test_out_of_range_strength_is_refused():
     with pytest.raises(ValueError, match="rotation"):
         augment.AugmentConfig(rotation=0.9)
+    with pytest.raises(ValueError, match="erasing"):
+        augment.AugmentConfig(erasing=1.5)
 
 
 def test_label_risks_follow_the_settings():
