@@ -80,6 +80,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(training_config.TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        if default == ():  # an empty list: shown as "(default: None)", left to the dataclass
+            default = None
         help_text = training_config.FIELD_HELP.get(f.name)
         if f.name == "augment":
             parser.add_argument(
@@ -104,8 +106,9 @@ def config_from_args(args: argparse.Namespace):
     from fashion_lib.training import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    if values["augment"] is None:
-        del values["augment"]
+    for name in ("augment", "teachers"):  # not given: the dataclass's default
+        if values[name] is None:
+            del values[name]
     return TrainConfig(**values)
 
 

@@ -51,6 +51,17 @@ def test_teachers_round_trip_and_appear_in_the_command():
     assert train.TrainConfig.from_dict(older).teachers == ()  # a run stored before distillation
 
 
+def test_the_command_line_reads_teachers_or_their_absence():
+    from fashion_lib import __main__ as cli
+
+    parser = cli.build_parser()
+    plain = cli.config_from_args(parser.parse_args(["train"]))
+    assert plain.teachers == () and plain.distill_weight == 0.5
+    taught = cli.config_from_args(parser.parse_args(["train", "--teachers", "run-a,run-b"]))
+    assert taught.teachers == ("run-a", "run-b")
+    assert "(default: ())" not in parser._subparsers._group_actions[0].choices["train"].format_help()
+
+
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
