@@ -78,6 +78,26 @@ def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> lis
     return teachers
 
 
+def teachers_for(
+    names: tuple[str, ...], splits, ds: data.FashionMNIST, stored: Answer | None
+) -> tuple[list[Teacher] | None, Answer | None]:
+    """The teachers checked (``check_teachers``), and a stopped run's ``stored`` answer when these same
+    runs gave it: a name that now stands for another run (a shipped model shipped again from a new run)
+    makes the teachers answer again. A teacher that fails the check while a stored answer is there (deleted
+    since) does not stop a resume, which needs only that answer: (None, stored)."""
+    try:
+        teachers = check_teachers(names, splits, ds)
+    except TeacherError:
+        if stored is None:
+            raise
+        return None, stored
+    if stored is not None and [t.get("run_id") for t in stored.teachers] != [
+        t.record["run_id"] for t in teachers
+    ]:
+        stored = None
+    return teachers, stored
+
+
 def _finished_run(name: str, role: str) -> runs.RunInfo:
     """Run ``name``: existing, undamaged, completed, with a model (``role`` names it in the error
     otherwise)."""

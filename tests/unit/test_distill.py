@@ -290,3 +290,19 @@ def test_a_shipped_teacher_is_recorded_by_the_run_it_was_shipped_from(dataset):
     )
     [checked] = distill.check_teachers(("baseline",), its_own, dataset)
     assert checked.record["run_id"] == runs.read_json(shipped / "card.json")["run_id"] != "baseline"
+
+
+def test_a_stored_answer_is_used_again_only_when_the_same_runs_gave_it(teacher, dataset):
+    splits = pipelines.make_splits(tiny(), dataset)
+    [checked] = distill.check_teachers((teacher,), splits, dataset)
+    probs = np.full((3, 10), 0.1, np.float32)
+    same = distill.Answer(probs, [checked.record], 1.0)
+    assert distill.teachers_for((teacher,), splits, dataset, same)[1] is same
+    # the name now stands for another run (a shipped model shipped again): the teachers answer again
+    other = distill.Answer(probs, [{**checked.record, "run_id": "20260101-000000-baseline"}], 1.0)
+    teachers, stored = distill.teachers_for((teacher,), splits, dataset, other)
+    assert stored is None and [t.folder for t in teachers] == [checked.folder]
+    # a teacher deleted since the stop: the resume needs only the answer it stored
+    assert distill.teachers_for(("gone-run",), splits, dataset, same) == (None, same)
+    with pytest.raises(distill.TeacherError, match="no such run"):
+        distill.teachers_for(("gone-run",), splits, dataset, None)
