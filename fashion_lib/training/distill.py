@@ -57,6 +57,32 @@ def cost_with_teachers(summary: dict[str, Any]) -> float | None:
     return summary.get("cpu_seconds_with_teachers", summary.get("cpu_seconds"))
 
 
+def lineage(run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """{run id: its own CPU seconds} for a run and every run it learned from, directly or not (each once),
+    from the teacher records in its ``summary``. A record from before lineages were kept counts as one run
+    with its teachers' cost included."""
+    found = {run_id: summary.get("cpu_seconds")}
+    for record in summary.get("teachers") or []:
+        if not isinstance(record, dict):
+            continue
+        earlier = record.get("lineage")
+        if isinstance(earlier, dict):
+            found.update(earlier)
+        elif record.get("run_id"):
+            found[str(record["run_id"])] = record.get("cpu_seconds")
+    return found
+
+
+def total_cost(own: float, records: list[dict[str, Any]]) -> float | None:
+    """A distilled run's own CPU seconds plus those of every run in its teachers' lineages, a run reached
+    through two teachers counted once; None when one of them is not known."""
+    runs_seen: dict[str, Any] = {}
+    for record in records:
+        runs_seen.update(record.get("lineage") or {str(record.get("run_id")): record.get("cpu_seconds")})
+    costs = list(runs_seen.values())
+    return own + sum(costs) if all(isinstance(c, int | float) for c in costs) else None
+
+
 def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> list[Teacher]:
     """The teachers named, checked: each an existing, completed, undamaged run with a model, named once,
     that never trained on one of ``splits``' validation images — nor did its own teachers, if it learned
@@ -69,10 +95,12 @@ def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> lis
             raise TeacherError(f"teacher '{name}' is named twice: each teacher counts once")
         _never_saw(folder, name, splits, ds, seen=set())
         summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
+        run_id = runs.shipped_from(info) or folder.name  # a shipped model: the run it was shipped from
         record = {
-            "run_id": runs.shipped_from(info) or folder.name,  # a shipped model: the run it was shipped from
+            "run_id": run_id,
             "test_accuracy": summary.get("test_accuracy"),
             "cpu_seconds": cost_with_teachers(summary),
+            "lineage": lineage(run_id, summary),
         }
         teachers.append(Teacher(name, folder, record))
     return teachers

@@ -246,15 +246,11 @@ def _with_teachers(
 def _distillation_summary(cfg: TrainConfig, taught: distill.Answer, cpu_seconds: float) -> dict:
     """What a distilled run records: its teachers (as they were when they taught) and the CPU time of all
     the training that went into it."""
-    costs = [t.get("cpu_seconds") for t in taught.teachers]
+    total = distill.total_cost(cpu_seconds, taught.teachers)
     return {
         "teachers": taught.teachers,
         "distill_weight": cfg.distill_weight,
-        **(
-            {"cpu_seconds_with_teachers": round(cpu_seconds + sum(costs), 1)}
-            if all(isinstance(c, int | float) for c in costs)
-            else {}
-        ),
+        **({"cpu_seconds_with_teachers": round(total, 1)} if total is not None else {}),
     }
 
 

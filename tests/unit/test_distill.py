@@ -106,6 +106,7 @@ def test_a_teacher_must_exist_be_completed_be_named_once_and_not_have_seen_the_v
         "run_id": teacher,
         "test_accuracy": summary["test_accuracy"],
         "cpu_seconds": summary["cpu_seconds"],
+        "lineage": {teacher: summary["cpu_seconds"]},
     }
     # the test subset is no concern of the teacher's: only the training and validation images are
     assert distill.check_teachers((teacher,), pipelines.make_splits(tiny(test_subset=60), dataset), dataset)
@@ -306,3 +307,16 @@ def test_a_stored_answer_is_used_again_only_when_the_same_runs_gave_it(teacher, 
     assert distill.teachers_for(("gone-run",), splits, dataset, same) == (None, same)
     with pytest.raises(distill.TeacherError, match="no such run"):
         distill.teachers_for(("gone-run",), splits, dataset, None)
+
+
+def test_a_run_reached_through_two_teachers_is_counted_once_in_what_training_cost():
+    grand = {"run_id": "a", "test_accuracy": 0.9, "cpu_seconds": 100.0, "lineage": {"a": 100.0}}
+    b_summary = {"cpu_seconds": 10.0, "cpu_seconds_with_teachers": 110.0, "teachers": [grand]}
+    c_summary = {"cpu_seconds": 20.0, "cpu_seconds_with_teachers": 120.0, "teachers": [grand]}
+    b = {"run_id": "b", "cpu_seconds": 110.0, "lineage": distill.lineage("b", b_summary)}
+    c = {"run_id": "c", "cpu_seconds": 120.0, "lineage": distill.lineage("c", c_summary)}
+    assert b["lineage"] == {"b": 10.0, "a": 100.0}
+    assert distill.total_cost(5.0, [b, c]) == 135.0  # 5 + 10 + 20 + 100, not 5 + 110 + 120
+    # a record from before lineages were kept: its cost with its teachers', as one run
+    assert distill.total_cost(5.0, [{"run_id": "old", "cpu_seconds": 50.0}, c]) == 175.0
+    assert distill.total_cost(5.0, [{"run_id": "unknown"}]) is None
