@@ -59,28 +59,35 @@ def cost_with_teachers(summary: dict[str, Any]) -> float | None:
 
 def lineage(run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     """{run id: its own CPU seconds} for a run and every run it learned from, directly or not (each once),
-    from the teacher records in its ``summary``. A record from before lineages were kept counts as one run
-    with its teachers' cost included."""
+    from the teacher records in its ``summary`` (None for a cost that is not known)."""
     found = {run_id: summary.get("cpu_seconds")}
-    for record in summary.get("teachers") or []:
-        if not isinstance(record, dict):
-            continue
-        earlier = record.get("lineage")
-        if isinstance(earlier, dict):
-            found.update(earlier)
-        elif record.get("run_id"):
-            found[str(record["run_id"])] = record.get("cpu_seconds")
+    for number, record in enumerate(summary.get("teachers") or []):
+        found.update(_record_lineage(record, f"{run_id}'s teacher {number + 1}"))
     return found
+
+
+def _record_lineage(record: Any, unnamed: str) -> dict[str, Any]:
+    """A teacher record's lineage. A record from before lineages were kept has it rebuilt from its run's
+    summary while that run is here; otherwise (the run deleted) its cost, its own teachers' included, stands
+    for it alone."""
+    if not isinstance(record, dict) or not record.get("run_id"):
+        return {unnamed: None}
+    if isinstance(record.get("lineage"), dict):
+        return record["lineage"]
+    run_id = str(record["run_id"])
+    try:
+        summary = runs.read_json(runs.resolve_run(run_id) / runs.SUMMARY_FILE)
+    except FileNotFoundError:
+        summary = None
+    return lineage(run_id, summary) if summary else {run_id: record.get("cpu_seconds")}
 
 
 def total_cost(own: float, records: list[dict[str, Any]]) -> float | None:
     """A distilled run's own CPU seconds plus those of every run in its teachers' lineages, a run reached
     through two teachers counted once; None when one of them is not known."""
-    runs_seen: dict[str, Any] = {}
-    for record in records:
-        runs_seen.update(record.get("lineage") or {str(record.get("run_id")): record.get("cpu_seconds")})
-    costs = list(runs_seen.values())
-    return own + sum(costs) if all(isinstance(c, int | float) for c in costs) else None
+    costs = lineage("", {"cpu_seconds": own, "teachers": records})
+    known = all(isinstance(c, int | float) for c in costs.values())
+    return sum(costs.values()) if known else None
 
 
 def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> list[Teacher]:
@@ -104,26 +111,6 @@ def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> lis
         }
         teachers.append(Teacher(name, folder, record))
     return teachers
-
-
-def teachers_for(
-    names: tuple[str, ...], splits, ds: data.FashionMNIST, stored: Answer | None
-) -> tuple[list[Teacher] | None, Answer | None]:
-    """The teachers checked (``check_teachers``), and a stopped run's ``stored`` answer when these same
-    runs gave it: a name that now stands for another run (a shipped model shipped again from a new run)
-    makes the teachers answer again. A teacher that fails the check while a stored answer is there (deleted
-    since) does not stop a resume, which needs only that answer: (None, stored)."""
-    try:
-        teachers = check_teachers(names, splits, ds)
-    except TeacherError:
-        if stored is None:
-            raise
-        return None, stored
-    if stored is not None and [t.get("run_id") for t in stored.teachers] != [
-        t.record["run_id"] for t in teachers
-    ]:
-        stored = None
-    return teachers, stored
 
 
 def _finished_run(name: str, role: str) -> runs.RunInfo:
@@ -241,6 +228,7 @@ def stored_answer(folder: Path, names: tuple[str, ...], count: int | None = None
         or (count is not None and rows != count)
         or not np.all(np.isfinite(answer.probs))
         or not isinstance(answer.teachers, list)
+        or not all(isinstance(t, dict) for t in answer.teachers)
     ):
         return None
     return answer

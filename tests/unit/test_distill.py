@@ -212,6 +212,9 @@ def test_a_damaged_or_foreign_stored_answer_is_made_again(teacher, dataset):
     assert distill.stored_answer(folder, cfg.teachers).probs.shape == (180, 10)
     assert distill.stored_answer(folder, cfg.teachers, 181) is None  # other images
     assert distill.stored_answer(folder, ("another",), 180) is None  # other teachers
+    distill.store_answer(folder, cfg.teachers, distill.Answer(answer.probs, [1, "x"], 2.5))
+    assert distill.stored_answer(folder, cfg.teachers, 180) is None  # records that are not records
+    path.write_bytes(good)
     for damaged in (b"", b"not an npz", good[: len(good) // 2], good[:-40] + bytes(40)):
         path.write_bytes(damaged)
         assert distill.stored_answer(folder, cfg.teachers, 180) is None
@@ -293,23 +296,7 @@ def test_a_shipped_teacher_is_recorded_by_the_run_it_was_shipped_from(dataset):
     assert checked.record["run_id"] == runs.read_json(shipped / "card.json")["run_id"] != "baseline"
 
 
-def test_a_stored_answer_is_used_again_only_when_the_same_runs_gave_it(teacher, dataset):
-    splits = pipelines.make_splits(tiny(), dataset)
-    [checked] = distill.check_teachers((teacher,), splits, dataset)
-    probs = np.full((3, 10), 0.1, np.float32)
-    same = distill.Answer(probs, [checked.record], 1.0)
-    assert distill.teachers_for((teacher,), splits, dataset, same)[1] is same
-    # the name now stands for another run (a shipped model shipped again): the teachers answer again
-    other = distill.Answer(probs, [{**checked.record, "run_id": "20260101-000000-baseline"}], 1.0)
-    teachers, stored = distill.teachers_for((teacher,), splits, dataset, other)
-    assert stored is None and [t.folder for t in teachers] == [checked.folder]
-    # a teacher deleted since the stop: the resume needs only the answer it stored
-    assert distill.teachers_for(("gone-run",), splits, dataset, same) == (None, same)
-    with pytest.raises(distill.TeacherError, match="no such run"):
-        distill.teachers_for(("gone-run",), splits, dataset, None)
-
-
-def test_a_run_reached_through_two_teachers_is_counted_once_in_what_training_cost():
+def test_a_run_reached_through_two_teachers_is_counted_once_in_what_training_cost(teacher):
     grand = {"run_id": "a", "test_accuracy": 0.9, "cpu_seconds": 100.0, "lineage": {"a": 100.0}}
     b_summary = {"cpu_seconds": 10.0, "cpu_seconds_with_teachers": 110.0, "teachers": [grand]}
     c_summary = {"cpu_seconds": 20.0, "cpu_seconds_with_teachers": 120.0, "teachers": [grand]}
@@ -317,6 +304,10 @@ def test_a_run_reached_through_two_teachers_is_counted_once_in_what_training_cos
     c = {"run_id": "c", "cpu_seconds": 120.0, "lineage": distill.lineage("c", c_summary)}
     assert b["lineage"] == {"b": 10.0, "a": 100.0}
     assert distill.total_cost(5.0, [b, c]) == 135.0  # 5 + 10 + 20 + 100, not 5 + 110 + 120
-    # a record from before lineages were kept: its cost with its teachers', as one run
-    assert distill.total_cost(5.0, [{"run_id": "old", "cpu_seconds": 50.0}, c]) == 175.0
-    assert distill.total_cost(5.0, [{"run_id": "unknown"}]) is None
+    # a record from before lineages were kept: rebuilt from its run's summary while the run is here ...
+    own = runs.read_json(runs.resolve_run(teacher) / runs.SUMMARY_FILE)["cpu_seconds"]
+    assert distill.total_cost(5.0, [{"run_id": teacher, "cpu_seconds": 999.0}]) == pytest.approx(5.0 + own)
+    # ... otherwise its cost (its own teachers' included) stands for it alone
+    assert distill.total_cost(5.0, [{"run_id": "deleted-run", "cpu_seconds": 50.0}, c]) == 175.0
+    assert distill.total_cost(5.0, [{"run_id": "deleted-run"}]) is None  # a cost not known
+    assert distill.total_cost(5.0, [{"cpu_seconds": 50.0}]) is None  # a record naming no run
