@@ -80,6 +80,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(training_config.TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        kind = types.get(f.name, type(default))
         if default == ():  # an empty list: shown as "(default: None)", left to the dataclass
             default = None
         help_text = training_config.FIELD_HELP.get(f.name)
@@ -95,7 +96,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(
                 flag,
-                type=types.get(f.name, type(default)),
+                type=kind,
                 default=default,
                 choices=choices.get(f.name),
                 help=help_text,

@@ -23,7 +23,8 @@ class AugmentConfig:
     ``rotation`` is a fraction of a full turn (Keras's RandomRotation factor: 0.05 = ±18°); ``zoom`` and
     ``translation`` are fractions of the image size; ``contrast`` is Keras's RandomContrast factor;
     ``erasing`` is the share of images in which one random rectangle (2–33 % of the image) is replaced by
-    noise (random erasing, Zhong et al. 2017).
+    noise (random erasing, Zhong et al. 2017; Keras fills it with Gaussian noise clipped to 0–255, so about
+    half of its pixels are black).
     """
 
     flip_horizontal: bool = False
@@ -81,7 +82,7 @@ class AugmentConfig:
         if self.contrast:
             parts.append(f"contrast ±{self.contrast:.1f}")
         if self.erasing:
-            parts.append(f"random erasing in {100 * self.erasing:.0f} % of images")
+            parts.append(f"random erasing in {100 * self.erasing:.3g} % of images")
         return ", ".join(parts) if parts else "no augmentation"
 
     def to_dict(self) -> dict[str, Any]:

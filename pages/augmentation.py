@@ -35,7 +35,8 @@ with st.container(key="aug_controls", border=True):
         0.0,
         step=0.1,
         key="aug_erasing",
-        help="In this share of images one rectangle (2–33 % of the image) is replaced by noise.",
+        help="In this share of images one rectangle (2–33 % of the image) is replaced by noise (about half "
+        "of its pixels black, the rest random greys).",
     )
     seed = c1.number_input("Seed", min_value=0, value=0, step=1, key="aug_seed")
 

@@ -147,10 +147,36 @@ def _never_saw(folder: Path, name: str, splits, ds: data.FashionMNIST, seen: set
             "run's validation accuracy and calibration would not be honest: use a teacher trained with the "
             "same seed, validation fraction and subset"
         )
-    for earlier in cfg.teachers:
-        ancestor = _finished_run(earlier, f"teacher '{name}' learned from").folder
+    for ancestor in _taught_by(folder, cfg, name):
         if ancestor.resolve() not in seen:
             _never_saw(ancestor, name, splits, ds, seen)
+
+
+def _taught_by(folder: Path, cfg, name: str) -> list[Path]:
+    """The folders of the runs that taught the run in ``folder`` (``cfg``), found by the run ids its summary
+    recorded when they taught, not by what its configured names stand for now (a shipped name may have been
+    shipped again since). A recorded run that is not here is found through its configured name while that
+    still stands for it (a shipped model whose run folder is not here)."""
+    role = f"teacher '{name}' learned from"
+    summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
+    records = [r for r in summary.get("teachers") or [] if isinstance(r, dict) and r.get("run_id")]
+    if len(records) != len(cfg.teachers):  # nothing recorded yet: the names are all there is
+        return [_finished_run(earlier, role).folder for earlier in cfg.teachers]
+    found = []
+    for earlier, record in zip(cfg.teachers, records, strict=True):
+        run_id = str(record["run_id"])
+        try:
+            found.append(_finished_run(run_id, role).folder)
+            continue
+        except TeacherError:
+            info = _finished_run(earlier, role)
+        if (runs.shipped_from(info) or info.folder.name) != run_id:
+            raise TeacherError(
+                f"{role} run '{run_id}', which is not here ('{earlier}' now stands for another run), so its "
+                "training images cannot be checked against this run's validation images"
+            )
+        found.append(info.folder)
+    return found
 
 
 def seconds_per_image(name: str) -> float | None:

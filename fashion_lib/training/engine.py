@@ -106,7 +106,9 @@ def _train_stages(cfg: TrainConfig, folder: Path, watch: StopWatch, extra_callba
     image_stage_left = cfg.fine_tune or not (stage1_weights.exists() or cfg.uses_feature_cache())
     distilling = bool(cfg.teachers) and image_stage_left
     stored = distill.stored_answer(folder, cfg.teachers) if cfg.teachers else None
-    teachers = None  # checked before any photo work, as the weights are, unless a stopped run kept the answer
+    # Checked before any photo work, as the weights are, unless a stopped run kept the answer: then it goes on
+    # learning from what it began with (recorded as the runs that gave it), whatever the names stand for now.
+    teachers = None
     if distilling and stored is None:
         teachers = distill.check_teachers(cfg.teachers, splits, ds)
     # resumed after its last image stage: the targets are not needed again, the record of the teachers is

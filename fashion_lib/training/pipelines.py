@@ -115,7 +115,9 @@ def make_dataset(
                 a = layer(a, training=True)
             return tf.clip_by_value(a, 0.0, 255.0), b
 
-        ds = ds.map(apply, num_parallel_calls=PIPELINE_THREADS)
+        # one call at a time: the layers draw from their seed generators in batch order, so a seed gives the
+        # same augmented batches again (parallel calls drew in whichever order the threads ran)
+        ds = ds.map(apply, num_parallel_calls=1)
     if scale != 1.0:
         ds = ds.map(lambda a, b: (a * scale, b), num_parallel_calls=PIPELINE_THREADS)
     return without_autotune(ds.prefetch(PREFETCH_BATCHES))

@@ -42,6 +42,7 @@ def test_random_erasing_replaces_one_rectangle_in_the_share_of_images_asked():
     assert 0.4 < share < 0.6
     assert np.array_equal(half, augment.augment_batch(grey, augment.AugmentConfig(erasing=0.5, seed=1)))
     assert "random erasing in 50 % of images" in augment.AugmentConfig(erasing=0.5).describe()
+    assert "random erasing in 0.4 % of images" in augment.AugmentConfig(erasing=0.004).describe()
 
 
 def test_zero_strength_config_is_the_identity(images):

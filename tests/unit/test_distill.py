@@ -3,6 +3,7 @@ work, the answer kept for a resumed run, and a run that learns from a teacher en
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import types
@@ -59,7 +60,9 @@ def test_the_command_line_reads_teachers_or_their_absence():
     assert plain.teachers == () and plain.distill_weight == 0.5
     taught = cli.config_from_args(parser.parse_args(["train", "--teachers", "run-a,run-b"]))
     assert taught.teachers == ("run-a", "run-b")
-    assert "(default: ())" not in parser._subparsers._group_actions[0].choices["train"].format_help()
+    text = " ".join(parser._subparsers._group_actions[0].choices["train"].format_help().split())
+    teachers_help = text[text.rindex("--teachers TEACHERS") : text.rindex("--distill-weight DISTILL_WEIGHT")]
+    assert teachers_help.endswith("(default: None) ")
 
 
 @pytest.mark.parametrize(
@@ -283,6 +286,13 @@ def test_a_teachers_own_teachers_must_not_have_seen_the_validation_images_either
     validation = types.SimpleNamespace(val_index=teachers_images)  # what the pupil never saw, its teacher did
     with pytest.raises(distill.TeacherError, match=f"'{teacher}', which teacher '{pupil.name}' learned from"):
         distill.check_teachers((pupil.name,), validation, dataset)
+    # its teachers are found by the run ids it recorded, not by what its configured names stand for now
+    summary_path = pupil / runs.SUMMARY_FILE
+    summary = runs.read_json(summary_path)
+    summary["teachers"][0]["run_id"] = "20260101-000000-baseline"  # taught by a run not here
+    summary_path.write_text(json.dumps(summary))
+    with pytest.raises(distill.TeacherError, match="'20260101-000000-baseline', which is not here"):
+        distill.check_teachers((pupil.name,), taught_by_pupil, dataset)
 
 
 def test_a_shipped_teacher_is_recorded_by_the_run_it_was_shipped_from(dataset):

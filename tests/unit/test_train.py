@@ -84,6 +84,20 @@ def test_training_pipeline_shows_every_image_once_per_epoch_in_a_new_order_witho
     assert pipeline.options().autotune.enabled is False
 
 
+def test_an_augmented_pipeline_with_the_same_seeds_gives_the_same_batches(dataset):
+    from fashion_lib import augment
+
+    images, labels = dataset.x_train[:512, ..., None], dataset.y_train[:512]
+    aug = augment.AugmentConfig(rotation=0.05, translation=0.1, erasing=0.5, seed=1)
+
+    def batches():
+        return [x.numpy() for x, _ in pipelines.make_dataset(images, labels, 32, shuffle_seed=7, aug=aug)]
+
+    first, again = batches(), batches()
+    assert not np.array_equal(first[0], images[:32].astype(np.float32))  # augmented
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
 # ----------------------------------------------------------------------------------- one-epoch runs
 
 
