@@ -62,7 +62,7 @@ def _optional_float(value: str) -> float | None:
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (``--input-size`` for ``input_size``), defaults from the dataclass."""
-    from fashion_lib import models
+    from fashion_lib import augment, models
     from fashion_lib.training import config as training_config
 
     choices = {
@@ -89,7 +89,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 flag,
                 type=_augment_arg,
                 default=None,
-                help="augmentation preset name or JSON, e.g. '{\"rotation\": 0.05}'",
+                help="augmentation preset name, or JSON of any of "
+                + ", ".join(f.name for f in dataclasses.fields(augment.AugmentConfig))
+                + ' (e.g. \'{"rotation": 0.05, "erasing": 0.5}\')',
             )
         elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
