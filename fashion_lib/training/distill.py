@@ -168,12 +168,13 @@ def _taught_by(folder: Path, cfg, name: str) -> list[Path]:
         try:
             found.append(_finished_run(run_id, role).folder)
             continue
-        except TeacherError:
+        except TeacherError as exc:
+            why = str(exc)
             info = _finished_run(earlier, role)
         if (runs.shipped_from(info) or info.folder.name) != run_id:
             raise TeacherError(
-                f"{role} run '{run_id}', which is not here ('{earlier}' now stands for another run), so its "
-                "training images cannot be checked against this run's validation images"
+                f"{why}; '{earlier}' now stands for another run, so the training images of the run that "
+                "taught it cannot be checked against this run's validation images"
             )
         found.append(info.folder)
     return found

@@ -291,7 +291,9 @@ def test_a_teachers_own_teachers_must_not_have_seen_the_validation_images_either
     summary = runs.read_json(summary_path)
     summary["teachers"][0]["run_id"] = "20260101-000000-baseline"  # taught by a run not here
     summary_path.write_text(json.dumps(summary))
-    with pytest.raises(distill.TeacherError, match="'20260101-000000-baseline', which is not here"):
+    with pytest.raises(
+        distill.TeacherError, match=r"'20260101-000000-baseline': no such run.*now stands for another run"
+    ):
         distill.check_teachers((pupil.name,), taught_by_pupil, dataset)
 
 
