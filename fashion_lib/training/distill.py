@@ -11,7 +11,7 @@ calibrated and judged on): its training split is rebuilt from its config and com
 The teachers' answers take one forward pass per teacher over the training images (≈ 3–4 min per
 MobileNetV2 at 128 px for 67,000 images on the 2-core machine); they are kept in the run folder until the
 run completes, so a resumed run does not compute them again; what the teachers were (their run ids,
-accuracy, cost) is recorded then, in the summary, for the card.
+accuracy, cost, and the runs they learned from in turn) is recorded then, in the summary, for the card.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class TeacherError(ValueError):
 class Teacher:
     name: str  # as the config names it
     folder: Path
-    record: dict[str, Any]  # run id, test accuracy, CPU seconds (its own teachers' included)
+    record: dict[str, Any]  # run id, test accuracy, CPU seconds (its own teachers' included), lineage
 
 
 @dataclass(frozen=True)
