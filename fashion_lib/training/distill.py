@@ -95,11 +95,8 @@ def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> lis
     that never trained on one of ``splits``' validation images — nor did its own teachers, if it learned
     from some (what they knew is in its answers)."""
     teachers: list[Teacher] = []
-    for name in names:
-        info = _finished_run(name, "teacher")
+    for name, info in zip(names, named_runs(names), strict=True):
         folder = info.folder
-        if any(t.folder.resolve() == folder.resolve() for t in teachers):
-            raise TeacherError(f"teacher '{name}' is named twice: each teacher counts once")
         _never_saw(folder, name, splits, ds, seen=set())
         summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
         run_id = runs.shipped_from(info) or folder.name  # a shipped model: the run it was shipped from
@@ -111,6 +108,19 @@ def check_teachers(names: tuple[str, ...], splits, ds: data.FashionMNIST) -> lis
         }
         teachers.append(Teacher(name, folder, record))
     return teachers
+
+
+def named_runs(names: tuple[str, ...]) -> list[runs.RunInfo]:
+    """The teachers named, as far as they can be checked before a run exists: each an existing, undamaged,
+    completed run with a model, named once (TeacherError otherwise). The check against the validation images
+    needs the run's data split: ``check_teachers`` does it."""
+    found: list[runs.RunInfo] = []
+    for name in names:
+        info = _finished_run(name, "teacher")
+        if any(other.folder.resolve() == info.folder.resolve() for other in found):
+            raise TeacherError(f"teacher '{name}' is named twice: each teacher counts once")
+        found.append(info)
+    return found
 
 
 def _finished_run(name: str, role: str) -> runs.RunInfo:

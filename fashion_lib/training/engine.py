@@ -33,8 +33,11 @@ STAGE1_WEIGHTS = "stage1.weights.h5"  # stage 1's result, kept until the run com
 
 
 def start_run(cfg: TrainConfig, runs_root: Path | None = None) -> Path:
-    """Create the run folder for ``cfg`` (status 'queued', owned by this process) without training."""
+    """Create the run folder for ``cfg`` (status 'queued', owned by this process) without training.
+
+    Missing weights and teachers that cannot teach are refused first, so they leave no failed run behind."""
     weights = models.resolve_weights(cfg.model, cfg.weights)
+    distill.named_runs(cfg.teachers)
     return runs.create_run(cfg.to_dict(), runs.new_run_id(cfg.model, cfg.run_tag(weights.label)), runs_root)
 
 

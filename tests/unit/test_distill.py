@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from fashion_lib import export, lifecycle, models, runs, train
+from fashion_lib import config, export, lifecycle, models, runs, train
 from fashion_lib.training import distill, engine, fitting, pipelines
 from fashion_lib.training.callbacks import StopWatch
 from tests.conftest import move_run
@@ -223,11 +223,25 @@ def test_a_damaged_or_foreign_stored_answer_is_made_again(teacher, dataset):
         assert distill.stored_answer(folder, cfg.teachers, 180) is None
 
 
-def test_cli_refuses_a_missing_teacher_with_a_clear_message():
+def test_cli_refuses_a_missing_teacher_with_a_clear_message_and_leaves_no_failed_run():
+    before = sorted(config.runs_dir().iterdir()) if config.runs_dir().exists() else []
     flags = ["--model", "baseline", "--subset", "200", "--epochs", "1", "--teachers", "no-such-run"]
     done = cli("train", *flags, "--no-wait")
     assert done.returncode != 0
     assert "teacher 'no-such-run': no such run" in done.stderr and "Traceback" not in done.stderr
+    assert (sorted(config.runs_dir().iterdir()) if config.runs_dir().exists() else []) == before
+
+
+def test_a_run_is_not_created_for_teachers_that_cannot_teach(teacher):
+    runs_before = sorted(config.runs_dir().iterdir())
+    for names, words in (
+        (("no-such-run",), "no such run"),
+        ((teacher, str(runs.resolve_run(teacher))), "named twice"),
+    ):
+        with pytest.raises(distill.TeacherError, match=words):
+            train.start_run(tiny(teachers=names))
+    assert sorted(config.runs_dir().iterdir()) == runs_before
+    assert [info.folder for info in distill.named_runs((teacher,))] == [runs.resolve_run(teacher)]
 
 
 def test_the_estimate_counts_each_teachers_pass_at_its_own_speed(teacher):
