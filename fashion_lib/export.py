@@ -56,7 +56,7 @@ def model_card(folder: Path) -> dict[str, Any]:
         "wall_seconds": summary["wall_seconds"],
         "cpu_seconds": summary.get("cpu_seconds"),
         "cpu_count": os.cpu_count(),
-        "stage_seconds": {k: summary[k] for k in STAGE_TIMES if summary.get(k) is not None},
+        "stage_seconds": stage_seconds(summary, cfg),
         "features_extracted": summary.get("features_extracted"),
         "parameters": summary["parameters"],
         "model_size_bytes": summary["model_size_bytes"],
@@ -105,6 +105,20 @@ STAGE_TIMES = {  # summary key → how the card names it
     "stage2_seconds": "fine-tuning",
     "test_prediction_seconds": "test predictions",
 }
+
+
+def stage_seconds(summary: dict[str, Any], cfg: dict[str, Any]) -> dict[str, float]:
+    """Each stage's time the run recorded, by its ``STAGE_TIMES`` key. A transfer model whose head trained
+    on images (augmentation, or no feature cache) recorded it only as stage 1 (no features to extract):
+    that is the head's time."""
+    summary = dict(summary)
+    if (
+        cfg.get("model") in models.TRANSFER_MODELS
+        and summary.get("head_training_seconds") is None
+        and summary.get("feature_extraction_seconds") is None
+    ):
+        summary["head_training_seconds"] = summary.get("stage1_seconds")
+    return {k: summary[k] for k in STAGE_TIMES if summary.get(k) is not None}
 
 
 def stage_times_line(card: dict[str, Any]) -> str | None:
