@@ -9,6 +9,7 @@ from fashion_lib import confidence, config, evaluate, explain, photos, runs, wor
 
 NAMES = list(config.CLASS_NAMES)
 ZOOM = 6  # 28 px shown at 168 px
+AUTOMATIC = "automatic"
 
 st.title("Where does the model look?")
 st.markdown(
@@ -51,9 +52,10 @@ except ValueError as exc:
 layers = explain.conv_layers(first_model)
 layer_choice = c3.selectbox(
     "Layer (first model)",
-    ["last convolution (automatic)", *layers],
+    [AUTOMATIC, *layers],
     key="cam_layer",
-    help="Earlier layers give finer maps; the last convolution the most class-specific.",
+    help="Earlier layers give finer maps, later ones more class-specific. Automatic: the last convolution, "
+    "or where its map is smaller than 6×6, the last layer whose map is that large.",
 )
 segment = st.toggle(
     "Remove busy backgrounds (GrabCut)",
@@ -96,7 +98,7 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
         st.error(str(exc))
         return
     class_index = None if target == "predicted class" else NAMES.index(target)
-    layer = None if (layer_choice.startswith("last") or model_info is not first) else layer_choice
+    layer = None if (layer_choice == AUTOMATIC or model_info is not first) else layer_choice
     stats, features_of = widgets.familiar(model_info.folder)
     # a photo: the way round this model is surer of; the same pass gives the familiarity features
     conversion, image28, features = confidence.orient(features_of, image28, conversion, stats)
@@ -117,10 +119,12 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
             "Classified as its mirror image: the model was surer of the product facing the other way "
             "(Fashion-MNIST's shoes all point left). The heatmap on the photo is turned back."
         )
+    coarse = "; very coarse: pick an earlier layer or a larger input size" if heat.shape[0] <= 3 else ""
     st.caption(
-        f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}`: a {heat.shape[0]}×{heat.shape[1]} "
-        "map" + (" (very coarse: pick an earlier layer or a larger input size)" if heat.shape[0] <= 3 else "")
+        f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}` "
+        f"({heat.shape[0]}×{heat.shape[1]} map{coarse})"
     )
+
     views = [explain.overlay(widgets.upscale(image28, ZOOM), heat, opacity)]
     captions = ["on the 28×28 input"]
     model_view = explain.model_input_view(model, image28)

@@ -33,7 +33,8 @@ def test_uploading_photos_shows_the_strip_prediction_and_overlays_and_a_bad_file
     assert any(md.value.startswith(f"**{best.label}** — ") for md in at.markdown)
     assert "notes.jpg: this is not an image we can read" in at.error[0].value
     captions = [c.value for c in at.caption]
-    assert any("at layer `out_relu`: a 4×4 map" in c for c in captions)  # MobileNetV2's last, at 128 px
+    # at 128 px MobileNetV2's last convolution is 4×4: the automatic layer is its last 8×8 one
+    assert any("at layer `block_13_expand_relu` (8×8 map)" in c for c in captions)
     verdicts = [e.value for e in [*at.success, *at.warning] if e.value.startswith("**")]
     assert len(verdicts) == 1  # one photo could be used: one verdict, a class or "not sure" with reasons
     assert verdicts[0].startswith("**Not sure:") or " %)**" in verdicts[0]
@@ -71,4 +72,4 @@ def test_explaining_a_chosen_class_and_an_earlier_layer(gradcam_page):
     at.selectbox(key="cam_class").set_value("Shirt")
     at.selectbox(key="cam_layer").set_value("conv1_relu")
     at.run()
-    assert any("Explaining 'Shirt' at layer `conv1_relu`: a 28×28 map" in c.value for c in at.caption)
+    assert any("Explaining 'Shirt' at layer `conv1_relu` (28×28 map)" in c.value for c in at.caption)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -53,9 +54,30 @@ def test_heatmaps_are_non_negative_normalised_and_the_right_shape(dataset):
 
 def test_transfer_models_reach_their_last_convolution():
     model = models.build_model("mobilenet_v2", 64, "none")
-    cam = explain.gradcam(model, np.zeros((1, 28, 28, 1), "float32") + 100)
+    assert explain.last_conv_layer(model) == ("out_relu", None)
+    cam = explain.gradcam(model, np.zeros((1, 28, 28, 1), "float32") + 100, layer="out_relu")
     assert cam.layer == "out_relu" and cam.heatmaps.shape == (1, 2, 2)
     assert explain.model_input_view(model, np.zeros((28, 28), np.uint8)).shape == (64, 64)
+
+
+def test_the_automatic_layer_is_the_last_convolution_unless_its_map_is_smaller_than_6x6():
+    baseline = models.load_model(config.CACHED_MODELS_DIR / "baseline" / "model.keras")
+    assert explain.automatic_layer(baseline) == ("conv3_relu", None)  # 7×7: the last convolution
+    at_224 = models.build_model("mobilenet_v2", 224, "none")
+    assert explain.automatic_layer(at_224) == ("out_relu", None)  # 7×7
+    at_128 = models.build_model("mobilenet_v2", 128, "none")  # out_relu is 4×4
+    cam = explain.gradcam(at_128, np.zeros((1, 28, 28, 1), "float32") + 100)
+    assert cam.layer == "block_13_expand_relu" and cam.heatmaps.shape == (1, 8, 8)
+
+
+def test_the_shipped_mobilenet_automatic_maps_are_never_empty_and_favour_the_garment(dataset):
+    model = models.load_model(config.CACHED_MODELS_DIR / "mobilenet_v2" / "model.keras")
+    images = dataset.x_test[:40]
+    cam = explain.gradcam(model, images[..., None])
+    assert (cam.heatmaps.reshape(40, -1).max(axis=1) == 1.0).all()  # no empty map
+    heat = np.stack([cv2.resize(h, (28, 28), interpolation=cv2.INTER_LINEAR) for h in cam.heatmaps])
+    garment = images > 30
+    assert heat[garment].mean() > 1.5 * heat[~garment].mean()
 
 
 def test_last_convolution_is_found_inside_a_nested_backbone():
