@@ -1,6 +1,8 @@
 """Grad-CAM (Selvaraju et al. 2017), after the keras.io example: which parts of the input raised the score
-of a class, read at the last convolution. Works on the flat models this project builds and on models whose
-backbone is nested as one layer (the classic cause of "Graph disconnected" errors in Grad-CAM tools).
+of a class, read at the last convolution or, where its map is coarser than 6×6, at the last activation with
+a finer one (``automatic_layer``), or at a layer picked. Works on the flat models this project builds and on
+models whose backbone is nested as one layer (the classic cause of "Graph disconnected" errors in Grad-CAM
+tools).
 """
 
 from __future__ import annotations
@@ -51,19 +53,25 @@ def last_conv_layer(model) -> tuple[str, str | None]:
 MIN_AUTOMATIC_SIDE = 6
 
 
+def _side(layer) -> int:
+    """The smaller side of the layer's 2-D map; 0 where it has none or a side is not known."""
+    shape = getattr(getattr(layer, "output", None), "shape", None)
+    if shape is None or len(shape) != 4 or shape[1] is None or shape[2] is None:
+        return 0
+    return min(shape[1], shape[2])
+
+
 def automatic_layer(model) -> tuple[str, str | None]:
     """The layer Grad-CAM explains unless one is picked, as (name, nested backbone or None): the last
-    activation up to the last convolution whose map is at least ``MIN_AUTOMATIC_SIDE`` on a side, else the
-    last convolution itself (the baseline's 7×7, or any network at 224 px, keeps its last convolution)."""
+    convolution when its map is at least ``MIN_AUTOMATIC_SIDE`` on a side (the baseline's 7×7, any network at
+    224 px); else the last activation before it whose map is that large; else the last convolution."""
     last, nested = last_conv_layer(model)
     holder = model.get_layer(nested) if nested else model
-    layers = holder.layers[: [layer.name for layer in holder.layers].index(last) + 1]
-    for layer in reversed(layers):
-        if (
-            type(layer).__name__ in ("ReLU", "Activation")
-            and _spatial(layer)
-            and min(layer.output.shape[1:3]) >= MIN_AUTOMATIC_SIDE
-        ):
+    names = [layer.name for layer in holder.layers]
+    if _side(holder.layers[names.index(last)]) >= MIN_AUTOMATIC_SIDE:
+        return last, nested
+    for layer in reversed(holder.layers[: names.index(last)]):
+        if type(layer).__name__ in ("ReLU", "Activation") and _side(layer) >= MIN_AUTOMATIC_SIDE:
             return layer.name, nested
     return last, nested
 

@@ -31,7 +31,8 @@ MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 224
 DEFAULT_INPUT_SIZE = 96  # CPU-friendly; 224 is the ImageNet size
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
 
-# The last convolution's activation, which Grad-CAM reads.
+# The last convolution's activation (Grad-CAM reads it unless its map is coarser than 6×6:
+# explain.automatic_layer).
 LAST_CONV_LAYER = {BASELINE: "conv3_relu", EFFICIENTNET_B0: "top_activation", MOBILENET_V2: "out_relu"}
 
 NO_WEIGHTS_LABEL = "no ImageNet weights"

@@ -350,8 +350,9 @@ def _gradcam_section(infos, predictions, ds) -> Section:
     section.blocks.append(
         Text(
             f"For each model: its {GRADCAM_EXAMPLES} most confident correct and {GRADCAM_EXAMPLES} most "
-            "confidently wrong test images, left to right, with Grad-CAM at the last convolution (red: the "
-            "parts that raised the predicted class most)."
+            "confidently wrong test images, left to right, with Grad-CAM at the automatic layer (the last "
+            "convolution, or the last activation with a map of at least 6×6 where that one is coarser; red: "
+            "the parts that raised the predicted class most)."
         )
     )
     for info in infos:

@@ -55,7 +55,7 @@ layer_choice = c3.selectbox(
     [AUTOMATIC, *layers],
     key="cam_layer",
     help="Earlier layers give finer maps, later ones more class-specific. Automatic: the last convolution, "
-    "or where its map is smaller than 6×6, the last layer whose map is that large.",
+    "or where its map is smaller than 6×6, the last activation whose map is at least 6×6.",
 )
 segment = st.toggle(
     "Remove busy backgrounds (GrabCut)",

@@ -162,6 +162,9 @@ def test_a_head_trained_on_images_is_named_with_its_time():
         "photo_conversion_seconds": 880.0,
         "stage2_seconds": 5823.0,
     }
+    # resumed after stage 1: its time is not known, and no head time is made up
+    resumed = {"stage2_seconds": 5823.0}
+    assert export.stage_seconds(resumed, {"model": "mobilenet_v2"}) == {"stage2_seconds": 5823.0}
     # from cached features the head's own time was recorded, apart from extracting them
     cached = {"stage1_seconds": 10.0, "feature_extraction_seconds": 1.0, "head_training_seconds": 9.0}
     assert export.stage_seconds(cached, {"model": "mobilenet_v2"}) == {
