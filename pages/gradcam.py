@@ -124,7 +124,6 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
         f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}` "
         f"({heat.shape[0]}×{heat.shape[1]} map{coarse})"
     )
-
     views = [explain.overlay(widgets.upscale(image28, ZOOM), heat, opacity)]
     captions = ["on the 28×28 input"]
     model_view = explain.model_input_view(model, image28)
