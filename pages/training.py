@@ -173,7 +173,13 @@ with st.container(key="train_form", border=True):
         try:
             folder = start_run(cfg)
             jobs.launch(folder, queue=queue)
-        except (jobs.JobBusyError, lifecycle.RunStateError, models.WeightsUnavailableError, OSError) as exc:
+        except (
+            jobs.JobBusyError,
+            lifecycle.RunStateError,
+            models.WeightsUnavailableError,
+            ValueError,
+            OSError,
+        ) as exc:
             st.session_state.tr_message = ("error", str(exc), None)
             return
         st.session_state.tr_run_pick = folder.name

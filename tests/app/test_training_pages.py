@@ -174,3 +174,19 @@ def test_launch_uses_a_value_changed_in_the_same_interaction(home, dataset, monk
     assert runs.read_json(launched[0] / runs.CONFIG_FILE)["epochs"] == 7
     assert runs.read_json(launched[0] / runs.CONFIG_FILE)["photo_mix"] == 1000
     assert at.session_state["tr_run_pick"] == launched[0].name
+
+
+def test_a_run_that_cannot_start_is_an_error_message_not_a_traceback(home, dataset, monkeypatch):
+    """Whatever starting the run refuses with (here a config damaged between creating the run and starting
+    it) reaches the user as the page's error message, and the run folder is removed again."""
+    from fashion_lib import jobs
+
+    def refuse(folder, queue=False, kind="train"):
+        raise ValueError(f"{folder.name} has no readable config.json (Expecting value)")
+
+    monkeypatch.setattr(jobs, "start", refuse)
+    at = page_test("training.py").run()
+    at.button(key="tr_launch").click().run()
+    assert not at.exception
+    assert any("has no readable config.json" in e.value for e in at.error)
+    assert not list(config.runs_dir().glob("*"))
