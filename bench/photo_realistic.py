@@ -7,6 +7,7 @@ that know mirror images (``confidence.Familiarity.mirror``) answer for each phot
 surer of, as the app does; the others take photos as they are.
 
     python -m bench.photo_realistic [--per-class 20] [--models baseline,mobilenet_v2] [--no-segment]
+                                    [--shading negative|positive]
 
 Prints accuracy by background, the "not sure" rates, and the conversion time; asserts nothing. It is more
 realistic than bench.photo_synthetic (plain pastes of test images), but rendered, not photographed: real
@@ -63,6 +64,12 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20, help="test images per class and background")
     parser.add_argument("--models", help="run ids or shipped names (default: every shipped model)")
     parser.add_argument("--no-segment", action="store_true", help="the corner-colour trim only (no GrabCut)")
+    parser.add_argument(
+        "--shading",
+        choices=photo_render.SHADINGS,
+        default="negative",
+        help="how the image's intensity becomes the product's brightness (photo_render.render)",
+    )
     args = parser.parse_args()
 
     ds = data.load()
@@ -73,7 +80,7 @@ def main() -> None:
     images, labels, kinds, seconds, conversions, facing_right = [], [], [], [], [], []
     for b, background in enumerate(photo_render.BACKGROUNDS):
         for k, i in enumerate(index):
-            jpeg = photo_render.render(ds.x_test[i], background, seed=100_000 * b + k)
+            jpeg = photo_render.render(ds.x_test[i], background, seed=100_000 * b + k, shading=args.shading)
             started = time.perf_counter()
             _, conversion = photos.convert_upload(jpeg, segment=not args.no_segment)
             seconds.append(time.perf_counter() - started)
@@ -91,7 +98,7 @@ def main() -> None:
         ood_conversions.append(conversion)
     x = np.stack(images)[..., None]
     labels, kinds = np.array(labels), np.array(kinds)
-    grid = f"{args.per_class} per class × {len(photo_render.BACKGROUNDS)} backgrounds"
+    grid = f"{args.per_class} per class × {len(photo_render.BACKGROUNDS)} backgrounds, {args.shading} shading"
     print(
         f"{len(images)} rendered product photos ({grid}) and {len(ood)} pictures of other things; "
         f"conversion median {1000 * statistics.median(seconds):.0f} ms, slowest {1000 * max(seconds):.0f} ms"

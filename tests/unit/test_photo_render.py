@@ -1,0 +1,58 @@
+"""The product-photo renderer (bench.photo_realistic's measuring tape): which way its shadings go, and
+that it is seeded."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fashion_lib import photo_render, photos
+
+
+def two_tone() -> np.ndarray:
+    """A square product, bright (dark in the photo it came from) on the left, dim on the right."""
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 4:14] = 250
+    image[4:24, 14:24] = 90
+    return image
+
+
+def halves(shading: str, background: str, seed: int) -> tuple[float, float]:
+    """Mean intensity of the left and right halves of the product after the app's conversion."""
+    image = photos.convert_upload(photo_render.render(two_tone(), background, seed, shading=shading))[1].image
+    product = image[:, 4:24].astype(float)
+    return product[:, :10].mean(), product[:, 10:].mean()
+
+
+@pytest.mark.parametrize("background", ["white", "plain"])
+def test_negative_shading_comes_back_through_the_conversion_the_way_it_went_in(background):
+    """Fashion-MNIST is a catalogue photo negated: drawn "negative", the bright half is the dark half of
+    the photo, and the conversion (which negates) gives it back as the brighter half. "positive" draws the
+    bright half lighter: the conversion loses the order or turns it round."""
+    for seed in range(6):
+        left, right = halves("negative", background, seed)
+        assert left > right + 20, (seed, left, right)
+        left, right = halves("positive", background, seed)
+        assert left <= right + 1, (seed, left, right)
+
+
+def test_both_shadings_draw_the_same_scene_for_a_seed():
+    """Only the product differs: the two photos of a seed are the same outside the product's box."""
+    for seed in range(4):
+        jpegs = [photo_render.render(two_tone(), "gradient", seed, shading=s) for s in photo_render.SHADINGS]
+        a, b = (cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR).astype(int) for j in jpegs)
+        ys, xs = np.nonzero(np.abs(a - b).max(axis=2) > 30)
+        box = photos.convert_upload(jpegs[0])[1].crop_box
+        margin = 16  # JPEG blocks next to the product
+        assert xs.min() >= box[0] - margin and xs.max() < box[2] + margin, (seed, box, xs.min(), xs.max())
+        assert ys.min() >= box[1] - margin and ys.max() < box[3] + margin, (seed, box, ys.min(), ys.max())
+
+
+def test_the_same_arguments_give_the_same_photo_and_bad_ones_are_refused():
+    assert photo_render.render(two_tone(), "busy", 7) == photo_render.render(two_tone(), "busy", 7)
+    assert photo_render.render(two_tone(), "busy", 7) != photo_render.render(two_tone(), "busy", 8)
+    with pytest.raises(ValueError, match="shading"):
+        photo_render.render(two_tone(), "white", 0, shading="sepia")
+    with pytest.raises(ValueError, match="background"):
+        photo_render.render(two_tone(), "beach", 0)
