@@ -76,6 +76,16 @@ def automatic_layer(model) -> tuple[str, str | None]:
     return last, nested
 
 
+COARSE_SIDE = 3  # a map this small says little about where in the image the evidence lies
+
+
+def map_size(shape: tuple[int, ...]) -> str:
+    """How a heatmap's grid reads in the page's caption ("8×8 map"), with advice when it is very coarse."""
+    h, w = shape[:2]
+    coarse = "; very coarse: pick an earlier layer or a larger input size" if min(h, w) <= COARSE_SIDE else ""
+    return f"{h}×{w} map{coarse}"
+
+
 def conv_layers(model) -> list[str]:
     """Layers with a 2-D feature map the user may pick instead of the last one (flat models)."""
     return [

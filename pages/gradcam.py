@@ -119,10 +119,8 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
             "Classified as its mirror image: the model was surer of the product facing the other way "
             "(Fashion-MNIST's shoes all point left). The heatmap on the photo is turned back."
         )
-    coarse = "; very coarse: pick an earlier layer or a larger input size" if heat.shape[0] <= 3 else ""
     st.caption(
-        f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}` "
-        f"({heat.shape[0]}×{heat.shape[1]} map{coarse})"
+        f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}` ({explain.map_size(heat.shape)})"
     )
     views = [explain.overlay(widgets.upscale(image28, ZOOM), heat, opacity)]
     captions = ["on the 28×28 input"]

@@ -127,16 +127,17 @@ def test_the_automatic_layer_inside_a_nested_backbone():
 
 
 def test_last_convolution_is_found_inside_a_nested_backbone():
-    inner_in = keras.Input((28, 28, 1))
-    inner = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="inner_conv")(inner_in)
-    backbone = keras.Model(inner_in, inner, name="backbone")
-    outer_in = keras.Input((28, 28, 1))
-    h = backbone(outer_in)
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    model = keras.Model(outer_in, keras.layers.Dense(10, activation="softmax")(h), name="nested")
+    model = _nested([keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="inner_conv")])
     assert explain.last_conv_layer(model) == ("inner_conv", "backbone")
     cam = explain.gradcam(model, np.random.default_rng(0).random((2, 28, 28, 1)) * 255)
     assert cam.heatmaps.shape == (2, 28, 28) and cam.layer == "inner_conv"
+
+
+def test_the_map_size_caption_advises_on_very_coarse_maps():
+    assert explain.map_size((8, 8)) == "8×8 map"
+    assert explain.map_size((4, 4)) == "4×4 map"
+    assert explain.map_size((3, 3)).startswith("3×3 map; very coarse: pick an earlier layer")
+    assert "very coarse" in explain.map_size((7, 2))
 
 
 def test_overlay_keeps_the_image_size():
