@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, lifecycle, processes, runs
+from fashion_lib import config, lifecycle, models, processes, runs
 
 LOG_FILE = "train.log"
 LOG_FILES = {"train": LOG_FILE, "tune": "tune.log"}  # the job's output, in its folder
@@ -56,6 +56,11 @@ class JobBusyError(Exception):
             what = f"{'tuning job' if active.kind == 'tune' else 'training run'} {active.name}"
         super().__init__(f"{what} is running; wait for it, stop it, or queue yours")
         self.active = active
+
+
+# What creating a run or job (``training.start_run``, ``tuning.search.create_job``) and starting it
+# (``launch``, ``start``) refuse with: each carries a message for the user, shown instead of a traceback.
+START_ERRORS = (JobBusyError, lifecycle.RunStateError, models.WeightsUnavailableError, ValueError, OSError)
 
 
 def jobs_dir() -> Path:

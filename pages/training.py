@@ -173,13 +173,7 @@ with st.container(key="train_form", border=True):
         try:
             folder = start_run(cfg)
             jobs.launch(folder, queue=queue)
-        except (
-            jobs.JobBusyError,
-            lifecycle.RunStateError,
-            models.WeightsUnavailableError,
-            ValueError,
-            OSError,
-        ) as exc:
+        except jobs.START_ERRORS as exc:
             st.session_state.tr_message = ("error", str(exc), None)
             return
         st.session_state.tr_run_pick = folder.name
@@ -248,7 +242,7 @@ def act(action: str, folder) -> None:
         elif action == jobs.DELETE:
             runs.delete_run(folder)
             st.session_state.pop("tr_run_pick", None)
-    except (lifecycle.RunStateError, jobs.JobBusyError, ValueError, OSError) as exc:
+    except jobs.START_ERRORS as exc:  # deleting refuses with some of these too
         st.session_state.tr_action_message = ("error", str(exc))
 
 

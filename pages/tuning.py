@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import figures, jobs, lifecycle, models, runs, wording
+from fashion_lib import figures, jobs, models, runs, wording
 from fashion_lib.training import start_run
 from fashion_lib.tuning import results, search, storage
 from fashion_lib.tuning import space as spaces
@@ -100,7 +100,7 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
         try:
             job = search.create_job(tc)
             jobs.launch(job, queue=queue, kind="tune")
-        except (jobs.JobBusyError, lifecycle.RunStateError, OSError) as exc:
+        except jobs.START_ERRORS as exc:
             st.session_state.tu_message = ("error", str(exc))
             return
         st.session_state.tu_wanted = tc.study  # shown once it is in the database
@@ -313,7 +313,7 @@ def show_study(name: str) -> None:
         try:
             folder = start_run(final)
             jobs.launch(folder, queue=True)
-        except (jobs.JobBusyError, lifecycle.RunStateError, OSError) as exc:
+        except jobs.START_ERRORS as exc:
             st.session_state.tu_final_message = ("error", str(exc))
             return
         st.session_state.tr_run_pick = folder.name  # the Train page opens on it

@@ -84,6 +84,24 @@ def test_training_the_winner_starts_a_full_data_run(study, dataset, monkeypatch)
     assert at.session_state["tr_run_pick"] == started[0].name
 
 
+def test_training_the_winner_when_it_cannot_start_is_a_message(study, dataset, monkeypatch):
+    """Refusals while creating the final run (here: its ImageNet weights are gone) reach the user as the
+    page's error, as on the Train page; nothing is left behind."""
+    from fashion_lib import config, models
+    from fashion_lib.training import engine
+
+    def no_weights(model, weights):
+        raise models.WeightsUnavailableError("no ImageNet weights for mobilenet_v2 here")
+
+    monkeypatch.setattr(engine.models, "resolve_weights", no_weights)
+    before = sorted(config.runs_dir().glob("*"))
+    at = page_test("tuning.py").run()
+    at.button(key="tu_final").click().run()
+    assert not at.exception
+    assert any("no ImageNet weights" in e.value for e in at.error)
+    assert sorted(config.runs_dir().glob("*")) == before and "tr_run_pick" not in at.session_state
+
+
 def test_a_trial_whose_run_lost_or_damaged_its_curves_says_so(study, dataset):
     best_run = config.runs_dir() / study.trials[1].user_attrs["run"]  # the best trial opens by default
     (best_run / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\nnot json\n{"epoch": 2}\n')
