@@ -3,9 +3,10 @@ measuring tape for the photo conversion and for how models do on photos (``bench
 
 A 28×28 image is Fashion-MNIST's own negative of a catalogue photo: light where the product is, with its
 shading. ``render`` turns it back into a photo as a shop or a phone would take it: a coloured (sometimes
-patterned) product whose brightness is the image's negative, slightly rotated and in perspective, casting
-a soft shadow, on one of four kinds of background — white (catalogue), a plain colour, a gradient, or a
-busy scene — then lit, noised and JPEG-compressed. ``not_clothes`` draws things the ten classes do not
+patterned) product whose brightness is the image's negative (by default; ``shading="positive"`` is the
+first drawing, see ``render``), slightly rotated and in perspective, casting a soft shadow, on one of four
+kinds of background — white (catalogue), a plain colour, a gradient, or a busy scene — then lit, noised
+and JPEG-compressed. ``not_clothes`` draws things the ten classes do not
 cover (shapes, text, landscapes), to measure how often the app says "not sure" when it should.
 
 Everything is seeded: the same arguments give the same picture.
@@ -86,8 +87,18 @@ def _background(kind: str, rng: np.random.Generator) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), 2) + grain[..., None]
 
 
-def _luma(colour: np.ndarray) -> float:
-    return float(colour @ np.array([0.299, 0.587, 0.114], np.float32))
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # brightness from RGB (ITU-R 601, as OpenCV's grey)
+
+
+def tinted(brightness: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """RGB pixels of the given brightness (0–255) in the colour's hue. Where the full colour would pass 255
+    in a channel (a light red), it is mixed towards grey just enough: the pixel is paler but keeps its
+    brightness, so the garment's shading survives."""
+    b = np.clip(brightness, 0.0, 255.0)[..., None]
+    k = colour / max(8.0, float(colour @ LUMA))  # the colour scaled to brightness 1
+    room = np.where(k > 1, (255.0 - b) / np.maximum((k - 1) * b, 1e-6), np.inf)
+    saturation = np.clip(room.min(axis=-1, keepdims=True), 0.0, 1.0)
+    return (b + saturation * (k * b - b)).astype(np.float32)
 
 
 def render(image28: np.ndarray, background: str, seed: int, shading: str = "negative") -> bytes:
@@ -95,12 +106,13 @@ def render(image28: np.ndarray, background: str, seed: int, shading: str = "nega
 
     ``shading`` (see SHADINGS) says how the image's intensity becomes the product's brightness:
 
-    - "negative": the photo's brightness is the image's negative, in the product's colour — how Zalando
-      made Fashion-MNIST (a catalogue photo, negated), so a dark coat is a bright image and a white T-shirt
-      a faint one. The shipped baseline scores 86.5 % on white backgrounds drawn this way and 82.0 % on
-      the other (``bench.photo_realistic``); on real catalogue photos on white it was measured at 87 %.
-    - "positive": the product is lighter where the image is light (the drawing this project used first;
-      the shipped models' training photos, ``training.photo_mix``, are drawn this way).
+    - "negative" (the default): the photo's brightness is the image's negative, in the hue of the drawn
+      colour — how Zalando made Fashion-MNIST (catalogue photos, negated), so a dark coat is a bright image
+      and a white T-shirt a faint one. How models score on it against real photos: the README
+      (``bench.photo_realistic``).
+    - "positive": the product is lighter where the image is light, in the drawn colour (the drawing this
+      project used first; the shipped models' training photos, ``training.photo_mix``, are drawn this way
+      and must stay as they are: its cache holds them).
 
     Both draw the same size, colour, pattern, placement and background for the same seed."""
     if background not in BACKGROUNDS:
@@ -112,11 +124,12 @@ def render(image28: np.ndarray, background: str, seed: int, shading: str = "nega
     shade = cv2.resize(np.asarray(image28, np.float32) / 255.0, (size, size), interpolation=cv2.INTER_CUBIC)
     shade = np.clip(shade, 0, 1)
     alpha = np.clip((shade - 0.06) / 0.12, 0, 1)  # the product: where Fashion-MNIST is not black
+    # (the negative drawing keeps only the colour's hue, so this brightness factor changes nothing there;
+    # it is drawn anyway to keep both drawings' random draws in step)
     colour = np.array(COLOURS[int(rng.integers(0, len(COLOURS)))], np.float32) * rng.uniform(0.85, 1.1)
     texture = _texture(rng, shade.shape)
-    if shading == "negative":  # brightness 255 − image, hue from the colour (saturated ones clip when light)
-        brightness = 255.0 * (1.0 - shade) * texture
-        product = np.clip((colour / max(8.0, _luma(colour)))[None, None, :] * brightness[..., None], 0, 255)
+    if shading == "negative":
+        product = tinted(255.0 * (1.0 - shade) * texture, colour)
     else:
         light = 0.55 + 0.45 * shade
         product = colour * (light * texture)[..., None]

@@ -28,7 +28,9 @@ import numpy as np
 
 from fashion_lib import config, data, files, processes
 
-VERSION = 1  # bump when the rendering or the conversion changes: cached photos are then made again
+# bump when the rendering (photo_render.render with shading="positive") or the conversion changes: cached
+# photos are then made again
+VERSION = 1
 SEED_BASE = 50_000_000  # far from the seeds bench.photo_realistic renders test images with
 CHUNK = 25  # photos per task: about 2.5 s, so a stop waits no longer than that
 POLL_S = 0.5

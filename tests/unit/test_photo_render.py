@@ -27,14 +27,36 @@ def halves(shading: str, background: str, seed: int) -> tuple[float, float]:
 
 @pytest.mark.parametrize("background", ["white", "plain"])
 def test_negative_shading_comes_back_through_the_conversion_the_way_it_went_in(background):
-    """Fashion-MNIST is a catalogue photo negated: drawn "negative", the bright half is the dark half of
-    the photo, and the conversion (which negates) gives it back as the brighter half. "positive" draws the
-    bright half lighter: the conversion loses the order or turns it round."""
+    """Fashion-MNIST is a catalogue photo negated: drawn "negative" (the default), the bright half is the
+    dark half of the photo, and the conversion (which negates) gives it back as the brighter half, by far.
+    "positive" draws the bright half lighter: the conversion loses that order or turns it round."""
     for seed in range(6):
         left, right = halves("negative", background, seed)
-        assert left > right + 20, (seed, left, right)
-        left, right = halves("positive", background, seed)
-        assert left <= right + 1, (seed, left, right)
+        assert left > right + 60, (seed, left, right)
+        left_first, right_first = halves("positive", background, seed)
+        assert left - right > left_first - right_first + 60, (seed, left_first, right_first)
+    assert photo_render.render(two_tone(), background, 1) == photo_render.render(
+        two_tone(), background, 1, shading="negative"
+    )
+
+
+def test_tinted_pixels_keep_their_brightness_and_the_colours_hue():
+    brightness = np.linspace(0, 255, 52, dtype=np.float32)
+    for colour in photo_render.COLOURS:
+        colour = np.array(colour, np.float32)
+        pixels = photo_render.tinted(brightness, colour)
+        assert pixels.min() >= 0 and pixels.max() <= 255.0 + 1e-3
+        np.testing.assert_allclose(pixels @ photo_render.LUMA, brightness, atol=0.01)
+        # dark enough for no channel to pass 255: exactly the colour, scaled
+        dark = pixels[(brightness > 0) & (brightness < 40)]
+        np.testing.assert_allclose(
+            dark / np.maximum(dark.sum(1, keepdims=True), 1e-6),
+            np.broadcast_to(colour / colour.sum(), dark.shape),
+            atol=1e-3,
+        )
+    # a light red is paler, not darker: the channel that would pass 255 makes room by mixing in grey
+    light_red = photo_render.tinted(np.float32(200.0), np.array([170, 30, 40], np.float32))
+    assert light_red[0] == pytest.approx(255.0) and light_red[1] > 150 and light_red[2] > 150
 
 
 def test_both_shadings_draw_the_same_scene_for_a_seed():
