@@ -76,14 +76,12 @@ def automatic_layer(model) -> tuple[str, str | None]:
     return last, nested
 
 
-COARSE_SIDE = 3  # a map this small says little about where in the image the evidence lies
-
-
 def map_size(shape: tuple[int, ...]) -> str:
-    """How a heatmap's grid reads in the page's caption ("8×8 map"), with advice when it is very coarse."""
+    """How a heatmap's grid reads in the page's caption ("8×8 map"), with advice when it is coarser than the
+    automatic layer allows (``MIN_AUTOMATIC_SIDE``: smaller maps were often empty or off the garment)."""
     h, w = shape[:2]
-    coarse = "; very coarse: pick an earlier layer or a larger input size" if min(h, w) <= COARSE_SIDE else ""
-    return f"{h}×{w} map{coarse}"
+    advice = "; coarse: an earlier layer or a larger input size gives a finer map"
+    return f"{h}×{w} map" + (advice if min(h, w) < MIN_AUTOMATIC_SIDE else "")
 
 
 def conv_layers(model) -> list[str]:

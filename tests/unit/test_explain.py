@@ -133,11 +133,11 @@ def test_last_convolution_is_found_inside_a_nested_backbone():
     assert cam.heatmaps.shape == (2, 28, 28) and cam.layer == "inner_conv"
 
 
-def test_the_map_size_caption_advises_on_very_coarse_maps():
+def test_the_map_size_caption_advises_on_coarse_maps():
     assert explain.map_size((8, 8)) == "8×8 map"
-    assert explain.map_size((4, 4)) == "4×4 map"
-    assert explain.map_size((3, 3)).startswith("3×3 map; very coarse: pick an earlier layer")
-    assert "very coarse" in explain.map_size((7, 2))
+    assert explain.map_size((6, 6)) == "6×6 map"  # the smallest the automatic layer takes
+    assert explain.map_size((4, 4)).startswith("4×4 map; coarse: an earlier layer")  # MobileNetV2's out_relu
+    assert "coarse" in explain.map_size((7, 2))
 
 
 def test_overlay_keeps_the_image_size():
