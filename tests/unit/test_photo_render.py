@@ -40,6 +40,18 @@ def test_negative_shading_comes_back_through_the_conversion_the_way_it_went_in(b
     )
 
 
+def test_the_faint_rim_is_filled_from_inside_so_no_halo_is_drawn():
+    image = np.zeros((28, 28), np.uint8)
+    image[8:20, 8:20] = 40  # the rim: the product blended with white, one pixel wide
+    image[9:19, 9:19] = 200
+    image[12, 12] = 250
+    body = photo_render.without_rim(image)
+    np.testing.assert_allclose(body[9:19, 9:19], image[9:19, 9:19] / 255.0)  # the product as it was
+    assert body[8, 8:20].min() > 0.75 and body[8:20, 19].min() > 0.75  # the rim like the product inside
+    faint = np.where(image > 0, 40, 0).astype(np.uint8)  # a product faint all over keeps its values
+    np.testing.assert_allclose(photo_render.without_rim(faint), faint / 255.0)
+
+
 def test_tinted_pixels_keep_their_brightness_and_the_colours_hue():
     brightness = np.linspace(0, 255, 52, dtype=np.float32)
     for colour in photo_render.COLOURS:
