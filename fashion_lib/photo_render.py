@@ -6,8 +6,8 @@ shading. ``render`` turns it back into a photo as a shop or a phone would take i
 patterned) product whose brightness is the image's negative (by default; ``shading="positive"`` is the
 first drawing, see ``render``), slightly rotated and in perspective, casting a soft shadow, on one of four
 kinds of background — white (catalogue), a plain colour, a gradient, or a busy scene — then lit, noised
-and JPEG-compressed. ``not_clothes`` draws things the ten classes do not
-cover (shapes, text, landscapes), to measure how often the app says "not sure" when it should.
+and JPEG-compressed. ``not_clothes`` draws things the ten classes do not cover (shapes, text, landscapes),
+to measure how often the app says "not sure" when it should.
 
 Everything is seeded: the same arguments give the same picture.
 """
