@@ -22,10 +22,15 @@ def _is_model(layer) -> bool:
     return isinstance(layer, keras.Model)
 
 
+def _map_shape(layer) -> tuple[int | None, int | None] | None:
+    """(height, width) of the layer's 2-D feature map (either may be unknown); None where it has none."""
+    shape = getattr(getattr(layer, "output", None), "shape", None)
+    return (shape[1], shape[2]) if shape is not None and len(shape) == 4 else None
+
+
 def _spatial(layer) -> bool:
-    shape = getattr(layer, "output", None)
-    shape = getattr(shape, "shape", None)
-    return shape is not None and len(shape) == 4 and shape[1] is not None and shape[1] > 1
+    shape = _map_shape(layer)
+    return shape is not None and shape[0] is not None and shape[0] > 1
 
 
 def last_conv_layer(model) -> tuple[str, str | None]:
@@ -55,10 +60,8 @@ MIN_AUTOMATIC_SIDE = 6
 
 def _side(layer) -> int:
     """The smaller side of the layer's 2-D map; 0 where it has none or a side is not known."""
-    shape = getattr(getattr(layer, "output", None), "shape", None)
-    if shape is None or len(shape) != 4 or shape[1] is None or shape[2] is None:
-        return 0
-    return min(shape[1], shape[2])
+    shape = _map_shape(layer)
+    return 0 if shape is None or None in shape else min(shape)
 
 
 def automatic_layer(model) -> tuple[str, str | None]:

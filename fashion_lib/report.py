@@ -346,13 +346,16 @@ def gradcam_examples(model, p: evaluate.Predictions, ds: data.FashionMNIST, n: i
 
 
 def _gradcam_section(infos, predictions, ds) -> Section:
+    from fashion_lib import explain
+
+    side = explain.MIN_AUTOMATIC_SIDE
     section = Section("Grad-CAM examples")
     section.blocks.append(
         Text(
             f"For each model: its {GRADCAM_EXAMPLES} most confident correct and {GRADCAM_EXAMPLES} most "
             "confidently wrong test images, left to right, with Grad-CAM at the automatic layer (the last "
-            "convolution, or the last activation with a map of at least 6×6 where that one is coarser; red: "
-            "the parts that raised the predicted class most)."
+            f"convolution, or the last activation with a map of at least {side}×{side} where that one is "
+            "coarser; red: the parts that raised the predicted class most)."
         )
     )
     for info in infos:

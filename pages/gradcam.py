@@ -10,6 +10,7 @@ from fashion_lib import confidence, config, evaluate, explain, photos, runs, wor
 NAMES = list(config.CLASS_NAMES)
 ZOOM = 6  # 28 px shown at 168 px
 AUTOMATIC = "automatic"
+SIDE = f"{explain.MIN_AUTOMATIC_SIDE}×{explain.MIN_AUTOMATIC_SIDE}"
 
 st.title("Where does the model look?")
 st.markdown(
@@ -55,7 +56,7 @@ layer_choice = c3.selectbox(
     [AUTOMATIC, *layers],
     key="cam_layer",
     help="Earlier layers give finer maps, later ones more class-specific. Automatic: the last convolution, "
-    "or where its map is smaller than 6×6, the last activation whose map is at least 6×6.",
+    f"or where its map is smaller than {SIDE}, the last activation whose map is at least {SIDE}.",
 )
 segment = st.toggle(
     "Remove busy backgrounds (GrabCut)",
