@@ -253,7 +253,7 @@ def _familiar(path: str, mtime: float):
     from fashion_lib import confidence
 
     model, ds = _loaded_model(path, mtime), _cached_dataset()
-    stats = confidence.familiarity(model, Path(path), ds, confidence.held_out(Path(path).parent, ds))
+    stats = confidence.of_model(model, Path(path), ds)
     return stats, confidence.with_features(model, stats.layer)
 
 

@@ -106,7 +106,7 @@ def main() -> None:
     )
     for name, model in loaded.items():
         folder = runs.resolve_run(name)
-        stats = confidence.familiarity(model, folder / runs.MODEL_FILE, ds, confidence.held_out(folder, ds))
+        stats = confidence.of_model(model, folder / runs.MODEL_FILE, ds)
         features_of = confidence.with_features(model, stats.layer)
         probs, distances, flipped = as_the_app_answers(features_of, stats, x, conversions)
         right = probs.argmax(1) == labels

@@ -229,7 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_ship(args: argparse.Namespace) -> int:
     """Copy a completed run into cached_models/NAME with its model card."""
-    from fashion_lib import export
+    from fashion_lib import confidence, export
 
     try:
         target = export.ship_run(runs.resolve_run(args.run), args.name)
@@ -237,6 +237,12 @@ def cmd_ship(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"shipped to {target}")
+    if not (target / confidence.FAMILIARITY_FILE).is_file():
+        print(
+            "note: shipped without its familiarity statistics (no Fashion-MNIST found here to make them "
+            "from): ship it again where the dataset is, or its first photo will make them",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -256,6 +262,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"(reloaded: largest difference {check.max_difference:.1e} on {check.images} images)"
         )
     print(f"{'model card':<36} {result.folder / runs.CARD_FILE}, {result.folder / export.CARD_MARKDOWN}")
+    kept = result.card["export"]["familiarity_statistics"]
+    if kept:
+        print(f"{'familiarity statistics':<36} {result.folder / kept}")
     print(f"checked on {result.checked_on}")
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,17 @@ MIN_INK = 12.0  # mean grey level of the 28×28 result below this: almost empty
 # held-out images of the shipped models: MobileNetV2 loses 0.2 points, the baseline (never shown a
 # right-facing shoe) 5.9 points.
 MIRROR_TOLERANCE = 0.01
+SEED = 3  # which training images the statistics are made from
+RIDGE = 1e-3  # added to the covariance's diagonal before it is inverted (features that never vary)
+FAMILIARITY_FILE = "familiarity.npz"  # beside a shipped or exported model: its statistics
+# What kept statistics depend on besides the model file: statistics kept by another recipe are made again.
+# Bump the version whenever the way they are made changes in a way these numbers do not say.
+RECIPE_VERSION = 1
+RECIPE = (
+    f"v{RECIPE_VERSION}: {STATS_IMAGES} fit, {THRESHOLD_IMAGES} held out at {FAMILIAR_QUANTILE:g} %, "
+    f"seed {SEED}, ridge {RIDGE:g}"
+)
+MAX_KEPT_BYTES = 64 * 2**20  # a kept entry larger than this (unpacked) is not statistics: not read
 
 
 @dataclass(frozen=True)
@@ -133,9 +145,15 @@ def with_features(model, layer: str | None = None):
     )
 
 
-def _stats_path(model_file: Path) -> Path:
-    digest = hashlib.md5(model_file.read_bytes()).hexdigest()[:16]
-    return config.cache_dir() / "familiarity" / f"{digest}.npz"
+def digest(model_file: Path) -> str:
+    """The model file's fingerprint: statistics are kept for one exact file."""
+    return hashlib.md5(model_file.read_bytes()).hexdigest()[:16]
+
+
+def _stats_path(model_digest: str) -> Path:
+    # the recipe in the name too: a version of this code that keeps them another way never reads these
+    recipe = hashlib.md5(RECIPE.encode()).hexdigest()[:8]
+    return config.cache_dir() / "familiarity" / f"{model_digest}-{recipe}.npz"
 
 
 def outputs(features_of, images: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -206,53 +224,152 @@ def orient(
 def familiarity(model, model_file: Path, ds, held_out_index: np.ndarray | None = None) -> Familiarity:
     """The model's familiarity statistics: class means and covariance from ``STATS_IMAGES`` balanced
     training images, and the threshold from ``THRESHOLD_IMAGES`` images the model never trained on (its
-    run's validation split, ``held_out_index``; other training images when that is unknown). Computed once
-    per model file (seconds; about 20 s for a transfer model at 128 px on 2 cores), kept in the cache."""
+    run's validation split, ``held_out_index``; other training images when that is unknown).
+
+    Read from ``FAMILIARITY_FILE`` beside the model (a shipped or exported model carries its own), else
+    from the cache (``known``); else made (about 40 s for a transfer model at 128 px on 2 cores) and kept
+    in the cache."""
+    return known(model_file, model) or _made(model, model_file, ds, held_out_index)
+
+
+def of_model(model, model_file: Path, ds=None) -> Familiarity | None:
+    """The statistics of the model in ``model_file`` (its run's folder beside it): kept ones, else made
+    from Fashion-MNIST (``ds``, or loaded here when it is found); None where neither is at hand."""
+    kept = known(model_file, model)
+    if kept is not None:
+        return kept
+    if ds is None:
+        from fashion_lib import data
+
+        try:
+            ds = data.load(allow_download=False)
+        except data.FashionDataError:
+            return None
+    return _made(model, model_file, ds, held_out(model_file.parent, ds))
+
+
+def _made(model, model_file: Path, ds, held_out_index: np.ndarray | None) -> Familiarity:
     from fashion_lib import data
 
-    path = _stats_path(model_file)
-    with contextlib.suppress(OSError, ValueError, KeyError), np.load(path) as stored:
-        return Familiarity(
-            str(stored["layer"]),
-            stored["means"],
-            stored["inverse"],
-            float(stored["threshold"]),
-            float(stored["mirror_cost"]),  # statistics kept before the mirror check lack it: made again
-        )
     layer = feature_layer(model)
     features_of = with_features(model, layer)
     if held_out_index is not None and len(held_out_index):
-        rng = np.random.default_rng(3)
+        rng = np.random.default_rng(SEED)
         held = rng.choice(held_out_index, size=min(THRESHOLD_IMAGES, len(held_out_index)), replace=False)
-        fit = data.stratified_subset(ds.y_train, STATS_IMAGES, seed=3)
+        fit = data.stratified_subset(ds.y_train, STATS_IMAGES, seed=SEED)
     else:
-        pool = data.stratified_subset(ds.y_train, STATS_IMAGES + THRESHOLD_IMAGES, seed=3)
+        pool = data.stratified_subset(ds.y_train, STATS_IMAGES + THRESHOLD_IMAGES, seed=SEED)
         fit, held = pool[:STATS_IMAGES], pool[STATS_IMAGES:]
     fitted, labels = features(features_of, ds.x_train[fit]), ds.y_train[fit]
     means = np.stack([fitted[labels == c].mean(axis=0) for c in range(config.NUM_CLASSES)])
     centred = fitted - means[labels]
-    inverse = np.linalg.inv(centred.T @ centred / len(fitted) + 1e-3 * np.eye(fitted.shape[1]))
+    inverse = np.linalg.inv(centred.T @ centred / len(fitted) + RIDGE * np.eye(fitted.shape[1]))
+    inverse = (inverse + inverse.T) / 2  # exactly symmetric (inv leaves rounding), so half of it is kept
     held_images = ds.x_train[held]
     held_features, held_probabilities = outputs(features_of, held_images)
     distances = Familiarity(layer, means, inverse, 0.0).distances(held_features)
     mirrored = outputs(features_of, held_images[:, :, ::-1])[1]
     cost = mirror_cost(held_probabilities, mirrored, ds.y_train[held])
     result = Familiarity(layer, means, inverse, float(np.percentile(distances, FAMILIAR_QUANTILE)), cost)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save(result, path)
+    model_digest = digest(model_file)
+    save(result, _stats_path(model_digest), model_digest)
     return result
 
 
-def save(stats: Familiarity, path: Path) -> None:
-    with files.atomic(path, suffix=".npz") as tmp:
-        np.savez(
-            tmp,
-            layer=stats.layer,
-            means=stats.means,
-            inverse=stats.inverse,
-            threshold=stats.threshold,
-            mirror_cost=stats.mirror_cost,
+def known(model_file: Path, model=None) -> Familiarity | None:
+    """The model file's statistics if they were made already: beside it (``FAMILIARITY_FILE``) or in the
+    cache; None otherwise. Only statistics made for this exact file by this ``RECIPE`` count, and with
+    ``model`` given only ones whose layer it has, of the width they say."""
+    model_digest = digest(model_file)
+    for path in (model_file.parent / FAMILIARITY_FILE, _stats_path(model_digest)):
+        kept = read(path, model_digest)
+        if kept is not None and (model is None or _fits(kept, model)):
+            return kept
+    return None
+
+
+def _fits(stats: Familiarity, model) -> bool:
+    try:
+        width = model.get_layer(stats.layer).output.shape[-1]
+    except (ValueError, AttributeError, IndexError):
+        return False
+    return width == stats.means.shape[1]
+
+
+# missing, damaged, an older kind of file, a single array (np.load gives no archive), a wrong shape
+_UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile)
+
+
+def read(path: Path, model_digest: str) -> Familiarity | None:
+    """The statistics kept in ``path`` if they were made for the model file of this digest by this
+    ``RECIPE`` and make sense (finite, ten classes, a positive threshold); None when they do not, or the
+    file is missing or damaged (they are made again)."""
+    with contextlib.suppress(*_UNREADABLE), np.load(path) as kept:
+        if not isinstance(kept, np.lib.npyio.NpzFile) or any(
+            kept.zip.getinfo(entry).file_size > MAX_KEPT_BYTES for entry in kept.zip.namelist()
+        ):
+            return None
+        if _text(kept["recipe"]) != RECIPE or _text(kept["model_digest"]) != model_digest:
+            return None
+        means = np.asarray(kept["means"])
+        if means.dtype != np.float64 or means.ndim != 2 or means.shape[0] != config.NUM_CLASSES:
+            return None
+        stats = Familiarity(
+            _text(kept["layer"]),
+            means,
+            _unpacked(kept["inverse"], means.shape[1]),
+            _number(kept["threshold"]),
+            _number(kept["mirror_cost"]),
         )
+        sensible = (
+            np.isfinite(stats.means).all()
+            and np.isfinite(stats.inverse).all()
+            and np.isfinite(stats.threshold)
+            and stats.threshold > 0
+            and not np.isnan(stats.mirror_cost)
+        )
+        return stats if sensible else None
+    return None
+
+
+def _text(value: np.ndarray) -> str:
+    if value.shape != () or value.dtype.kind != "U":
+        raise ValueError("not a text entry")
+    return str(value)
+
+
+def _number(value: np.ndarray) -> float:
+    if value.shape != () or value.dtype.kind != "f":
+        raise ValueError("not a number entry")
+    return float(value)
+
+
+def save(stats: Familiarity, path: Path, model_digest: str) -> None:
+    """Keep the statistics of the model file of this digest in ``path``: the symmetric inverse covariance
+    by its upper triangle, compressed (a feature that never varies leaves a row of zeros; 1.1 MB for the
+    shipped MobileNetV2's 1,280 features against 13 MB in full)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with files.atomic(path, suffix=".npz") as tmp:
+        np.savez_compressed(
+            tmp,
+            recipe=RECIPE,
+            model_digest=model_digest,
+            layer=stats.layer,
+            means=np.asarray(stats.means, np.float64),
+            inverse=np.asarray(stats.inverse, np.float64)[np.triu_indices(len(stats.inverse))],
+            threshold=float(stats.threshold),
+            mirror_cost=float(stats.mirror_cost),
+        )
+
+
+def _unpacked(upper: np.ndarray, size: int) -> np.ndarray:
+    if upper.dtype != np.float64 or upper.shape != (size * (size + 1) // 2,):
+        raise ValueError(f"the kept inverse covariance does not fit {size} features")
+    rows, cols = np.triu_indices(size)
+    inverse = np.empty((size, size), np.float64)
+    inverse[rows, cols] = upper
+    inverse[cols, rows] = upper
+    return inverse
 
 
 def decide(

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_lib import config, data, evaluate, files, lifecycle, models, runs
+from fashion_lib import confidence, config, data, evaluate, files, lifecycle, models, runs
 
 SHIPPED_FILES = (
     runs.CONFIG_FILE,
@@ -183,6 +183,9 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
     The model is written again without its optimizer state (Adam keeps two numbers per weight): the shipped
     file is for predictions and is about a third of the run's; the card and summary give its size.
 
+    Where Fashion-MNIST is found, the model's familiarity statistics (``confidence``) ship beside it, so
+    its first photo on the Grad-CAM page or the service's start does not wait for them.
+
     The new folder is built beside the target under a temporary name and swapped in only when complete, so
     a failure (disk full, a bad run) leaves the model that was shipped before untouched."""
     card = model_card(folder)
@@ -195,7 +198,9 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
         for file_name in SHIPPED_FILES:
             if file_name != runs.MODEL_FILE:
                 shutil.copy2(folder / file_name, staging / file_name)
-        models.load_model(folder / runs.MODEL_FILE).save(staging / runs.MODEL_FILE)
+        model = models.load_model(folder / runs.MODEL_FILE)
+        model.save(staging / runs.MODEL_FILE)
+        _familiarity_beside(model, folder, staging / runs.MODEL_FILE)
         card["model_size_bytes"] = (staging / runs.MODEL_FILE).stat().st_size
         summary = runs.read_json(staging / runs.SUMMARY_FILE)
         runs.write_json(
@@ -220,6 +225,20 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
     return target
+
+
+def _familiarity_beside(model, source: Path, written: Path) -> bool:
+    """Write the familiarity statistics of ``source``'s model (``model``, loaded) beside ``written``, a copy
+    with the same weights (shipped or exported). Known ones are reused; else they are made where
+    Fashion-MNIST is (with the validation split from ``source``'s config) and left out where it is not
+    (False; a file left there by an earlier export is removed)."""
+    target = written.parent / confidence.FAMILIARITY_FILE
+    stats = confidence.of_model(model, source / runs.MODEL_FILE)
+    if stats is None:
+        target.unlink(missing_ok=True)
+        return False
+    confidence.save(stats, target, confidence.digest(written))
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -368,7 +387,8 @@ def export_model(
     version: int = SAVEDMODEL_VERSION,
 ) -> ExportResult:
     """Export a completed run or shipped model (``folder``) into ``target``: ``model.keras`` (no optimizer
-    state, loads with ``safe_mode=True``), ``savedmodel/<version>/``, ``card.json`` and ``README.md``.
+    state, loads with ``safe_mode=True``) with its familiarity statistics (``confidence``; where they are
+    known or Fashion-MNIST is here), ``savedmodel/<version>/``, ``card.json`` and ``README.md``.
 
     Each format is loaded back and its probabilities on ``images`` (N, 28, 28, 1) raw pixels, default
     :func:`check_images`, compared with the original's; ExportError when they differ by more than 1e-5."""
@@ -385,11 +405,13 @@ def export_model(
     original = source.predict(images, batch_size=CHECK_IMAGES, verbose=0)
     target.mkdir(parents=True, exist_ok=True)
     checks = []
+    familiar = False  # the statistics go with model.keras, which the service loads
     if KERAS in formats:
         path = target / runs.MODEL_FILE
         source.save(path)
         reloaded = models.load_model(path).predict(images, batch_size=CHECK_IMAGES, verbose=0)
         checks.append(_check(KERAS, path, reloaded, original))
+        familiar = _familiarity_beside(source, folder, path)  # the service's "not sure" rule anywhere
     if SAVEDMODEL in formats:
         path = target / SAVEDMODEL_DIR / str(version)
         if path.exists():
@@ -402,6 +424,7 @@ def export_model(
         "savedmodel_version": version if SAVEDMODEL in formats else None,
         "round_trip": {c.format: {"max_difference": c.max_difference, "images": c.images} for c in checks},
         "checked_on": checked_on,
+        "familiarity_statistics": confidence.FAMILIARITY_FILE if familiar else None,
         "library_versions": _library_versions(),
     }
     runs.write_json(target / runs.CARD_FILE, card)
@@ -435,6 +458,11 @@ def export_markdown(card: dict[str, Any]) -> str:
         lines.append(
             f"- `{runs.MODEL_FILE}`: `keras.saving.load_model(path, safe_mode=True)` "
             f"(largest difference from the original: {info['round_trip'][KERAS]['max_difference']:.1e})."
+        )
+    if info.get("familiarity_statistics"):
+        lines.append(
+            f"- `{info['familiarity_statistics']}`: where the model's training images lie in its feature "
+            'space, for the service\'s "not sure" rule (`python -m fashion_lib serve --model DIR`).'
         )
     if SAVEDMODEL in info["formats"]:
         sig = contract["savedmodel_signature"]

@@ -46,7 +46,7 @@ class LoadedModel:
 
     model: Any
     predict: Callable[[np.ndarray], np.ndarray]
-    familiarity: confidence.Familiarity | None  # None: no training data here to learn it from
+    familiarity: confidence.Familiarity | None  # None: none kept with the model, no Fashion-MNIST here
 
 
 def split(answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,14 +60,10 @@ def load_warm(folder: Path) -> LoadedModel:
     photo conversion), so no request pays for it."""
     import tensorflow as tf
 
-    from fashion_lib import data
-
     model = models.load_model(folder / runs.MODEL_FILE)
-    try:
-        ds = data.load(allow_download=False)
-        stats = confidence.familiarity(model, folder / runs.MODEL_FILE, ds, confidence.held_out(folder, ds))
-    except data.FashionDataError:  # an export served where Fashion-MNIST is not: verdicts without it
-        stats = None
+    # kept beside the model (shipped, exported) or in the cache, else made where Fashion-MNIST is found;
+    # None (verdicts without the familiarity sign) where neither is at hand
+    stats = confidence.of_model(model, folder / runs.MODEL_FILE)
     both = confidence.with_features(model, stats.layer if stats else None)
     forward = tf.function(
         lambda x: both(x, training=False),

@@ -369,7 +369,8 @@ def create_app(
             "served_as": service.name,
             "not_sure_rule": "confidence, photo conversion and familiarity"
             if familiar
-            else "confidence and photo conversion (no Fashion-MNIST here to learn familiarity from)",
+            else "confidence and photo conversion (no familiarity statistics kept with the model, and no "
+            "Fashion-MNIST here to make them from)",
         }
 
     @app.post("/predict", response_model=Prediction, summary="classify uploaded photos")

@@ -74,7 +74,10 @@ else:
             else:
                 st.caption(
                     "A zip of the chosen formats and the model card; each format is loaded back and "
-                    "checked against the original first (as `python -m fashion_lib export RUN --to DIR`)."
+                    "checked against the original first (as `python -m fashion_lib export RUN --to DIR`). "
+                    "With the Keras file go the model's familiarity statistics, for the service's "
+                    '"not sure" rule: made first if no photo has been '
+                    "classified with this model yet (a while, for a transfer model on a CPU)."
                 )
                 to_export = st.selectbox("Model", exportable, format_func=lambda r: r.label, key="export_run")
                 formats = st.multiselect(

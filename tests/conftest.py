@@ -23,6 +23,17 @@ def dataset():
     return data.load()
 
 
+@pytest.fixture
+def without_dataset(monkeypatch) -> None:
+    """From here on, Fashion-MNIST cannot be found (as on a machine that serves an export)."""
+    from fashion_lib import data
+
+    def not_found(*args, **kwargs):
+        raise data.DataNotFoundError("no Fashion-MNIST on this machine")
+
+    monkeypatch.setattr(data, "load", not_found)
+
+
 @pytest.fixture(scope="session")
 def data_folder(dataset) -> Path:
     """The folder the real data was loaded from."""

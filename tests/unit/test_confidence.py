@@ -4,6 +4,9 @@ and the familiarity distance of the shipped baseline on test images and on thing
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,28 +52,41 @@ def test_the_decision_says_why():
     assert confidence.decide(np.eye(10)[3], distance=1.0, stats=stats).sure
 
 
+def shipped_copy(name: str, to: Path) -> Path:
+    """A copy of a shipped model's folder without the statistics shipped beside it."""
+    shutil.copytree(
+        config.CACHED_MODELS_DIR / name, to, ignore=shutil.ignore_patterns(confidence.FAMILIARITY_FILE)
+    )
+    return to
+
+
 def test_the_shipped_baseline_knows_test_images_and_doubts_other_things(dataset, tmp_path, monkeypatch):
-    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
-    folder = config.CACHED_MODELS_DIR / "baseline"
-    model = models.load_model(folder / runs.MODEL_FILE)
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    folder = shipped_copy("baseline", tmp_path / "baseline")
+    model_file = folder / runs.MODEL_FILE
+    model = models.load_model(model_file)
     held_out = confidence.held_out(folder, dataset)
     assert len(held_out) == 3000  # the shipped run's validation split: 5 % of 60,000, never trained on
-    stats = confidence.familiarity(model, folder / runs.MODEL_FILE, dataset, held_out)
+    stats = confidence.familiarity(model, model_file, dataset, held_out)
     monkeypatch.setattr(confidence, "features", lambda *a, **k: pytest.fail("recomputed"))
-    again = confidence.familiarity(model, folder / runs.MODEL_FILE, dataset, held_out)  # read from the cache
+    again = confidence.familiarity(model, model_file, dataset, held_out)  # read from the cache
     monkeypatch.undo()
-    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
     assert again.threshold == stats.threshold and stats.layer == "head_hidden"
+    assert np.array_equal(again.inverse, stats.inverse) and np.array_equal(again.means, stats.means)
     # it has never seen a right-facing shoe: photos as they are (measured: 5.9 points lost)
     assert stats.mirror_cost > 0.03 and again.mirror_cost == stats.mirror_cost and not stats.mirror
-    cached = confidence._stats_path(folder / runs.MODEL_FILE)
-    with np.load(cached) as stored:  # statistics kept before the mirror check: made again, then kept
-        np.savez(cached, **{k: stored[k] for k in stored.files if k != "mirror_cost"})
-    remade = confidence.familiarity(model, folder / runs.MODEL_FILE, dataset, held_out)
-    assert remade.mirror_cost == stats.mirror_cost and "mirror_cost" in np.load(cached).files
+    # the statistics shipped beside it are what this code makes (up to another machine's rounding)
+    shipped = confidence.read(
+        config.CACHED_MODELS_DIR / "baseline" / confidence.FAMILIARITY_FILE, confidence.digest(model_file)
+    )
+    assert shipped is not None and shipped.layer == stats.layer and shipped.mirror_cost == stats.mirror_cost
+    assert shipped.threshold == pytest.approx(stats.threshold, rel=1e-4)
     features_of = confidence.with_features(model, stats.layer)
     test_images = dataset.x_test[:500]
-    flagged = np.mean(stats.distances(confidence.features(features_of, test_images)) > stats.threshold)
+    test_features = confidence.features(features_of, test_images)
+    assert np.allclose(shipped.distances(test_features), stats.distances(test_features), rtol=1e-4)
+    flagged = np.mean(stats.distances(test_features) > stats.threshold)
     assert flagged < 0.05  # 1 % of the validation images lie beyond the threshold by construction
     others = np.stack(
         [
@@ -81,6 +97,123 @@ def test_the_shipped_baseline_knows_test_images_and_doubts_other_things(dataset,
     )
     far = np.mean(stats.distances(confidence.features(features_of, others)) > stats.threshold)
     assert far > 0.3  # measured: 58 % with the confidence rule too (bench.photo_realistic)
+
+
+class Recomputed(Exception):
+    pass
+
+
+def recompute(*args, **kwargs):
+    raise Recomputed
+
+
+@pytest.fixture
+def kept(tmp_path, monkeypatch):
+    """A stand-in model file with statistics for it kept beside it; making statistics raises Recomputed."""
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    model_file = tmp_path / "model" / runs.MODEL_FILE
+    model_file.parent.mkdir()
+    model_file.write_bytes(b"the model's bytes")
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 5))
+    inverse = a @ a.T + np.eye(5)
+    inverse = (inverse + inverse.T) / 2
+    stats = confidence.Familiarity("head_hidden", rng.normal(size=(10, 5)), inverse, 3.5, 0.002)
+    beside = model_file.parent / confidence.FAMILIARITY_FILE
+    confidence.save(stats, beside, confidence.digest(model_file))
+    monkeypatch.setattr(confidence, "feature_layer", recompute)
+    return SimpleNamespace(model_file=model_file, stats=stats, beside=beside)
+
+
+def stand_in_model(width: int, layer: str = "head_hidden"):
+    def get_layer(name):
+        if name != layer:
+            raise ValueError(f"no layer {name}")
+        return SimpleNamespace(output=SimpleNamespace(shape=(None, width)))
+
+    return SimpleNamespace(get_layer=get_layer)
+
+
+def test_statistics_kept_beside_a_model_are_used_only_for_that_file_recipe_and_model(kept, monkeypatch):
+    with np.load(kept.beside) as stored:
+        assert stored["inverse"].shape == (15,)  # the symmetric inverse's upper triangle: 5 × 6 / 2 values
+    found = confidence.familiarity(None, kept.model_file, None)
+    assert found.threshold == 3.5 and found.mirror and found.layer == "head_hidden"
+    assert np.array_equal(found.inverse, kept.stats.inverse) and np.array_equal(found.means, kept.stats.means)
+    assert confidence.known(kept.model_file, stand_in_model(5)) is not None
+    # for a model without that layer, or whose layer is not as wide: not used
+    assert confidence.known(kept.model_file, stand_in_model(7)) is None
+    assert confidence.known(kept.model_file, stand_in_model(5, layer="head_pool")) is None
+    with pytest.raises(Recomputed):
+        confidence.familiarity(stand_in_model(7), kept.model_file, None)
+    # made for another file, or by another recipe: not used
+    assert confidence.read(kept.beside, confidence.digest(kept.model_file)[::-1]) is None
+    monkeypatch.setattr(confidence, "RECIPE", confidence.RECIPE + ", changed")
+    assert confidence.read(kept.beside, confidence.digest(kept.model_file)) is None
+
+
+def test_statistics_in_the_cache_serve_when_the_file_beside_the_model_does_not(kept):
+    cached = confidence._stats_path(confidence.digest(kept.model_file))
+    confidence.save(kept.stats, cached, confidence.digest(kept.model_file))
+    kept.beside.write_bytes(b"damaged")
+    assert confidence.known(kept.model_file).threshold == 3.5
+    cached.unlink()
+    assert confidence.known(kept.model_file) is None
+
+
+DAMAGE = {
+    "cut short": None,
+    "not a numpy file": None,
+    "empty": None,
+    "a single array": None,
+    "kept before the recipe": ("recipe", None),
+    "threshold not one number": ("threshold", np.array([1.0, 2.0])),
+    "mirror cost empty": ("mirror_cost", np.zeros(0)),
+    "threshold as text": ("threshold", np.array("1.5")),
+    "threshold NaN": ("threshold", np.array(np.nan)),
+    "threshold negative": ("threshold", np.array(-1.0)),
+    "means NaN": ("means", np.full((10, 5), np.nan)),
+    "three classes": ("means", np.zeros((3, 5))),
+    "means complex": ("means", np.zeros((10, 5), complex)),
+    "inverse one value": ("inverse", np.zeros(1)),
+    "inverse infinite": ("inverse", np.full(15, np.inf)),
+    "layer not text": ("layer", np.array(["a", "b"])),
+    "layer pickled": ("layer", np.array([{}], dtype=object)),
+    "a huge entry": ("padding", np.zeros(10_000_000)),  # 80 MB unpacked, 78 kB compressed: never read
+}
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_a_damaged_or_senseless_kept_file_is_not_used_and_the_statistics_are_made_again(kept, how):
+    whole = kept.beside.read_bytes()
+    with np.load(kept.beside) as stored:
+        entries = {name: stored[name] for name in stored.files}
+    if how == "cut short":
+        kept.beside.write_bytes(whole[: len(whole) // 2])
+    elif how == "not a numpy file":
+        kept.beside.write_bytes(b"not a numpy file")
+    elif how == "empty":
+        kept.beside.write_bytes(b"")
+    elif how == "a single array":
+        with kept.beside.open("wb") as out:
+            np.save(out, entries["means"])
+    else:
+        name, value = DAMAGE[how]
+        if value is None:
+            del entries[name]
+        else:
+            entries[name] = value
+        with kept.beside.open("wb") as out:
+            np.savez_compressed(out, **entries)
+    assert confidence.read(kept.beside, confidence.digest(kept.model_file)) is None
+    with pytest.raises(Recomputed):
+        confidence.familiarity(None, kept.model_file, None)
+
+
+def test_without_kept_statistics_or_the_dataset_there_are_none(kept, without_dataset):
+    assert confidence.of_model(None, kept.model_file).threshold == 3.5  # kept ones need no dataset
+    kept.beside.unlink()
+    assert confidence.of_model(None, kept.model_file) is None
 
 
 def test_the_distance_is_the_squared_mahalanobis_distance_to_the_nearest_class_mean():

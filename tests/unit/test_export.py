@@ -127,6 +127,32 @@ def test_the_export_command_writes_the_folder_and_says_what_it_checked(trained_r
     out = capsys.readouterr().out
     assert "model.keras" in out and "largest difference" in out
     assert (tmp_path / "out" / "card.json").is_file()
+    assert "familiarity statistics" in out and (tmp_path / "out" / "familiarity.npz").is_file()
+
+
+def test_an_export_made_without_the_dataset_or_kept_statistics_goes_without_them(
+    trained_run, tmp_path, monkeypatch, test_images, without_dataset
+):
+    from fashion_lib import confidence
+
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))  # nothing kept for the run's model here
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / confidence.FAMILIARITY_FILE).write_bytes(b"left by an earlier export")
+    result = export.export_model(trained_run, out, ("keras",), images=test_images)
+    assert result.card["export"]["familiarity_statistics"] is None
+    assert not (out / confidence.FAMILIARITY_FILE).exists()
+    assert "familiarity" not in (out / "README.md").read_text()
+
+
+def test_ship_says_when_it_ships_without_familiarity_statistics(
+    trained_run, tmp_path, monkeypatch, capsys, without_dataset
+):
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))  # nothing kept for the run's model here
+    monkeypatch.setattr(config, "CACHED_MODELS_DIR", tmp_path / "cached_models")
+    assert main(["ship", str(trained_run), "--name", "tiny"]) == 0
+    assert "shipped without its familiarity statistics" in capsys.readouterr().err
+    assert (tmp_path / "cached_models" / "tiny" / "model.keras").is_file()
 
 
 def test_the_export_command_names_an_unknown_model(tmp_path, capsys):

@@ -11,7 +11,19 @@ import time
 import numpy as np
 import pytest
 
-from fashion_lib import config, evaluate, export, jobs, lifecycle, models, pitfall, processes, runs, train
+from fashion_lib import (
+    confidence,
+    config,
+    evaluate,
+    export,
+    jobs,
+    lifecycle,
+    models,
+    pitfall,
+    processes,
+    runs,
+    train,
+)
 from fashion_lib.training import estimates
 from tests.unit.test_train import tiny
 
@@ -183,6 +195,9 @@ def test_comparison_table_and_shipping_read_the_real_summary(dataset, tmp_path):
     assert np.allclose(np.asarray(original(x)), np.asarray(again(x)), atol=1e-6)
     loaded = runs.read_run(shipped, shipped=True)
     assert loaded.shipped and loaded.test_accuracy == summary["test_accuracy"]
+    # its familiarity statistics ship beside it, made for the shipped file (not the run's)
+    kept = confidence.read(shipped / confidence.FAMILIARITY_FILE, confidence.digest(shipped_model))
+    assert kept is not None and kept.layer == "head_hidden" and kept.means.shape[0] == 10
 
 
 def fake_run(folder, model, accuracy, state="completed", shipped=False, collapsed=False):

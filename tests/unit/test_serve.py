@@ -163,15 +163,35 @@ def test_a_28x28_catalogue_thumbnail_dark_on_white_goes_through_the_photo_conver
     assert prediction["input"].startswith("photo conversion") and prediction["top"][0]["label"] == "Trouser"
 
 
-def test_the_service_serves_an_export_folder(no_token, dataset, tmp_path):
+def test_the_service_serves_an_export_folder_with_its_not_sure_rule_where_the_dataset_is_not(
+    no_token, dataset, tmp_path, without_dataset
+):
+    from fashion_lib import photo_render
+
     images = dataset.x_test[:8, ..., None]
     folder = export.export_model(BASELINE, tmp_path / "export", ("keras",), images).folder
+    # the shipped statistics travel with the export, made over for its own model file (not the shipped one)
+    beside = folder / confidence.FAMILIARITY_FILE
+    exported = confidence.read(beside, confidence.digest(folder / "model.keras"))
+    assert (
+        exported is not None and confidence.read(beside, confidence.digest(BASELINE / "model.keras")) is None
+    )
+    assert exported.threshold == confidence.known(BASELINE / "model.keras").threshold
+    assert "`familiarity.npz`" in (folder / "README.md").read_text()
     with TestClient(serve.create_app(str(folder))) as client:
         wait_until_ready(client)
-        assert client.get("/model").json()["export"]["formats"] == ["keras"]
+        card = client.get("/model").json()
+        assert card["export"]["formats"] == ["keras"] and card["export"]["familiarity_statistics"]
+        assert card["not_sure_rule"] == "confidence, photo conversion and familiarity"
         answer = client.post("/predict/pixels", json=dataset.x_test[:1].tolist()).json()
         assert answer["model"]["run_id"] == "20261129-122347-baseline"
         assert answer["predictions"][0]["top"][0]["label"] == "Ankle boot"
+        text = client.post("/predict", files=files(photo_render.not_clothes("text", seed=0))).json()
+        assert "unlike the images the model learnt from" in text["predictions"][0]["verdict"]["reasons"][0]
+    (folder / confidence.FAMILIARITY_FILE).unlink()  # an export without them: the other two signs decide
+    with TestClient(serve.create_app(str(folder))) as client:
+        wait_until_ready(client)
+        assert client.get("/model").json()["not_sure_rule"].startswith("confidence and photo conversion (")
 
 
 def test_health_and_model_card(client):

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from fashion_lib import config, runs
+from fashion_lib import confidence, config, runs
 from fashion_lib.training.pipelines import predict
 
 SHIPPED = sorted(p.name for p in config.CACHED_MODELS_DIR.iterdir() if (p / runs.MODEL_FILE).is_file())
@@ -29,6 +29,15 @@ def test_a_shipped_model_loads_in_safe_mode_and_reproduces_its_stored_prediction
     probabilities = predict(model, dataset.x_test[saved["test_index"][some]][..., None])
     assert np.allclose(probabilities, saved["probabilities"][some], atol=1e-4)
     assert np.array_equal(probabilities.argmax(1), saved["probabilities"][some].argmax(1))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_model_carries_familiarity_statistics_made_for_its_file(name):
+    folder = config.CACHED_MODELS_DIR / name
+    model_file = folder / runs.MODEL_FILE
+    stats = confidence.read(folder / confidence.FAMILIARITY_FILE, confidence.digest(model_file))
+    assert stats is not None, f"ship {name} again: its familiarity statistics are missing or out of date"
+    assert stats.means.shape[0] == 10 and stats.threshold > 0
 
 
 @pytest.mark.parametrize("name", SHIPPED)
