@@ -233,7 +233,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
     try:
         target = export.ship_run(runs.resolve_run(args.run), args.name)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a file in the way, a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"shipped to {target}")
@@ -253,7 +253,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         folder = export.resolve_model(args.run)
         result = export.export_model(folder, args.to, args.format, version=args.savedmodel_version)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a file in the way, a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for check in result.checks:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +51,7 @@ RECIPE = (
     f"v{RECIPE_VERSION}: {STATS_IMAGES} fit, {THRESHOLD_IMAGES} held out at {FAMILIAR_QUANTILE:g} %, "
     f"seed {SEED}, ridge {RIDGE:g}"
 )
+MAX_FEATURES = 4096  # wider kept statistics are not of a model here (MobileNetV2, EfficientNetB0: 1,280)
 MAX_KEPT_BYTES = 64 * 2**20  # a kept entry larger than this (unpacked) is not statistics: not read
 
 
@@ -296,15 +296,15 @@ def _fits(stats: Familiarity, model) -> bool:
     return width == stats.means.shape[1]
 
 
-# missing, damaged, an older kind of file, a single array (np.load gives no archive), a wrong shape
-_UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile)
-
-
 def read(path: Path, model_digest: str) -> Familiarity | None:
     """The statistics kept in ``path`` if they were made for the model file of this digest by this
     ``RECIPE`` and make sense (finite, ten classes, a positive threshold); None when they do not, or the
     file is missing or damaged (they are made again)."""
-    with contextlib.suppress(*_UNREADABLE), np.load(path) as kept:
+    if not path.is_file():  # missing, or not a regular file (a folder, a pipe that would block the read)
+        return None
+    # Any failure to read a file of derived numbers means "make them again": damaged or cut short, an older
+    # kind, a lone array, a pickle, zip features NumPy cannot read, a header claiming a huge array …
+    with contextlib.suppress(Exception), np.load(path) as kept:
         if not isinstance(kept, np.lib.npyio.NpzFile) or any(
             kept.zip.getinfo(entry).file_size > MAX_KEPT_BYTES for entry in kept.zip.namelist()
         ):
@@ -313,6 +313,8 @@ def read(path: Path, model_digest: str) -> Familiarity | None:
             return None
         means = np.asarray(kept["means"])
         if means.dtype != np.float64 or means.ndim != 2 or means.shape[0] != config.NUM_CLASSES:
+            return None
+        if not 0 < means.shape[1] <= MAX_FEATURES:
             return None
         stats = Familiarity(
             _text(kept["layer"]),
@@ -326,7 +328,7 @@ def read(path: Path, model_digest: str) -> Familiarity | None:
             and np.isfinite(stats.inverse).all()
             and np.isfinite(stats.threshold)
             and stats.threshold > 0
-            and not np.isnan(stats.mirror_cost)
+            and (stats.mirror_cost == float("inf") or -1.0 <= stats.mirror_cost <= 1.0)  # accuracy lost
         )
         return stats if sensible else None
     return None

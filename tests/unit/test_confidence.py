@@ -4,7 +4,10 @@ and the familiarity distance of the shipped baseline on test images and on thing
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 import shutil
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -180,7 +183,33 @@ DAMAGE = {
     "layer not text": ("layer", np.array(["a", "b"])),
     "layer pickled": ("layer", np.array([{}], dtype=object)),
     "a huge entry": ("padding", np.zeros(10_000_000)),  # 80 MB unpacked, 78 kB compressed: never read
+    "mirror cost beyond all accuracy": ("mirror_cost", np.array(-np.inf)),
+    "no features": None,
+    "an entry that is not an array": None,
+    "a header claiming a huge array": None,
+    "a pipe": None,
+    "a folder": None,
+    "encrypted": None,
 }
+
+
+def rewritten(path: Path, entries: dict, raw: dict[str, bytes]) -> None:
+    """The archive of ``entries`` with the ``raw`` ones written as the bytes given, not as arrays."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, value in entries.items():
+            if name in raw:
+                archive.writestr(f"{name}.npy", raw[name])
+            else:
+                buffer = io.BytesIO()
+                np.save(buffer, value)
+                archive.writestr(f"{name}.npy", buffer.getvalue())
+
+
+def huge_header() -> bytes:
+    buffer = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10, 10**11)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + bytes(64)  # 7 TiB claimed, 64 bytes there
 
 
 @pytest.mark.parametrize("how", list(DAMAGE))
@@ -197,6 +226,26 @@ def test_a_damaged_or_senseless_kept_file_is_not_used_and_the_statistics_are_mad
     elif how == "a single array":
         with kept.beside.open("wb") as out:
             np.save(out, entries["means"])
+    elif how == "no features":
+        rewritten(kept.beside, {**entries, "means": np.zeros((10, 0)), "inverse": np.zeros(0)}, {})
+    elif how == "an entry that is not an array":
+        rewritten(kept.beside, entries, {"layer": b"garbage"})
+    elif how == "a header claiming a huge array":
+        rewritten(kept.beside, entries, {"means": huge_header()})
+    elif how in ("a pipe", "a folder"):
+        kept.beside.unlink()
+        if how == "a pipe":
+            os.mkfifo(kept.beside)  # opening it to read would wait for a writer for ever
+        else:
+            kept.beside.mkdir()
+    elif how == "encrypted":
+        flagged = bytearray(whole)  # the "encrypted" bit in every local and central header
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = flagged.find(signature)
+            while at >= 0:
+                flagged[at + offset] |= 1
+                at = flagged.find(signature, at + 4)
+        kept.beside.write_bytes(bytes(flagged))
     else:
         name, value = DAMAGE[how]
         if value is None:

@@ -155,6 +155,13 @@ def test_ship_says_when_it_ships_without_familiarity_statistics(
     assert (tmp_path / "cached_models" / "tiny" / "model.keras").is_file()
 
 
+def test_the_export_command_says_what_is_in_the_way_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "out" / "familiarity.npz").mkdir(parents=True)  # a folder where a file is to go
+    assert main(["export", "baseline", "--to", str(tmp_path / "out"), "--format", "keras"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "familiarity.npz" in err and "Traceback" not in err
+
+
 def test_the_export_command_names_an_unknown_model(tmp_path, capsys):
     assert main(["export", "no-such-run", "--to", str(tmp_path / "out")]) == 2
     assert "no run named 'no-such-run'" in capsys.readouterr().err
