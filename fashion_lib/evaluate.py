@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fashion_lib import config
+from fashion_lib import config, files
 
 
 def classification_summary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -155,16 +154,22 @@ def load_predictions(folder) -> Predictions:
 
     Raises ValueError naming what is wrong when the file is unreadable or its arrays do not fit together
     (probabilities (N, 10) in [0, 1], N labels 0–9, N test-set indices 0–9,999)."""
-    path = folder / "predictions.npz"
-    try:
-        with np.load(path) as saved:
-            probabilities = np.asarray(saved["probabilities"], dtype=np.float64)
-            labels = np.asarray(saved["labels"])
-            index = np.asarray(saved["test_index"]) if "test_index" in saved.files else np.arange(len(labels))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"predictions.npz cannot be read ({exc})") from None
-    n = len(labels)
-    if probabilities.shape != (n, config.NUM_CLASSES) or index.shape != (n,) or n == 0:
+    saved = files.read_arrays(folder / "predictions.npz")
+    missing = {"probabilities", "labels"} - saved.keys()
+    if missing:
+        raise ValueError(f"predictions.npz has no {' or '.join(sorted(missing))}")
+    probabilities, labels = saved["probabilities"], saved["labels"]
+    index = saved.get("test_index", np.arange(labels.size))
+    for name, array, kinds, what in (
+        ("probabilities", probabilities, "fiu", "numbers"),
+        ("labels", labels, "iu", "whole numbers"),
+        ("test_index", index, "iu", "whole numbers"),
+    ):
+        if array.dtype.kind not in kinds:
+            raise ValueError(f"predictions.npz: {name} are not {what}")
+    probabilities = probabilities.astype(np.float64)
+    n = len(labels) if labels.ndim == 1 else -1
+    if probabilities.shape != (n, config.NUM_CLASSES) or index.shape != (n,) or n <= 0:
         raise ValueError(
             f"predictions.npz does not fit together: probabilities {probabilities.shape}, "
             f"labels {labels.shape}, test_index {index.shape}"

@@ -1,4 +1,4 @@
-"""Writing files so that no reader ever sees half of one, and reading JSON that may be damaged.
+"""Writing files so that no reader ever sees half of one, and reading JSON and arrays that may be damaged.
 
 Every write goes to a uniquely named temporary file beside the target and replaces it atomically: a crash
 leaves the old file or the new one, never a torn one, and two writers never share a temporary file. The file
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _read_umask() -> int:
@@ -57,3 +61,57 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+MAX_ARRAY_BYTES = 1 << 30  # what read_arrays unpacks at most, all arrays together
+
+
+def read_arrays(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
+    """Every array in the ``.npz`` file ``path``, by name. Raises ValueError saying why when it cannot be
+    used: missing; not a regular file (a folder, or a pipe whose read would wait for ever); not an ``.npz``
+    archive, damaged or cut short; an entry that is not an array, or holds pickled objects; zip features
+    NumPy cannot read (encryption); arrays whose headers claim more than their entries hold, or more than
+    ``max_bytes`` in all. Each header is checked before any array is allocated."""
+    if not path.exists():
+        raise ValueError(f"{path.name} is missing")
+    if not path.is_file():
+        raise ValueError(f"{path.name} is not a regular file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            total = 0
+            for entry in entries:
+                if not entry.filename.endswith(".npy"):
+                    raise ValueError(f"its entry {entry.filename!r} is not an array")
+                if entry.flag_bits & 0x1:
+                    raise ValueError(f"{entry.filename} is encrypted")
+                with archive.open(entry) as stream:
+                    dtype, count, header_bytes = _array_header(stream)
+                if dtype.hasobject:
+                    raise ValueError(f"{entry.filename} holds Python objects")
+                if header_bytes + dtype.itemsize * count > entry.file_size:
+                    raise ValueError(f"{entry.filename} claims more bytes than it holds")
+                total += dtype.itemsize * count
+                if total > max_bytes:
+                    raise ValueError(f"its arrays hold more than {max_bytes:,} bytes")
+            arrays = {}
+            for entry in entries:
+                with archive.open(entry) as stream:
+                    arrays[entry.filename[: -len(".npy")]] = np.lib.format.read_array(stream)
+            return arrays
+    except ValueError as exc:
+        raise ValueError(f"{path.name} cannot be read ({exc})") from None
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path.name} cannot be read (not a whole .npz archive: cut off?)") from None
+    except Exception as exc:  # zlib, a NumPy format it does not know, an allocation that fails ...
+        raise ValueError(f"{path.name} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _array_header(stream) -> tuple[np.dtype, int, int]:
+    """(dtype, element count, header length) of the ``.npy`` array starting in ``stream``."""
+    version = np.lib.format.read_magic(stream)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in read_header:
+        raise ValueError(f"array format {version} is not known")
+    shape, _, dtype = read_header[version](stream)
+    return dtype, math.prod(shape), stream.tell()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashion_lib import config, data
+from fashion_lib import config, data, files
 
 # --------------------------------------------------------------------------------- class distribution
 
@@ -203,9 +203,8 @@ def _cache_path(name: str, **params) -> Path:
 def _load_or_compute(path: Path, compute) -> dict[str, np.ndarray]:
     if path.is_file():
         try:
-            with np.load(path) as stored:
-                return {k: stored[k] for k in stored.files}
-        except (OSError, ValueError):
+            return files.read_arrays(path)
+        except ValueError:
             path.unlink(missing_ok=True)  # a damaged cache file is recomputed, never trusted
     result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +265,12 @@ def tsne_expected_seconds(n: int) -> tuple[float, str]:
     done = sorted(folder.glob("tsne-*.npz"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     for path in reversed(done):
         try:
-            with np.load(path) as stored:
-                if "seconds" in stored.files:
-                    took, size = float(stored["seconds"]), len(stored["index"])
-                    return took * n / size, f"the last t-SNE here took {took:.0f} s for {size:,} images"
-        except (OSError, ValueError, KeyError):
+            stored = files.read_arrays(path)
+            took, size = float(stored["seconds"]), len(stored["index"])
+        except (ValueError, KeyError, TypeError):
             continue
+        if np.isfinite(took) and took > 0 and size > 0:
+            return took * n / size, f"the last t-SNE here took {took:.0f} s for {size:,} images"
     return TSNE_SECONDS_PER_IMAGE * n, "about a minute per 5,000 images on a 2-core machine"
 
 

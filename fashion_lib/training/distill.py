@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_lib import config, data, lifecycle, models, runs
+from fashion_lib import config, data, files, lifecycle, models, runs
 
 SOFTENING = 2.0  # the teachers' logits are divided by this (Hinton et al.'s distillation temperature)
 TARGETS_FILE = "teacher_targets.npz"  # kept until the run completes (to resume without the teachers' pass)
@@ -249,15 +249,15 @@ def teachers_answer(
 def stored_answer(folder: Path, names: tuple[str, ...], count: int | None = None) -> Answer | None:
     """The answer a stopped run kept, if it is readable and for these teachers (and ``count`` images)."""
     try:
-        with np.load(folder / TARGETS_FILE) as stored:
-            if tuple(str(t) for t in stored["names"]) != tuple(names):
-                return None
-            answer = Answer(
-                stored["answer"].astype(np.float32),
-                json.loads(str(stored["teachers"])),
-                float(stored["seconds"]) if np.isfinite(stored["seconds"]) else None,
-            )
-    except Exception:  # missing, cut short or damaged (zipfile, zlib, EOF, JSON...): made again
+        stored = files.read_arrays(folder / TARGETS_FILE)
+        if tuple(str(t) for t in stored["names"]) != tuple(names):
+            return None
+        answer = Answer(
+            stored["answer"].astype(np.float32),
+            json.loads(str(stored["teachers"])),
+            float(stored["seconds"]) if np.isfinite(stored["seconds"]) else None,
+        )
+    except Exception:  # missing, damaged (files.read_arrays), or senseless entries (JSON, shapes): made again
         return None
     rows = answer.probs.shape[0] if answer.probs.ndim == 2 else -1
     if (
@@ -272,8 +272,6 @@ def stored_answer(folder: Path, names: tuple[str, ...], count: int | None = None
 
 
 def store_answer(folder: Path, names: tuple[str, ...], answer: Answer) -> None:
-    from fashion_lib import files
-
     with files.atomic(folder / TARGETS_FILE, suffix=".npz") as tmp:
         np.savez_compressed(
             tmp,

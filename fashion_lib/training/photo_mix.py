@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 import types
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,17 +87,19 @@ def read_cache(path: Path) -> dict[int, np.ndarray | None]:
     """Converted photos by training index (None: the conversion refused it); empty when the file is
     missing or damaged (made again)."""
     try:
-        with np.load(path) as stored:
-            index, images, ok = stored["index"], stored["images"], stored["ok"]
-        if (
-            images.shape != (len(index), config.IMAGE_SIZE, config.IMAGE_SIZE)
-            or images.dtype != np.uint8
-            or ok.shape != index.shape
-        ):
-            return {}
-        return {i: (img if good else None) for i, img, good in zip(index.tolist(), images, ok, strict=True)}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        stored = files.read_arrays(path)
+        index, images, ok = stored["index"], stored["images"], stored["ok"]
+    except (ValueError, KeyError):
         return {}
+    if (
+        index.ndim != 1
+        or index.dtype.kind not in "iu"
+        or images.shape != (len(index), config.IMAGE_SIZE, config.IMAGE_SIZE)
+        or images.dtype != np.uint8
+        or ok.shape != index.shape
+    ):
+        return {}
+    return {i: (img if good else None) for i, img, good in zip(index.tolist(), images, ok, strict=True)}
 
 
 def _write_cache(path: Path, photos: dict[int, np.ndarray | None]) -> None:

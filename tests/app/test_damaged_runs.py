@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fashion_lib import config, runs
+from tests import npz_damage
 from tests.app.conftest import page_test
 
 
@@ -44,6 +45,11 @@ DAMAGES = {
     "config.json not an object": (lambda f: (f / runs.CONFIG_FILE).write_text("[1, 2]"), "config.json"),
     "summary.json half written": (lambda f: (f / runs.SUMMARY_FILE).write_text('{"test_acc'), "summary.json"),
     "predictions.npz cut off": (lambda f: _cut(f / runs.PREDICTIONS_FILE), "predictions.npz cannot be read"),
+    # raised RuntimeError from the run list: every page failed
+    "predictions.npz encrypted": (
+        lambda f: npz_damage.damage(f / runs.PREDICTIONS_FILE, "encrypted"),
+        "probabilities.npy is encrypted",
+    ),
     "predictions of another shape": (
         lambda f: np.savez(f / runs.PREDICTIONS_FILE, probabilities=np.ones((5, 3)), labels=np.arange(7)),
         "does not fit together",

@@ -4,10 +4,7 @@ and the familiarity distance of the shipped baseline on test images and on thing
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
 import shutil
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +12,7 @@ import numpy as np
 import pytest
 
 from fashion_lib import confidence, config, models, photo_render, photos, runs
+from tests import npz_damage
 from tests.unit.test_photos import encode, silhouette
 
 
@@ -164,11 +162,7 @@ def test_statistics_in_the_cache_serve_when_the_file_beside_the_model_does_not(k
     assert confidence.known(kept.model_file) is None
 
 
-DAMAGE = {
-    "cut short": None,
-    "not a numpy file": None,
-    "empty": None,
-    "a single array": None,
+DAMAGE = {  # beside every way an archive is damaged (tests/npz_damage.py): entries that make no sense
     "kept before the recipe": ("recipe", None),
     "threshold not one number": ("threshold", np.array([1.0, 2.0])),
     "mirror cost empty": ("mirror_cost", np.zeros(0)),
@@ -181,77 +175,24 @@ DAMAGE = {
     "inverse one value": ("inverse", np.zeros(1)),
     "inverse infinite": ("inverse", np.full(15, np.inf)),
     "layer not text": ("layer", np.array(["a", "b"])),
-    "layer pickled": ("layer", np.array([{}], dtype=object)),
     "a huge entry": ("padding", np.zeros(10_000_000)),  # 80 MB unpacked, 78 kB compressed: never read
     "mirror cost beyond all accuracy": ("mirror_cost", np.array(-np.inf)),
     "no features": None,
-    "an entry that is not an array": None,
-    "a header claiming a huge array": None,
-    "a pipe": None,
-    "a folder": None,
-    "encrypted": None,
 }
 
 
-def rewritten(path: Path, entries: dict, raw: dict[str, bytes]) -> None:
-    """The archive of ``entries`` with the ``raw`` ones written as the bytes given, not as arrays."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, value in entries.items():
-            if name in raw:
-                archive.writestr(f"{name}.npy", raw[name])
-            else:
-                buffer = io.BytesIO()
-                np.save(buffer, value)
-                archive.writestr(f"{name}.npy", buffer.getvalue())
-
-
-def huge_header() -> bytes:
-    buffer = io.BytesIO()
-    header = {"descr": "<f8", "fortran_order": False, "shape": (10, 10**11)}
-    np.lib.format.write_array_header_1_0(buffer, header)
-    return buffer.getvalue() + bytes(64)  # 7 TiB claimed, 64 bytes there
-
-
-@pytest.mark.parametrize("how", list(DAMAGE))
+@pytest.mark.parametrize("how", list(DAMAGE) + list(npz_damage.WAYS))
 def test_a_damaged_or_senseless_kept_file_is_not_used_and_the_statistics_are_made_again(kept, how):
-    whole = kept.beside.read_bytes()
-    with np.load(kept.beside) as stored:
-        entries = {name: stored[name] for name in stored.files}
-    if how == "cut short":
-        kept.beside.write_bytes(whole[: len(whole) // 2])
-    elif how == "not a numpy file":
-        kept.beside.write_bytes(b"not a numpy file")
-    elif how == "empty":
-        kept.beside.write_bytes(b"")
-    elif how == "a single array":
-        with kept.beside.open("wb") as out:
-            np.save(out, entries["means"])
-    elif how == "no features":
-        rewritten(kept.beside, {**entries, "means": np.zeros((10, 0)), "inverse": np.zeros(0)}, {})
-    elif how == "an entry that is not an array":
-        rewritten(kept.beside, entries, {"layer": b"garbage"})
-    elif how == "a header claiming a huge array":
-        rewritten(kept.beside, entries, {"means": huge_header()})
-    elif how in ("a pipe", "a folder"):
-        kept.beside.unlink()
-        if how == "a pipe":
-            os.mkfifo(kept.beside)  # opening it to read would wait for a writer for ever
-        else:
-            kept.beside.mkdir()
-    elif how == "encrypted":
-        flagged = bytearray(whole)  # the "encrypted" bit in every local and central header
-        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
-            at = flagged.find(signature)
-            while at >= 0:
-                flagged[at + offset] |= 1
-                at = flagged.find(signature, at + 4)
-        kept.beside.write_bytes(bytes(flagged))
+    if how in npz_damage.WAYS:
+        npz_damage.damage(kept.beside, how, entry="means")
     else:
-        name, value = DAMAGE[how]
-        if value is None:
-            del entries[name]
+        entries = npz_damage.entries(kept.beside)
+        if how == "no features":
+            entries.update(means=np.zeros((10, 0)), inverse=np.zeros(0))
+        elif DAMAGE[how][1] is None:
+            del entries[DAMAGE[how][0]]
         else:
-            entries[name] = value
+            entries[DAMAGE[how][0]] = DAMAGE[how][1]
         with kept.beside.open("wb") as out:
             np.savez_compressed(out, **entries)
     assert confidence.read(kept.beside, confidence.digest(kept.model_file)) is None

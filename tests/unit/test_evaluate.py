@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import classification_report, confusion_matrix
 
 from fashion_lib import config, evaluate
+from tests import npz_damage
 
 
 def predictions(labels, predicted, confidence=0.9, index=None) -> evaluate.Predictions:
@@ -160,3 +161,43 @@ def test_compare_cell_splits_what_each_run_gets_wrong():
 def test_collapse_sentence_names_the_dominant_class():
     report = evaluate.collapse_report(np.arange(10).repeat(2), np.eye(10)[np.full(20, 8)])
     assert report.collapsed and "'Bag'" in report.sentence()
+
+
+SAVED = {
+    "probabilities": np.eye(10)[[3, 1, 4]],
+    "labels": np.array([3, 1, 5]),
+    "test_index": np.array([10, 11, 12]),
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({}, None),
+        ({"labels": np.array([3.0, 1.5, 5.0])}, "labels are not whole numbers"),
+        ({"probabilities": np.full((3, 10), "a")}, "probabilities are not numbers"),
+        ({"test_index": np.array([10, 11, 10_000])}, "out of range"),
+        ({"labels": np.array([[3, 1, 5]])}, "does not fit together"),
+        ({"probabilities": np.full((3, 10), 1.5)}, r"outside \[0, 1\]"),
+    ],
+)
+def test_saved_predictions_are_read_only_when_they_make_sense(tmp_path, change, why):
+    np.savez(tmp_path / "predictions.npz", **{**SAVED, **change})
+    if why is None:
+        saved = evaluate.load_predictions(tmp_path)
+        assert saved.predicted.tolist() == [3, 1, 4] and saved.test_index.tolist() == [10, 11, 12]
+    else:
+        with pytest.raises(ValueError, match=why):
+            evaluate.load_predictions(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "how", ["encrypted", "a header claiming a huge array", "a pipe", "an entry that is not an array"]
+)
+def test_damaged_saved_predictions_raise_the_one_error_callers_catch(tmp_path, how):
+    """Before, these escaped as RuntimeError, MemoryError or TypeError (and a pipe hung the reader): the
+    run list, and so every page, failed on one damaged run folder."""
+    np.savez(tmp_path / "predictions.npz", **SAVED)
+    npz_damage.damage(tmp_path / "predictions.npz", how, entry="labels")
+    with pytest.raises(ValueError, match=r"^predictions\.npz "):
+        evaluate.load_predictions(tmp_path)

@@ -1,13 +1,16 @@
-"""Atomic writes: the whole new file or the old one, never a temporary left behind, ordinary permissions."""
+"""Atomic writes: the whole new file or the old one, never a temporary left behind, ordinary permissions;
+damaged JSON and array files are refused, never a crash or a hang."""
 
 from __future__ import annotations
 
 import os
 import stat
 
+import numpy as np
 import pytest
 
 from fashion_lib import files
+from tests import npz_damage
 
 
 def test_a_write_replaces_the_file_whole_with_ordinary_permissions(tmp_path):
@@ -38,3 +41,31 @@ def test_damaged_json_reads_as_none(tmp_path, content):
     path.write_bytes(content)
     assert files.read_json(path) is None
     assert files.read_json(tmp_path / "missing.json") is None
+
+
+def sound_archive(path):
+    np.savez_compressed(path, probabilities=np.eye(10)[[1, 2]], labels=np.array([1, 2]))
+    return path
+
+
+def test_arrays_are_read_whole_with_their_names_and_types(tmp_path):
+    arrays = files.read_arrays(sound_archive(tmp_path / "predictions.npz"))
+    assert sorted(arrays) == ["labels", "probabilities"]
+    assert arrays["labels"].tolist() == [1, 2] and arrays["probabilities"].dtype == np.float64
+
+
+@pytest.mark.parametrize("how", npz_damage.WAYS)
+def test_a_damaged_archive_is_refused_with_its_name_and_why(tmp_path, how):
+    path = sound_archive(tmp_path / "predictions.npz")
+    npz_damage.damage(path, how)
+    with pytest.raises(ValueError, match=r"^predictions\.npz (cannot be read \(.+\)|is not a regular file)$"):
+        files.read_arrays(path)  # never hangs (a pipe), allocates a claimed 7 TiB or unpickles
+
+
+def test_arrays_beyond_the_limit_or_missing_are_refused(tmp_path):
+    path = sound_archive(tmp_path / "predictions.npz")
+    assert files.read_arrays(path, max_bytes=176)  # 160 + 16 bytes of arrays
+    with pytest.raises(ValueError, match="hold more than 175 bytes"):
+        files.read_arrays(path, max_bytes=175)
+    with pytest.raises(ValueError, match=r"^missing\.npz is missing$"):
+        files.read_arrays(tmp_path / "missing.npz")
