@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -55,10 +56,20 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def read_bytes(path: Path) -> bytes:
+    """The bytes of the regular file ``path``; OSError for anything else. Opened without waiting: a pipe
+    where a run's file should be would otherwise block the reader (and the page) until someone writes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{Path(path).name} is not a regular file")
+        return handle.read()
+
+
 def read_json(path: Path) -> Any:
     """The JSON value in ``path``, or None when it is missing, unreadable or not JSON."""
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(read_bytes(path))
     except (OSError, ValueError):
         return None
 

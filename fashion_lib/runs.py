@@ -17,6 +17,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from fashion_lib import config, files, lifecycle, models, schemas, wording
@@ -50,9 +51,11 @@ def read_metrics_checked(folder: Path) -> tuple[list[dict[str, Any]], list[str]]
 
     A partly written last line (the process was writing it) is skipped without a problem."""
     try:
-        raw = (folder / METRICS_FILE).read_bytes()
-    except OSError:
+        raw = files.read_bytes(folder / METRICS_FILE)
+    except FileNotFoundError:
         return [], []
+    except OSError as exc:  # a folder or a pipe in its place, no permission
+        return [], [f"{METRICS_FILE} cannot be read ({exc})"]
     lines = raw.split(b"\n")
     rows, problems = [], []
     for number, line in enumerate(lines, start=1):
@@ -178,14 +181,14 @@ def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
     # A completed run, or one stopped once it had trained, has saved its model and summary; one stopped
     # while it waited for the machine, or while it prepared (converting product photos), has none.
     if state.state == lifecycle.COMPLETED or (state.state == lifecycle.STOPPED and rows):
-        if not (folder / MODEL_FILE).is_file():
+        if not (folder / MODEL_FILE).exists():  # one that is there but no file: _file_problem
             problems.append(f"{MODEL_FILE} is missing")
         if summary is None and problem is None:
             problems.append(f"{SUMMARY_FILE} is missing")
         if (
             summary is not None
             and summary.test_accuracy is not None
-            and not (folder / PREDICTIONS_FILE).is_file()
+            and not (folder / PREDICTIONS_FILE).exists()
         ):
             problems.append(f"{PREDICTIONS_FILE} is missing")
     problems.extend(
@@ -218,6 +221,8 @@ def _file_problem(path: Path) -> str | None:
         stat = path.stat()
     except OSError:
         return None  # a missing file is judged by the run's state above
+    if not S_ISREG(stat.st_mode):  # a folder, or a pipe whose read would wait for ever
+        return f"{path.name} is not a regular file"
     return _checked_file(str(path), stat.st_mtime_ns, stat.st_size)
 
 

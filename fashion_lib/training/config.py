@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import augment, config, models
+from fashion_lib import augment, config, files, models
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 INPUT_SCALINGS = ("raw", "divide_by_255")
@@ -177,7 +177,7 @@ class TrainConfig:
     def from_run(cls, folder: Path) -> TrainConfig:
         """The config a run folder was made with; ValueError when it is missing or invalid."""
         try:
-            values = json.loads((folder / "config.json").read_bytes())
+            values = json.loads(files.read_bytes(folder / "config.json"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{folder.name} has no readable config.json ({exc})") from None
         if not isinstance(values, dict):

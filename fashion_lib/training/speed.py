@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_lib import config, runs
+from fashion_lib import config, files, runs
 from fashion_lib.training.config import TrainConfig
 
 SPEEDS_FILE = "speeds.json"
@@ -71,7 +71,7 @@ def _path() -> Path:
 
 def _table() -> dict:
     try:
-        value = json.loads(_path().read_bytes())
+        value = json.loads(files.read_bytes(_path()))
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, models
+from fashion_lib import config, files, models
 from fashion_lib.training.config import TrainConfig
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.storage import check_study_name
@@ -197,7 +197,7 @@ class TuneConfig:
     @classmethod
     def from_file(cls, path: Path) -> TuneConfig:
         try:
-            values = json.loads(path.read_bytes())
+            values = json.loads(files.read_bytes(path))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path} is not readable tuning settings ({exc})") from None
         if not isinstance(values, dict):

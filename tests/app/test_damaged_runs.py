@@ -4,6 +4,7 @@ and why, and keeps working for the other runs (issue #12: each of these crashed 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -55,7 +56,16 @@ DAMAGES = {
         "does not fit together",
     ),
     "model.keras cut off": (lambda f: _cut(f / runs.MODEL_FILE), "not a complete Keras file"),
+    # a pipe in a file's place: reading it waited for a writer for ever, and every page with it
+    "summary.json a pipe": (lambda f: _pipe(f / runs.SUMMARY_FILE), "summary.json is missing or is not"),
+    "metrics.jsonl a pipe": (lambda f: _pipe(f / runs.METRICS_FILE), "metrics.jsonl cannot be read"),
+    "model.keras a pipe": (lambda f: _pipe(f / runs.MODEL_FILE), "model.keras is not a regular file"),
 }
+
+
+def _pipe(path):
+    path.unlink()
+    os.mkfifo(path)
 
 
 def _cut(path):

@@ -69,3 +69,14 @@ def test_arrays_beyond_the_limit_or_missing_are_refused(tmp_path):
         files.read_arrays(path, max_bytes=175)
     with pytest.raises(ValueError, match=r"^missing\.npz is missing$"):
         files.read_arrays(tmp_path / "missing.npz")
+
+
+def test_a_pipe_or_a_folder_where_a_file_should_be_is_refused_at_once(tmp_path):
+    os.mkfifo(tmp_path / "summary.json")  # open() would wait for a writer for ever
+    (tmp_path / "config.json").mkdir()
+    for name in ("summary.json", "config.json"):
+        with pytest.raises(OSError, match="is not a regular file"):
+            files.read_bytes(tmp_path / name)
+        assert files.read_json(tmp_path / name) is None
+    (tmp_path / "status.json").write_text('{"state": "running"}')
+    assert files.read_bytes(tmp_path / "status.json") == b'{"state": "running"}'
