@@ -60,10 +60,15 @@ def read_bytes(path: Path) -> bytes:
     """The bytes of the regular file ``path``; OSError for anything else. Opened without waiting: a pipe
     where a run's file should be would otherwise block the reader (and the page) until someone writes."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as handle:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{Path(path).name} is not a regular file")
-        return handle.read()
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path) -> Any:
