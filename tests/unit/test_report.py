@@ -60,6 +60,21 @@ def test_the_report_holds_the_runs_real_numbers(two_runs, built):
     assert built.runs == [r.run_id for r in two_runs]
 
 
+def test_the_shirt_pullover_correlation_is_ranked_among_all_pairs_as_measured(built, dataset):
+    """It said 'the most similar pair'; Coat/Shirt and Pullover/Coat are more alike (the EDA page's table)."""
+    from fashion_lib import stats
+
+    corr = stats.mean_image_correlation(stats.class_mean_images(dataset.x_train, dataset.y_train))
+    top = stats.most_correlated_pairs(corr, top=45)
+    pairs = [{a, b} for a, b in zip(top["class A"], top["class B"], strict=True)]
+    rank = 1 + pairs.index({"Shirt", "Pullover"})
+    body = texts(built)
+    assert f"Shirt and Pullover: **{corr[6, 2]:.3f}**, number {rank} of the 45 class pairs" in body
+    first = top.iloc[0]
+    assert rank == 1 or f"{first['class A']}/{first['class B']} {first['correlation']:.3f}" in body
+    assert "most similar" not in body
+
+
 def test_sections_with_nothing_to_show_say_what_is_missing(built):
     by_title = {s.title: s for s in built.sections}
     tuning = by_title["Hyperparameter tuning"].blocks
