@@ -40,15 +40,24 @@ class CurveDiagnosis:
     epochs: int
     accuracy_gap: float  # final train accuracy − final validation accuracy
     val_loss_rise: float  # final validation loss relative to its best (0.1 = 10 % above)
-    still_improving: bool  # the last epoch had the lowest validation loss
+    still_improving: bool  # the last epoch had the lowest validation loss, and cut it by > STILL_FALLING
+    last_drop: float = 0.0  # how much the last epoch cut validation loss (relative; negative: it rose)
 
     def explanation(self) -> str:
-        falling = "still falling" if self.still_improving else "no longer falling"
-        numbers = (
-            f"best validation loss at epoch {self.best_epoch} of {self.epochs}; "
-            f"train − validation accuracy gap {self.accuracy_gap:+.1%}; "
-            f"final validation loss {self.val_loss_rise:+.1%} from its best; validation loss {falling}"
-        )
+        gap = f"train − validation accuracy gap {self.accuracy_gap:+.1%}"
+        if self.epochs < 2:
+            numbers = f"one epoch, so no trend yet; {gap}"
+        else:
+            if self.still_improving:
+                trend = "still falling"
+            elif self.val_loss_rise <= 0:  # the last epoch is the best, by a hair
+                trend = f"levelling off (the last epoch cut it by {self.last_drop:.1%})"
+            else:
+                trend = "no longer falling"
+            numbers = (
+                f"best validation loss at epoch {self.best_epoch} of {self.epochs}; {gap}; "
+                f"final validation loss {self.val_loss_rise:+.1%} from its best; validation loss {trend}"
+            )
         advice = {
             "under-fitting": "train longer or give the model more capacity",
             "over-fitting": "the model fits its training images better than new ones — stop earlier, add "
@@ -79,7 +88,7 @@ def diagnose_curves(rows: list[dict]) -> CurveDiagnosis:
     else:
         verdict = "good fit"
     epoch = int(rows[best].get("epoch", best + 1))
-    return CurveDiagnosis(verdict, epoch, len(rows), gap, rise, still_improving)
+    return CurveDiagnosis(verdict, epoch, len(rows), gap, rise, still_improving, last_drop)
 
 
 # ------------------------------------------------------------------------------------- collapse detection

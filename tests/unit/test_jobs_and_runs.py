@@ -296,7 +296,22 @@ def test_diagnosis_chance_level_on_both_is_under_fitting():
 
 
 def test_diagnosis_needs_two_epochs():
-    assert evaluate.diagnose_curves(rows([0.9], [0.9], [0.3])).verdict == "not enough epochs"
+    one = evaluate.diagnose_curves(rows([0.9], [0.9], [0.3]))
+    assert one.verdict == "not enough epochs" and "one epoch, so no trend yet" in one.explanation()
+    assert "falling" not in one.explanation()  # it said "validation loss no longer falling" after one epoch
+
+
+@pytest.mark.parametrize(
+    ("val_loss", "trend"),
+    [
+        ([0.30, 0.25, 0.249], "levelling off (the last epoch cut it by 0.4%)"),  # best last, by a hair
+        ([0.30, 0.25, 0.20], "still falling"),
+        ([0.30, 0.25, 0.26], "no longer falling"),
+    ],
+)
+def test_the_diagnosis_names_the_trend_the_numbers_show(val_loss, trend):
+    diagnosis = evaluate.diagnose_curves(rows([0.90, 0.92, 0.925], [0.90, 0.915, 0.92], val_loss))
+    assert f"validation loss {trend})" in diagnosis.explanation()
 
 
 # -------------------------------------------------------------------------------------------- collapse
