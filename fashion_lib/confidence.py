@@ -72,6 +72,17 @@ class Verdict:
             return f"{self.label} ({100 * self.confidence:.0f} %)"
         return "Not sure: " + "; ".join(self.reasons) + "."
 
+    def against(self, truth: str | None) -> tuple[str, str]:
+        """(tone, text) to show it with, where the true class may be known (a test image): "success" for an
+        answer not known to be wrong, "error" for a wrong one, "warning" for "not sure"."""
+        if not self.sure:
+            return "warning", self.sentence() + (f" The true class is {truth}." if truth else "")
+        if truth is None:
+            return "success", self.sentence()
+        if self.label == truth:
+            return "success", f"{self.sentence()}: right"
+        return "error", f"{self.sentence()}: wrong, the true class is {truth}"
+
 
 def conversion_problems(conversion: photos.Conversion | None) -> list[str]:
     """Why the 28×28 image made from a photo may not show the product (empty when it looks fine)."""

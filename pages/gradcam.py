@@ -77,22 +77,23 @@ if source == "Upload photos":
         accept_multiple_files=True,
         key="cam_files",
     )
-    inputs = [(f.name, f.getvalue(), None) for f in files or []]
+    inputs = [(f.name, f.getvalue(), None, None) for f in files or []]
 elif source == "Take a photo":
     shot = st.camera_input("Photo of a product", key="cam_camera")
     if shot is not None:
-        inputs = [("camera", shot.getvalue(), None)]
+        inputs = [("camera", shot.getvalue(), None, None)]
 else:
     requested = str(st.query_params.get("test_index", "0"))
     default = min(int(requested), len(ds.y_test) - 1) if requested.isdigit() else 0
     index = st.number_input("Test-set index", 0, len(ds.y_test) - 1, default, key="cam_index")
-    inputs = [(f"test image #{index} (true class {NAMES[ds.y_test[index]]})", None, ds.x_test[index])]
+    truth = NAMES[ds.y_test[index]]
+    inputs = [(f"test image #{index} (true class {truth})", None, ds.x_test[index], truth)]
 
 if not inputs:
     st.info("Upload one or several photos to start.")
 
 
-def explain_with(model_info, image28: np.ndarray, conversion) -> None:
+def explain_with(model_info, image28: np.ndarray, conversion, truth: str | None) -> None:
     try:
         model = widgets.loaded_model(model_info.folder)
     except ValueError as exc:
@@ -107,7 +108,8 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
     probs, heat = cam.probabilities[0], cam.heatmaps[0]
     distance = float(stats.distances(features[None])[0])
     verdict = confidence.decide(probs, conversion, distance, stats)
-    (st.success if verdict.sure else st.warning)(f"**{verdict.sentence()}**")
+    tone, text = verdict.against(truth)
+    getattr(st, tone)(f"**{text}**")
     classes, shares = evaluate.top_k(probs[None], 3)
     st.markdown(
         f"**{model_info.label}** — "
@@ -136,7 +138,7 @@ def explain_with(model_info, image28: np.ndarray, conversion) -> None:
     st.image([widgets.thumbnail(view, 220) for view in views], caption=captions, width=220)
 
 
-for n, (name, payload, image28) in enumerate(inputs):
+for n, (name, payload, image28, truth) in enumerate(inputs):
     with st.container(border=True, key=f"cam_item_{n}"):
         st.markdown(f"**{name}**")
         conversion = None
@@ -155,4 +157,4 @@ for n, (name, payload, image28) in enumerate(inputs):
         columns = st.columns(len(chosen_models))
         for column, model_info in zip(columns, chosen_models, strict=True):
             with column:
-                explain_with(model_info, image28, conversion)
+                explain_with(model_info, image28, conversion, truth)

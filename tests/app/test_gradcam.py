@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fashion_lib import runs
+from fashion_lib import evaluate, runs
 from tests.app.conftest import page_test
 from tests.unit.test_photos import encode, right_facing_boot, silhouette
 
@@ -63,6 +63,13 @@ def test_a_test_image_by_index_is_explained(gradcam_page, dataset):
         f"test image #42 (true class {config.CLASS_NAMES[dataset.y_test[42]]})" in md.value
         for md in at.markdown
     )
+    # the true class is known: a wrong answer is not shown as a success (the shipped model's own mistake)
+    saved = evaluate.load_predictions(runs.resolve_run("mobilenet_v2"))
+    sure, correct = saved.probabilities.max(axis=1) > 0.9, saved.predicted == saved.labels
+    right, wrong = (int(saved.test_index[sure & (correct == c)][0]) for c in (True, False))
+    for index, tone, says in ((right, "success", ": right**"), (wrong, "error", ": wrong, the true class")):
+        at.number_input(key="cam_index").set_value(index).run()
+        assert any(says in e.value for e in getattr(at, tone)), [e.value for e in [*at.success, *at.error]]
 
 
 def test_explaining_a_chosen_class_and_an_earlier_layer(gradcam_page):
