@@ -33,7 +33,7 @@ suspect_positions = set(issues.loc[issues["flagged"], "position"].tolist())
 collapse = evaluate.collapse_report(p.labels, p.probabilities)
 if collapse.collapsed:
     st.error(
-        f"**Collapse detected.** {collapse.sentence()} This is the signature of the original prototype "
+        f"**{collapse.sentence()}** This is the signature of the original prototype "
         "(about 10 % accuracy, one class predicted for almost everything)."
     )
 

@@ -64,7 +64,7 @@ def test_a_collapsed_run_is_flagged(tmp_path, monkeypatch, dataset):
     assert at.selectbox(key="err_run").value == best_shipped().run_id  # the best model, not the collapsed one
     assert not at.error
     at.selectbox(key="err_run").set_value(folder.name).run()
-    assert "Collapse detected" in at.error[0].value and "'Dress'" in at.error[0].value
+    assert at.error[0].value.startswith("**Collapse: ") and "'Dress'" in at.error[0].value
 
 
 def test_no_runs_at_all(tmp_path, monkeypatch, dataset):

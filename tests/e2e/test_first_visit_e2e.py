@@ -85,7 +85,7 @@ def test_error_analysis_and_gradcam_open_on_the_best_model_not_the_newest(page: 
     assert best.run_id != collapsed.run_id
     open_page(page, f"{app_url}/errors", "Error analysis")
     expect(page.get_by_label("Run", exact=True).first).to_have_value(best.label)
-    expect(page.get_by_text("Collapse detected")).to_have_count(0)
+    expect(page.get_by_text("the signature of the original prototype")).to_have_count(0)  # no collapse
     screenshot(page, "errors-default-model")
     open_page(page, f"{app_url}/gradcam", "Where does the model look?")
     expect(page.get_by_label("Model", exact=True).first).to_have_value(best.label)

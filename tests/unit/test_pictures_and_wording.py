@@ -73,3 +73,12 @@ def test_the_accuracy_axis_of_the_cost_charts_stays_between_0_and_100_percent():
     assert 0.9 < low < 0.9301 < high < 0.96  # not plotly's ±50 % around a single point
     assert figures.accuracy_range([0.1, 0.995]) == [0.08, 1.0]
     assert figures.accuracy_range([None]) is None
+
+
+def test_confidence_histograms_show_each_group_as_shares_of_itself():
+    from fashion_lib import figures
+
+    groups = {"Shirt (right)": np.full(900, 0.95), "Shirt → Pullover (wrong)": np.full(35, 0.6)}
+    fig = figures.confidence_histogram(groups)
+    assert [t.histnorm for t in fig.data] == ["percent", "percent"]  # 35 bars beside 900 stay visible
+    assert [t.name for t in fig.data] == ["Shirt (right) (900)", "Shirt → Pullover (wrong) (35)"]
