@@ -398,7 +398,7 @@ def progress_summary(folder: Path) -> Progress:
             rate = p.batch / (now - started) if started and now > started else None
             eta = (p.batches - p.batch) / rate if rate else None
             return Progress(min(1.0, p.batch / p.batches), eta, f"{p.phase}: {p.batch:,} / {p.batches:,}")
-        return Progress(0.0, None, p.phase)
+        return Progress(1.0 if p.trained else 0.0, None, p.phase)  # the bar never runs back after training
     planned = max(p.planned_epochs, p.epochs, p.epoch)
     within = min(1.0, p.batch / p.batches)
     fraction = min(1.0, (p.epoch - 1 + within) / planned)

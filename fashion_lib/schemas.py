@@ -129,6 +129,7 @@ class Progress(_Lenient):
     warm_elapsed: float = Field(default=0.0, ge=0)
     phase_started: float | None = None
     time: float | None = None
+    trained: bool = False  # a phase after the last epoch (evaluating, calibrating): the bar stays full
 
 
 def describe(error: ValidationError, file_name: str) -> str:

@@ -265,26 +265,26 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _phase(folder: Path, text: str) -> None:
-    runs.write_json(folder / runs.PROGRESS_FILE, {"phase": text, "time": time.time()})
+def _phase(folder: Path, text: str, trained: bool = False) -> None:
+    runs.write_json(folder / runs.PROGRESS_FILE, {"phase": text, "time": time.time(), "trained": trained})
 
 
 def _evaluate_and_save(model, cfg: TrainConfig, folder: Path, splits: Splits, timings: dict) -> dict:
     """Validation accuracy, calibration (on the validation split), the saved model, and — unless the
     config says otherwise (tuning trials) — test-set predictions and metrics."""
     batch = inference_batch(cfg.model_input_size)
-    _phase(folder, "evaluating on the validation split")
+    _phase(folder, "evaluating on the validation split", trained=True)
     val_probs = predict(model, splits.x_val, batch_size=batch, scale=cfg.pixel_scale)
     summary: dict = {"validation_accuracy": float(np.mean(val_probs.argmax(1) == splits.y_val))}
     if cfg.temperature_scaling:
-        _phase(folder, "calibrating on the validation split")
+        _phase(folder, "calibrating on the validation split", trained=True)
         started = time.perf_counter()
         summary.update(calibrate(model, val_probs, splits.y_val, cfg.seed))
         timings["calibration_seconds"] = time.perf_counter() - started
     model_path = _save_model_atomically(model, folder)
     sample = splits.x_val
     if cfg.evaluate_test:
-        _phase(folder, "evaluating on the test set")
+        _phase(folder, "evaluating on the test set", trained=True)
         started = time.perf_counter()
         probs = predict(model, splits.x_test, batch_size=batch, scale=cfg.pixel_scale)
         timings["test_prediction_seconds"] = time.perf_counter() - started

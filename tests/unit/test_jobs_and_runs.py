@@ -154,6 +154,17 @@ def test_no_eta_before_the_rate_is_known(tmp_path):
     assert first_epoch.eta_seconds == pytest.approx(79 / 10 + 3 * 100 / 10)  # no finished epoch: the rate
 
 
+def test_the_bar_stays_full_after_the_last_epoch_and_empty_before_the_first(tmp_path):
+    """It ran back to 0 while the finished model was evaluated (a new user watched it go 100 % → 0)."""
+    folder = runs.create_run({"model": "baseline"}, "p", runs_root=tmp_path)
+    for phase, trained, fraction in (
+        ("product photos for training: 10 of 100 converted", False, 0.0),
+        ("evaluating on the test set", True, 1.0),
+    ):
+        runs.write_json(folder / runs.PROGRESS_FILE, {"phase": phase, "trained": trained})
+        assert runs.progress_summary(folder) == runs.Progress(fraction, None, phase)
+
+
 def test_delete_removes_a_run_but_never_a_shipped_model(tmp_path):
     folder = runs.create_run({"model": "baseline"}, "x", runs_root=tmp_path)
     runs.delete_run(folder, runs_root=tmp_path)
