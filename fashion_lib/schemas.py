@@ -54,6 +54,8 @@ class MetricsRow(_Lenient):
     val_loss: float | None = None
     val_accuracy: float | None = None
     partial: bool = False
+    batches: int | None = Field(default=None, ge=1)  # training batches done in the epoch
+    warm_seconds: float | None = Field(default=None, ge=0)  # of ``seconds``, the first batch (graph tracing)
 
     @field_validator("accuracy", "val_accuracy")
     @classmethod

@@ -95,8 +95,11 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
                 "stage": stage,
                 "epoch": epoch + 1,
                 "seconds": time.perf_counter() - self.epoch_started,
+                "batches": self.last_batch,
                 "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             }
+            if self.warm is not None:
+                row["warm_seconds"] = self.warm[1]
             row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
             if self.cut_short:
                 row["partial"] = True

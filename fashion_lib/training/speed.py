@@ -113,9 +113,25 @@ def record_run(cfg: TrainConfig, folder: Path) -> Speeds | None:
     if not n_train or not rows or not isinstance(summary.get("wall_seconds"), int | float):
         return None
 
+    # A stage's first epoch carries graph tracing (a 1,000-image epoch took 2.1 s, of which 1.3 s were its
+    # first batch): a per-image rate from it made the next estimate 4× too long. The steady epoch comes from
+    # the later epochs, else the first without its first batch; the tracing counts as a fixed cost.
+    tracing = 0.0
+
     def epoch_seconds(stage: int) -> float | None:
-        done = [r["seconds"] for r in rows if r["stage"] == stage and not r["partial"]]
-        return float(np.median(done)) if done else None
+        nonlocal tracing
+        done = [r for r in rows if r["stage"] == stage and not r["partial"]]
+        if not done:
+            return None
+        first = done[0]
+        if len(done) > 1:
+            steady = float(np.median([r["seconds"] for r in done[1:]]))
+        elif first["warm_seconds"] is not None and (first["batches"] or 0) > 1:
+            steady = (first["seconds"] - first["warm_seconds"]) * first["batches"] / (first["batches"] - 1)
+        else:  # a run from before the record of its first batch
+            steady = first["seconds"]
+        tracing += max(0.0, first["seconds"] - steady)
+        return steady
 
     fields: dict = {}
     stage1, stage2 = epoch_seconds(1), epoch_seconds(2)
@@ -136,7 +152,7 @@ def record_run(cfg: TrainConfig, folder: Path) -> Speeds | None:
     parts = ["stage1_seconds", "stage2_seconds", "photo_conversion_seconds"]
     if not summary.get("teacher_pass_reused"):  # a pass a stopped run made is not in this wall time
         parts.append("teacher_seconds")
-    spent = sum(float(summary.get(k) or 0.0) for k in parts)
+    spent = sum(float(summary.get(k) or 0.0) for k in parts) - tracing
     fields["overhead_s"] = max(0.0, _click_to_done(folder, float(summary["wall_seconds"])) - spent)
     speeds = Speeds(**fields, basis=f"measured by run {folder.name}", measured_at=time.time())
     remember(cfg, speeds)

@@ -45,6 +45,8 @@ def test_a_finished_run_measures_its_configuration_for_the_next_estimate(dataset
     cfg = tiny(subset=600, epochs=2)
     folder = train.train(cfg)
     summary = runs.read_json(folder / runs.SUMMARY_FILE)
+    first = runs.read_metrics(folder)[0]  # each epoch records its batches and its first batch's time
+    assert first["batches"] >= 2 and 0 < first["warm_seconds"] < first["seconds"]
     estimate = estimates.estimate_seconds(cfg)
     assert estimate.measured and folder.name in estimate.basis
     # the same configuration again: the estimate is that run's own time, from its own numbers
@@ -84,3 +86,44 @@ def test_a_run_whose_features_came_from_the_cache_measures_no_forward_speed(tmp_
     computed = {"feature_extraction_seconds": 2.0, "features_extracted": 50}
     runs.write_json(folder / runs.SUMMARY_FILE, {**summary, **computed})
     assert speed.record_run(cfg, folder).forward_s_per_image == pytest.approx(2.0 / 50)
+
+
+def finished_run(cfg, rows, stage1_seconds):
+    folder = train.start_run(cfg)
+    me = processes.current()
+    lifecycle.transition(folder, lifecycle.RUNNING, by=me)
+    lifecycle.transition(folder, lifecycle.COMPLETED, by=me, finished=time.time())
+    for row in rows:
+        runs.append_metrics(folder, {"stage": 1, "val_accuracy": 0.5, **row})
+    summary = {"training_images": 900, "validation_images": 100, "wall_seconds": 5.0}
+    runs.write_json(folder / runs.SUMMARY_FILE, {**summary, "stage1_seconds": stage1_seconds})
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("rows", "steady_epoch"),
+    [
+        # one epoch of 8 batches, 1.3 s of them the first (graph tracing): 0.76 s for 7, 0.87 s for 8
+        ([{"epoch": 1, "seconds": 2.06, "batches": 8, "warm_seconds": 1.3}], 0.76 * 8 / 7),
+        # several epochs: the later ones, which trace nothing
+        (
+            [
+                {"epoch": 1, "seconds": 3.0, "batches": 8, "warm_seconds": 1.0},
+                {"epoch": 2, "seconds": 1.0, "batches": 8, "warm_seconds": 0.1},
+                {"epoch": 3, "seconds": 1.2, "batches": 8, "warm_seconds": 0.1},
+            ],
+            1.1,
+        ),
+    ],
+)
+def test_graph_tracing_counts_once_not_per_image(rows, steady_epoch):
+    """A 1,000-image, 1-epoch run made the next estimate of the default form 3 min 34 s instead of about
+    a minute: its epoch's per-image rate held the tracing of the first batch."""
+    cfg = tiny(subset=1000, epochs=len(rows))
+    stage1 = sum(r["seconds"] for r in rows)
+    speeds = speed.record_run(cfg, finished_run(cfg, rows, stage1))
+    assert speeds.train_s_per_image == pytest.approx(steady_epoch / (900 + 0.25 * 100))
+    tracing = rows[0]["seconds"] - steady_epoch
+    assert speeds.overhead_s == pytest.approx(5.0 - (stage1 - tracing))  # a fixed cost of every run
+    again = estimates.estimate_seconds(cfg)  # the same run again: still its own time
+    assert again.total == pytest.approx(5.0, rel=0.01)
