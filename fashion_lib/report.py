@@ -40,6 +40,9 @@ STYLE = (
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     ".missing{background:#fff4e5;border-left:4px solid #f0a020;padding:8px 12px;margin:1em 0}"
     "img{max-width:100%}figcaption{color:#555;font-size:14px}"
+    # a long command wraps instead of widening the whole page (a one-line command made it 3,977 px wide)
+    "pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;padding:8px 12px}"
+    "code{overflow-wrap:anywhere}"
 )
 
 
@@ -507,15 +510,13 @@ def _figure_html(figure) -> str:
 
 def _markdown_to_html(text: str) -> str:
     """The little Markdown the report writes: ### headings, **bold**, `code`, bullet lists, code blocks."""
-    import re
 
     if text.startswith("```"):
         body = text.strip("`").split("\n", 1)[1] if "\n" in text else ""
         return f"<pre><code>{html.escape(body)}</code></pre>"
     out, in_list = [], False
     for line in text.split("\n"):
-        escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(line))
-        escaped = re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+        escaped = _inline_html(line)
         if escaped.startswith("- ") != in_list:
             out.append("<ul>" if not in_list else "</ul>")
             in_list = not in_list
@@ -526,6 +527,14 @@ def _markdown_to_html(text: str) -> str:
         elif escaped:
             out.append(f"<p>{escaped}</p>")
     return "\n".join(out + (["</ul>"] if in_list else []))
+
+
+def _inline_html(line: str) -> str:
+    """One line of the report's Markdown as HTML: escaped, with **bold** and `code`."""
+    import re
+
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(line))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -577,7 +586,7 @@ def to_html(report: Report) -> str:
                     f"<figcaption>{_markdown_to_html(block.caption)}</figcaption></figure>"
                 )
             elif isinstance(block, Missing):
-                parts.append(f"<div class='missing'>Not run: {html.escape(block.text)}</div>")
+                parts.append(f"<div class='missing'>Not run: {_inline_html(block.text)}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

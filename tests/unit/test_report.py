@@ -98,6 +98,9 @@ def test_html_is_one_self_contained_file(built):
     assert page.count("class='chart'") == sum(
         isinstance(b, report.Chart) for s in built.sections for b in s.blocks
     )
+    # "Not run" notes show their commands as code, not raw backticks; long commands wrap
+    assert "<code>python -m fashion_lib tune --study NAME</code>" in page and "`python" not in page
+    assert "pre{white-space:pre-wrap" in page
 
 
 def test_markdown_zip_has_the_text_the_pictures_and_the_html(built):
