@@ -78,7 +78,14 @@ case "$cmd" in
     ensure_venv
     ensure_packages requirements.txt
     ensure_data || echo ">> still no Fashion-MNIST: the app will say how to provide it"
-    echo ">> the app will answer on http://localhost:8501"
+    port=8501  # unless the arguments name another (--server.port N or --server.port=N)
+    previous=""
+    for arg in "$@"; do
+      case "$arg" in --server.port=*) port=${arg#--server.port=} ;; esac
+      [ "$previous" = --server.port ] && port=$arg
+      previous=$arg
+    done
+    echo ">> the app will answer on http://localhost:$port"
     exec "$PY" -m streamlit run app/main.py --server.port 8501 "$@"
     ;;
   test)
