@@ -14,6 +14,9 @@ class PageEntry:
     title: str
     icon: str
     blurb: str  # one line for the Home page
+    # settings widgets whose values outlive a visit to another page (Streamlit forgets a widget's value when
+    # a run does not draw it); never buttons, uploaders or pickers whose options come and go
+    keeps: tuple[str, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -35,12 +38,21 @@ PAGES: tuple[PageEntry, ...] = (
         "Augmentation",
         ":material/auto_fix_high:",
         "Preview random transforms, see when they break a label, save presets for training.",
+        keeps=(
+            *("aug_flip_h", "aug_flip_v", "aug_rotation", "aug_zoom", "aug_translation", "aug_contrast"),
+            *("aug_erasing", "aug_seed", "aug_class", "aug_indices", "aug_versions", "aug_preset_name"),
+        ),
     ),
     PageEntry(
         "training.py",
         "Train",
         ":material/model_training:",
         "Launch training in the background and watch live learning curves; stop, resume, delete runs.",
+        keeps=(
+            *("tr_model", "tr_size", "tr_weights", "tr_subset", "tr_test_subset", "tr_epochs", "tr_batch"),
+            *("tr_lr", "tr_opt", "tr_schedule", "tr_ft", "tr_ft_layers", "tr_ft_epochs", "tr_ft_lr"),
+            *("tr_photos", "tr_bf16", "tr_calibrate", "tr_patience", "tr_seed", "tr_smoothing"),
+        ),
     ),
     PageEntry(
         "errors.py",
