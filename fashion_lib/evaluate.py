@@ -385,6 +385,14 @@ def temperature_sentence(summary) -> str:
 
     if isinstance(summary, dict):
         summary, _ = schemas.check(schemas.Summary, summary, "summary.json")
+    if summary is not None and summary.temperature is None and summary.temperature_rejected is not None:
+        s = summary
+        return (
+            f"Temperature scaling was not applied: the fitted T = {s.temperature_rejected:.2f} raised the "
+            f"calibration error of the {s.calibration_images or 0:,} validation images it was fitted on "
+            f"({s.validation_ece_before or 0:.1%} before, {s.validation_ece_after or 0:.1%} after), so the "
+            "confidences are the model's own."
+        )
     if summary is None or summary.temperature is None:
         return "This model's confidences were not temperature-scaled."
     detail = ""

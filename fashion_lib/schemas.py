@@ -96,6 +96,7 @@ class Summary(_Lenient):
     latency_ms_per_image_batched: float | None = Field(default=None, ge=0)
     latency_ms_single_image: float | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, gt=0)
+    temperature_rejected: float | None = Field(default=None, gt=0)  # fitted, but it raised the error
     calibration_images: int | None = Field(default=None, ge=0)
     validation_ece_before: float | None = Field(default=None, ge=0, le=1)
     validation_ece_after: float | None = Field(default=None, ge=0, le=1)

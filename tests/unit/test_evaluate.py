@@ -124,6 +124,12 @@ def test_temperature_sentence_reports_the_fit_or_its_absence():
         "before, 1.2% after)"
     )
     assert "not temperature-scaled" in evaluate.temperature_sentence({"test_accuracy": 0.9})
+    worse = {**fitted, "temperature": None, "temperature_rejected": 0.59, "calibration_images": 100}
+    assert evaluate.temperature_sentence({**worse, "validation_ece_after": 0.099}) == (
+        "Temperature scaling was not applied: the fitted T = 0.59 raised the calibration error of the 100 "
+        "validation images it was fitted on (7.1% before, 9.9% after), so the confidences are the model's "
+        "own."
+    )
 
 
 def test_label_issues_find_labels_flipped_on_purpose():
