@@ -27,10 +27,10 @@ except (OSError, ValueError) as exc:
     st.error(f"The saved predictions of this run cannot be used: {exc}. Pick another run.")
     st.stop()
 cm = evaluate.confusion_counts(p.labels, p.predicted)
-issues = widgets.label_issues_of(info.folder)
-suspect_positions = set(issues.loc[issues["flagged"], "position"].tolist())
-
 collapse = evaluate.collapse_report(p.labels, p.probabilities)
+# confident learning judges labels by a model that learnt the classes: a collapsed one flags noise
+issues = None if collapse.collapsed else widgets.label_issues_of(info.folder)
+suspect_positions = set() if issues is None else set(issues.loc[issues["flagged"], "position"].tolist())
 if collapse.collapsed:
     st.error(
         f"**{collapse.sentence()}** This is the signature of the original prototype "
@@ -177,21 +177,27 @@ with st.expander("Predicted-class distribution (collapse detector)", expanded=co
 
 # ----------------------------------------------------------------------------------------- label errors
 with st.expander("Model error or label error?", expanded=False):
-    flagged = issues[issues["flagged"]]
-    st.markdown(
-        f"Confident learning (cleanlab) flags **{len(flagged)}** of {len(issues):,} test images whose given "
-        "label is probably wrong, judged from this model's out-of-sample probabilities. They are marked ⚠ "
-        "in the galleries. The top suspects:"
-    )
-    top = flagged.head(24)
-    widgets.image_grid(
-        ds.x_test[top["test index"].to_numpy()],
-        [
-            f"#{r['test index']} given {r['given label']}, model says {r['model says']} "
-            f"({r['model confidence']:.0%})"
-            for _, r in top.iterrows()
-        ],
-        columns=6,
-        key="label_suspects",
-    )
-    st.dataframe(pd.DataFrame(top).drop(columns=["position"]), hide_index=True)
+    if issues is None:
+        st.info(
+            "Not judged for this model: confident learning needs a model that has learnt the classes, and "
+            "this one has collapsed. Pick a sound model to look for label errors."
+        )
+    else:
+        flagged = issues[issues["flagged"]]
+        st.markdown(
+            f"Confident learning (cleanlab) flags **{len(flagged)}** of {len(issues):,} test images whose "
+            "given label is probably wrong, judged from this model's out-of-sample probabilities. They are "
+            "marked ⚠ in the galleries. The top suspects:"
+        )
+        top = flagged.head(24)
+        widgets.image_grid(
+            ds.x_test[top["test index"].to_numpy()],
+            [
+                f"#{r['test index']} given {r['given label']}, model says {r['model says']} "
+                f"({r['model confidence']:.0%})"
+                for _, r in top.iterrows()
+            ],
+            columns=6,
+            key="label_suspects",
+        )
+        st.dataframe(pd.DataFrame(top).drop(columns=["position"]), hide_index=True)

@@ -65,6 +65,8 @@ def test_a_collapsed_run_is_flagged(tmp_path, monkeypatch, dataset):
     assert not at.error
     at.selectbox(key="err_run").set_value(folder.name).run()
     assert at.error[0].value.startswith("**Collapse: ") and "'Dress'" in at.error[0].value
+    # a collapsed model's "possible label errors" would be noise: not judged (nor marked in the galleries)
+    assert any(i.value.startswith("Not judged for this model") for i in at.info)
 
 
 def test_no_runs_at_all(tmp_path, monkeypatch, dataset):
