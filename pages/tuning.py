@@ -11,7 +11,7 @@ from fashion_lib.tuning import results, search, storage
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import FINAL_EPOCHS, FINAL_VAL_FRACTION, PRUNERS, TuneConfig
 
-SUBSETS = {"10,000 (balanced)": 10000, "5,000": 5000, "20,000": 20000, "2,000": 2000, "all 60,000": 0}
+SUBSETS = {"all 60,000": 0, "20,000": 20000, "10,000": 10000, "5,000": 5000, "2,000": 2000}  # balanced
 
 st.title("Hyperparameter tuning")
 st.markdown(
@@ -34,7 +34,13 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
     study_name = c1.text_input("Study name", value="baseline-search", key="tu_study")
     model = c1.selectbox("Model", models.MODEL_NAMES, format_func=models.DISPLAY_NAMES.get, key="tu_model")
     trials = c2.number_input("Trials to add", 1, 500, 20, key="tu_trials")
-    subset_label = c2.selectbox("Training images per trial", list(SUBSETS), key="tu_subset")
+    subset_label = c2.selectbox(
+        "Training images per trial",
+        list(SUBSETS),
+        index=2,
+        key="tu_subset",
+        help="A subset holds the same number of images of each class.",
+    )
     epochs = c2.number_input("Epochs per trial", 1, 50, 5, key="tu_epochs")
     pruner = c3.selectbox(
         "Pruner",
