@@ -15,14 +15,15 @@ def run() -> None:
         for i, entry in enumerate(entries)
     ]
     current = st.navigation(pages)
-    # The other pages' settings, saved again: a value saved in a run that does not draw its widget is kept,
-    # and the widget takes it up when its page is drawn again (Streamlit's documented "interrupt the
-    # widget clean-up"). Not the current page's own: saving those would override what the user just set.
-    for entry, page in zip(entries, pages, strict=True):
-        if page.url_path != current.url_path:
-            for key in entry.keeps:
-                if key in st.session_state:
-                    st.session_state[key] = st.session_state[key]
+    # Settings saved again on every run (Streamlit's documented way to interrupt the widget clean-up): a
+    # value saved by the script is not a widget's, so leaving the page does not drop it, and the widget
+    # takes it up when its page is drawn again. In a browser a page's widget values are gone by the time
+    # the next page's run starts, so the page's own run must save them too (checked: a value typed, the
+    # page left and opened again, reads back; no "set via the Session State API" warning).
+    for entry in entries:
+        for key in entry.keeps:
+            if key in st.session_state:
+                st.session_state[key] = st.session_state[key]
     current.run()
 
 

@@ -69,23 +69,3 @@ def test_home_lists_runs_found_in_the_runs_folder(tmp_path, monkeypatch):
     table = next(df.value for df in at.dataframe if "run" in df.value.columns)
     assert "20260101-000000-baseline" in set(table["run"])
     assert table.set_index("run").loc["20260101-000000-baseline", "status"] == "failed"
-
-
-def test_train_and_augmentation_settings_survive_a_visit_to_another_page(dataset, tmp_path, monkeypatch):
-    """A new user set 1,000 images and 1 epoch, looked at Home, came back: the form was at its defaults."""
-    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
-    at = AppTest.from_file(MAIN, default_timeout=120).run()
-    at.switch_page("../pages/training.py").run()
-    at.number_input(key="tr_epochs").set_value(1)
-    at.selectbox(key="tr_subset").set_value(at.selectbox(key="tr_subset").options[0]).run()
-    chosen = at.selectbox(key="tr_subset").value
-    at.switch_page("../pages/augmentation.py").run()
-    at.slider(key="aug_rotation").set_value(180).run()
-    at.switch_page("../pages/home.py").run()
-    at.switch_page("../pages/training.py").run()
-    assert not at.exception
-    assert at.number_input(key="tr_epochs").value == 1 and at.selectbox(key="tr_subset").value == chosen
-    at.switch_page("../pages/augmentation.py").run()
-    assert not at.exception and at.slider(key="aug_rotation").value == 180
-    # no "set via the Session State API" warning on either page
-    assert not any("Session State" in w.value for w in at.warning)

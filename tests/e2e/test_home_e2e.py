@@ -32,3 +32,24 @@ def test_every_page_opens_by_its_address_and_from_the_sidebar(page: Page, app_ur
             page.locator('[data-testid="stSidebarNav"] a', has_text=entry.title).click()
             wait_for_script(page)
             expect(page).to_have_url(f"{app_url}/{'' if entry is entries[0] else entry.path.stem}")
+
+
+def test_form_settings_survive_a_visit_to_another_page(page: Page, app_url: str, dataset):
+    """A new user set 1,000 images and 1 epoch, looked at Home, came back: the form was at its defaults.
+    (AppTest cannot show this: in a browser a page's widget values are dropped before the next page runs.)"""
+    open_page(page, f"{app_url}/training", "Train a model")
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("1")
+    epochs.press("Enter")
+    wait_for_script(page)
+    page.get_by_label("Training images", exact=True).first.click()
+    page.get_by_role("option", name="1,000", exact=True).click()
+    wait_for_script(page)
+    expect(epochs).to_have_value("1")
+    for title, heading in (("Home", "Fashion-MNIST analysis dashboard"), ("Train", "Train a model")):
+        page.locator("[data-testid=stSidebarNav] a", has_text=title).first.click()
+        expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible()
+        wait_for_script(page)
+    expect(page.get_by_label("Epochs", exact=True)).to_have_value("1")
+    expect(page.get_by_label("Training images", exact=True).first).to_have_value("1,000")
+    expect(page.get_by_text("Session State API")).to_have_count(0)
