@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_lib import config
+from fashion_lib import config, files
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class AugmentConfig:
 
     @classmethod
     def from_json(cls, text: str) -> AugmentConfig:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(files.parse_json(text))
 
 
 # At strength 1: ±14° rotation, 10 % zoom, 10 % shift; no flips, which cost accuracy here. The tuner searches

@@ -71,10 +71,19 @@ def read_bytes(path: Path) -> bytes:
         os.close(fd)
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, raising ValueError for JSON nested too deep to parse too (2 kB of brackets in a run's
+    summary.json raised RecursionError, which went through every page that lists runs)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
 def read_json(path: Path) -> Any:
     """The JSON value in ``path``, or None when it is missing, unreadable or not JSON."""
     try:
-        return json.loads(read_bytes(path))
+        return parse_json(read_bytes(path))
     except (OSError, ValueError):
         return None
 

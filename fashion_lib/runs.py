@@ -63,7 +63,7 @@ def read_metrics_checked(folder: Path) -> tuple[list[dict[str, Any]], list[str]]
             continue
         last = number == len(lines)  # no newline after it yet
         try:
-            value = json.loads(line.decode("utf-8"))
+            value = files.parse_json(line.decode("utf-8"))
         except UnicodeDecodeError:
             problems.append(f"{METRICS_FILE}: line {number} is not UTF-8 text")
             continue

@@ -177,7 +177,7 @@ class TrainConfig:
     def from_run(cls, folder: Path) -> TrainConfig:
         """The config a run folder was made with; ValueError when it is missing or invalid."""
         try:
-            values = json.loads(files.read_bytes(folder / "config.json"))
+            values = files.parse_json(files.read_bytes(folder / "config.json"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{folder.name} has no readable config.json ({exc})") from None
         if not isinstance(values, dict):
@@ -207,7 +207,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(files.parse_json(text))
 
     # -- derived
     @property

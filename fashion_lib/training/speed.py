@@ -14,7 +14,6 @@ The time estimate uses these and says which one it stands on.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import platform
 import socket
@@ -71,7 +70,7 @@ def _path() -> Path:
 
 def _table() -> dict:
     try:
-        value = json.loads(files.read_bytes(_path()))
+        value = files.parse_json(files.read_bytes(_path()))
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}

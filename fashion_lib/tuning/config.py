@@ -4,7 +4,6 @@ the page produce this one object; each trial turns it into a ``TrainConfig``."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +196,7 @@ class TuneConfig:
     @classmethod
     def from_file(cls, path: Path) -> TuneConfig:
         try:
-            values = json.loads(files.read_bytes(path))
+            values = files.parse_json(files.read_bytes(path))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path} is not readable tuning settings ({exc})") from None
         if not isinstance(values, dict):

@@ -45,6 +45,11 @@ DAMAGES = {
     "status.json garbled": (lambda f: (f / runs.STATUS_FILE).write_bytes(b"{\x00garbage"), "status.json"),
     "config.json not an object": (lambda f: (f / runs.CONFIG_FILE).write_text("[1, 2]"), "config.json"),
     "summary.json half written": (lambda f: (f / runs.SUMMARY_FILE).write_text('{"test_acc'), "summary.json"),
+    # RecursionError from the JSON parser went through the run list: every page failed
+    "summary.json nested too deep": (
+        lambda f: (f / runs.SUMMARY_FILE).write_text("[" * 3000 + "]" * 3000),
+        "summary.json is missing or is not",
+    ),
     "predictions.npz cut off": (lambda f: _cut(f / runs.PREDICTIONS_FILE), "predictions.npz cannot be read"),
     # raised RuntimeError from the run list: every page failed
     "predictions.npz encrypted": (

@@ -35,7 +35,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
 
 
-@pytest.mark.parametrize("content", [b"", b"{\x00garbage", b"\xff\xfe", b'{"a": '])
+@pytest.mark.parametrize("content", [b"", b"{\x00garbage", b"\xff\xfe", b'{"a": ', b"[" * 3000 + b"]" * 3000])
 def test_damaged_json_reads_as_none(tmp_path, content):
     path = tmp_path / "x.json"
     path.write_bytes(content)
