@@ -79,9 +79,13 @@ def load_photo(data: bytes) -> Photo:
         raise PhotoError("this is not an image we can read (JPEG, PNG, WebP or BMP)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise PhotoError(f"the image header is damaged ({exc})") from exc
+    except Exception as exc:  # any other of Pillow's readers failing (a DDS header: NotImplementedError)
+        raise PhotoError(f"this file cannot be read as an image ({type(exc).__name__}: {exc})") from exc
     if kind not in ALLOWED_FORMATS:
         raise PhotoError(f"{kind or 'this'} images are not supported: upload a JPEG, PNG, WebP or BMP photo")
-    if getattr(image, "n_frames", 1) > 1:
+    # An MPO is a JPEG with more pictures after the first (a phone's preview, a stereo pair): the first is
+    # the photo. Any other image with frames is animated.
+    if kind != "MPO" and getattr(image, "n_frames", 1) > 1:
         raise PhotoError("this is an animated image: upload a single still photo")
     limit = MAX_PIXELS_BY_FORMAT.get(kind, MAX_PIXELS)
     if width * height > limit:
@@ -104,13 +108,7 @@ def load_photo(data: bytes) -> Photo:
             image = _work_size(image)  # first: turning a 40-megapixel image would copy all of it
             if orientation in _TURNS:
                 image = image.transpose(Image.Transpose[_TURNS[orientation]])
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombWarning,
-        Image.DecompressionBombError,
-    ) as exc:
+    except Exception as exc:  # OSError, ValueError, SyntaxError, a decompression bomb, any reader's own
         raise PhotoError(f"the image is truncated or damaged ({exc})") from exc
     photo = _to_rgb(image, ALLOWED_FORMATS[kind])
     return Photo(photo.rgb, photo.alpha, photo.format, (width, height))

@@ -229,6 +229,7 @@ def test_a_webp_over_its_own_pixel_limit_is_refused_before_decoding():
         ("truncated_png", "truncated or damaged"),
         ("truncated_jpeg", "truncated or damaged"),
         ("animated_webp", "animated"),
+        ("dds", "cannot be read as an image"),  # Pillow's DDS reader raised NotImplementedError: a 500
     ],
 )
 def test_bad_uploads_get_a_clear_message(payload, message):
@@ -267,7 +268,22 @@ BAD = {
     "truncated_png": _GOOD_PNG[: len(_GOOD_PNG) // 2],
     "truncated_jpeg": _GOOD_JPEG[: len(_GOOD_JPEG) // 2],
     "animated_webp": _animated_webp(),
+    "dds": b"DDS "
+    + struct.pack("<7I", 124, 0x1007, 64, 64, 0, 0, 0)
+    + bytes(44)
+    + struct.pack("<2I", 32, 0x20000000)
+    + bytes(108),
 }
+
+
+def test_a_jpeg_with_a_second_picture_inside_is_the_first_one_not_animated():
+    """Phones store a preview (or a stereo pair) after the photo: Pillow reads it as a two-frame MPO,
+    which was refused as 'an animated image'."""
+    photo = Image.fromarray(silhouette())
+    buffer = io.BytesIO()
+    photo.save(buffer, "MPO", save_all=True, append_images=[photo.resize((40, 30))])
+    loaded, conversion = photos.convert_upload(buffer.getvalue())
+    assert loaded.rgb.shape == silhouette().shape and conversion.image.max() > 200
 
 
 # ------------------------------------------------------------------------------------------ fuzz corpus
