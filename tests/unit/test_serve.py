@@ -222,8 +222,9 @@ def test_the_openapi_docs_describe_every_endpoint(client):
         (BAD["gif"], "GIF images are not supported"),
         (BAD["animated_webp"], "animated"),
         (BAD["one_pixel"], "only 1 × 1"),
+        (BAD["dds"], "cannot be read as an image"),  # was a 500
     ],
-    ids=["empty", "text", "truncated-jpeg", "bomb", "gif", "animated", "one-pixel"],
+    ids=["empty", "text", "truncated-jpeg", "bomb", "gif", "animated", "one-pixel", "dds"],
 )
 def test_a_bad_file_is_refused_with_the_reason(client, payload, words):
     assert_error(client.post("/predict", files=files(payload)), 400, "invalid_image", words)
