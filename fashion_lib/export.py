@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import re
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ SHIPPED_FILES = (
     runs.SUMMARY_FILE,
 )
 COMMAND_FILE = "command.txt"
+SHIPPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a plain folder name in cached_models/
 
 
 def model_card(folder: Path) -> dict[str, Any]:
@@ -188,17 +190,18 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
 
     The new folder is built beside the target under a temporary name and swapped in only when complete, so
     a failure (disk full, a bad run) leaves the model that was shipped before untouched."""
+    if not SHIPPED_NAME.fullmatch(name):
+        raise ValueError(
+            f"'{name}' cannot name a shipped model: use letters, digits, '.', '_' and '-', starting with a "
+            "letter or digit (it becomes a folder in cached_models/)"
+        )
     card = model_card(folder)
-    root = target_root or config.CACHED_MODELS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=root))
-    os.chmod(staging, 0o777 & ~files.UMASK)  # mkdtemp's 0700 would hide the model from other users
-    try:
+    target = (target_root or config.CACHED_MODELS_DIR) / name
+    with files.new_folder(target) as staging:
         for file_name in SHIPPED_FILES:
             if file_name != runs.MODEL_FILE:
                 shutil.copy2(folder / file_name, staging / file_name)
-        model = models.load_model(folder / runs.MODEL_FILE)
+        model = _load(folder)
         model.save(staging / runs.MODEL_FILE)
         _familiarity_beside(model, folder, staging / runs.MODEL_FILE)
         card["model_size_bytes"] = (staging / runs.MODEL_FILE).stat().st_size
@@ -208,23 +211,17 @@ def ship_run(folder: Path, name: str, target_root: Path | None = None) -> Path:
         )
         runs.write_json(staging / runs.CARD_FILE, card)
         (staging / "README.md").write_text(card_markdown(card))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = None
-    if target.exists():
-        previous = root / f".{name}.old-{os.getpid()}"
-        target.rename(previous)
-    try:
-        staging.rename(target)
-    except OSError:
-        if previous is not None:
-            previous.rename(target)  # put the old one back
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
     return target
+
+
+def _load(folder: Path):
+    """The folder's model; ExportError naming the file when it cannot be loaded."""
+    try:
+        return models.load_model(folder / runs.MODEL_FILE)
+    except Exception as exc:  # a damaged file that is still a zip: KeyError, BadZipFile, Keras's own errors
+        raise ExportError(
+            f"{folder.name}'s {runs.MODEL_FILE} cannot be loaded ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _familiarity_beside(model, source: Path, written: Path) -> bool:
@@ -374,7 +371,7 @@ def _check(fmt: str, path: Path, reloaded: np.ndarray, original: np.ndarray) -> 
     if not difference <= ROUND_TRIP_TOLERANCE:  # also catches NaN
         raise ExportError(
             f"the {fmt} export's probabilities differ from the original model's by {difference:.2e} "
-            f"(allowed {ROUND_TRIP_TOLERANCE:.0e}): the export is not faithful; it was left in {path}"
+            f"(allowed {ROUND_TRIP_TOLERANCE:.0e}): the export is not faithful, so it was not written"
         )
     return RoundTrip(fmt, path, difference, len(original))
 
@@ -395,41 +392,72 @@ def export_model(
     formats = parse_formats(formats)
     if version < 1:
         raise ExportError(f"the SavedModel version must be a positive integer, got {version}")
+    earlier = _earlier_export(target)
     card = read_card(folder)
-    source = models.load_model(folder / runs.MODEL_FILE)
+    source = _load(folder)
     if images is None:
         images, checked_on = check_images()
     else:
         checked_on = f"{len(images)} given images"
     images = np.asarray(images, np.float32)
     original = source.predict(images, batch_size=CHECK_IMAGES, verbose=0)
-    target.mkdir(parents=True, exist_ok=True)
     checks = []
     familiar = False  # the statistics go with model.keras, which the service loads
-    if KERAS in formats:
-        path = target / runs.MODEL_FILE
-        source.save(path)
-        reloaded = models.load_model(path).predict(images, batch_size=CHECK_IMAGES, verbose=0)
-        checks.append(_check(KERAS, path, reloaded, original))
-        familiar = _familiarity_beside(source, folder, path)  # the service's "not sure" rule anywhere
-    if SAVEDMODEL in formats:
-        path = target / SAVEDMODEL_DIR / str(version)
-        if path.exists():
-            shutil.rmtree(path)
-        write_savedmodel(source, path)
-        checks.append(_check(SAVEDMODEL, path, savedmodel_probabilities(path, images), original))
-    card["export"] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "formats": list(formats),
-        "savedmodel_version": version if SAVEDMODEL in formats else None,
-        "round_trip": {c.format: {"max_difference": c.max_difference, "images": c.images} for c in checks},
-        "checked_on": checked_on,
-        "familiarity_statistics": confidence.FAMILIARITY_FILE if familiar else None,
-        "library_versions": _library_versions(),
-    }
-    runs.write_json(target / runs.CARD_FILE, card)
-    (target / CARD_MARKDOWN).write_text(export_markdown(card))
-    return ExportResult(target, card, tuple(checks), checked_on)
+    # Written whole or not at all, and never mixed with the files of an earlier export (a SavedModel-only
+    # export left the earlier model.keras, which the service then served under the new card)
+    with files.new_folder(target) as staging:
+        if KERAS in formats:
+            path = staging / runs.MODEL_FILE
+            source.save(path)
+            reloaded = models.load_model(path).predict(images, batch_size=CHECK_IMAGES, verbose=0)
+            checks.append(_check(KERAS, path, reloaded, original))
+            familiar = _familiarity_beside(source, folder, path)  # the service's "not sure" rule anywhere
+        if SAVEDMODEL in formats:
+            path = staging / SAVEDMODEL_DIR / str(version)
+            try:
+                write_savedmodel(source, path)
+            except Exception as exc:  # TensorFlow's own errors too (a full disk: ResourceExhaustedError)
+                raise ExportError(f"the SavedModel could not be written ({type(exc).__name__})") from exc
+            checks.append(_check(SAVEDMODEL, path, savedmodel_probabilities(path, images), original))
+            for kept in earlier:  # TF Serving's other numbered versions in the same base path stay
+                if kept.name != str(version):
+                    shutil.copytree(kept, staging / SAVEDMODEL_DIR / kept.name, symlinks=True)
+        round_trip = {c.format: {"max_difference": c.max_difference, "images": c.images} for c in checks}
+        card["export"] = {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "formats": list(formats),
+            "savedmodel_version": version if SAVEDMODEL in formats else None,
+            "round_trip": round_trip,
+            "checked_on": checked_on,
+            "familiarity_statistics": confidence.FAMILIARITY_FILE if familiar else None,
+            "library_versions": _library_versions(),
+        }
+        runs.write_json(staging / runs.CARD_FILE, card)
+        (staging / CARD_MARKDOWN).write_text(export_markdown(card))
+    moved = tuple(replace(c, path=target / c.path.relative_to(staging)) for c in checks)
+    return ExportResult(target, card, moved, checked_on)
+
+
+def _earlier_export(target: Path) -> list[Path]:
+    """The numbered SavedModel versions of the earlier export in ``target`` (an empty list when there is
+    none, or the folder is new or empty). ExportError for anything else: the export replaces the folder
+    whole, so a file, or a folder holding other things, is refused rather than overwritten."""
+    if not target.exists():
+        return []
+    if not target.is_dir():
+        raise ExportError(f"{target} is a file: export into a new or empty folder")
+    if not any(target.iterdir()):
+        return []
+    card = runs.read_json(target / runs.CARD_FILE)
+    if not (isinstance(card, dict) and "export" in card):
+        raise ExportError(
+            f"{target} is not empty and holds no earlier export (no card.json with an 'export' record): "
+            "export into a new or empty folder, so nothing of yours is overwritten"
+        )
+    versions = target / SAVEDMODEL_DIR
+    if not versions.is_dir():
+        return []
+    return sorted(p for p in versions.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def _library_versions() -> dict[str, str]:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
 import zipfile
@@ -44,6 +45,34 @@ def atomic(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def new_folder(target: Path) -> Iterator[Path]:
+    """A folder to build ``target`` in, beside it under a temporary name. On leaving the block it replaces
+    ``target`` whole; on an error it is removed and ``target`` stays as it was (a disk filling up halfway,
+    a failed check: the folder written before is untouched, and nothing of it is mixed with the new one)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp's 0700 would hide it from other users
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = None
+    if target.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        target.rename(previous)  # onto the empty folder just made: a name no one else has
+    try:
+        staging.rename(target)
+    except OSError:
+        if previous is not None:
+            previous.rename(target)  # put the old one back
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -138,6 +138,7 @@ def test_an_export_made_without_the_dataset_or_kept_statistics_goes_without_them
     monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))  # nothing kept for the run's model here
     out = tmp_path / "out"
     out.mkdir()
+    runs.write_json(out / runs.CARD_FILE, {"export": {"formats": ["keras"]}})  # an earlier export
     (out / confidence.FAMILIARITY_FILE).write_bytes(b"left by an earlier export")
     result = export.export_model(trained_run, out, ("keras",), images=test_images)
     assert result.card["export"]["familiarity_statistics"] is None
@@ -155,11 +156,68 @@ def test_ship_says_when_it_ships_without_familiarity_statistics(
     assert (tmp_path / "cached_models" / "tiny" / "model.keras").is_file()
 
 
-def test_the_export_command_says_what_is_in_the_way_without_a_traceback(tmp_path, capsys):
-    (tmp_path / "out" / "familiarity.npz").mkdir(parents=True)  # a folder where a file is to go
-    assert main(["export", "baseline", "--to", str(tmp_path / "out"), "--format", "keras"]) == 2
+@pytest.mark.parametrize("in_the_way", ["a file", "a folder of other things"])
+def test_the_export_command_says_what_is_in_the_way_without_a_traceback(tmp_path, capsys, in_the_way):
+    out = tmp_path / "out"
+    if in_the_way == "a file":
+        out.write_text("mine")
+    else:
+        (out / "familiarity.npz").mkdir(parents=True)
+        (out / "README.md").write_text("my own notes")
+    assert main(["export", "baseline", "--to", str(out), "--format", "keras"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "familiarity.npz" in err and "Traceback" not in err
+    assert err.startswith("error: ") and str(out) in err and "Traceback" not in err
+    assert ("is a file" if in_the_way == "a file" else "holds no earlier export") in err
+    if in_the_way != "a file":  # nothing of the user's was overwritten
+        assert (out / "README.md").read_text() == "my own notes" and (out / "familiarity.npz").is_dir()
+
+
+def test_a_savedmodel_export_into_an_earlier_export_leaves_nothing_of_the_other_model(
+    trained_run, tmp_path, test_images
+):
+    """The earlier model.keras stayed beside the new card, and the service served it under the new name."""
+    out = tmp_path / "out"
+    export.export_model(export.resolve_model("baseline"), out, images=test_images[:8])  # keras + version 1
+    result = export.export_model(trained_run, out, ("savedmodel",), images=test_images[:8], version=2)
+    assert not (out / runs.MODEL_FILE).exists() and not (out / "familiarity.npz").exists()
+    assert sorted(p.name for p in (out / "savedmodel").iterdir()) == ["1", "2"]  # TF Serving's versions
+    assert runs.read_json(out / runs.CARD_FILE)["run_id"] == trained_run.name
+    assert result.checks[0].path == out / "savedmodel" / "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left
+
+
+def test_a_failed_export_leaves_the_earlier_one_as_it_was(trained_run, tmp_path, test_images, monkeypatch):
+    out = tmp_path / "out"
+    export.export_model(trained_run, out, ("keras",), images=test_images[:8])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    honest = export.savedmodel_probabilities
+    monkeypatch.setattr(export, "savedmodel_probabilities", lambda path, x: honest(path, x) + 1e-4)
+    with pytest.raises(export.ExportError, match="not faithful, so it was not written"):
+        export.export_model(export.resolve_model("baseline"), out, images=test_images[:8])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_damaged_model_that_is_still_a_zip_is_named_not_a_traceback(
+    trained_run, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(config, "CACHED_MODELS_DIR", tmp_path / "cached_models")
+    folder = shutil.copytree(trained_run, tmp_path / "run")
+    with zipfile.ZipFile(folder / runs.MODEL_FILE, "w") as damaged:
+        damaged.writestr("hello.txt", "not a model")
+    export_it = ["export", str(folder), "--to", str(tmp_path / "out")]
+    for command in (export_it, ["ship", str(folder), "--name", "x"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "model.keras cannot be loaded" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../escaped", ".hidden"])
+def test_ship_takes_only_a_plain_folder_name(trained_run, tmp_path, monkeypatch, capsys, name):
+    monkeypatch.setattr(config, "CACHED_MODELS_DIR", tmp_path / "cached_models")
+    assert main(["ship", str(trained_run), "--name", name]) == 2
+    assert "cannot name a shipped model" in capsys.readouterr().err
+    assert not (tmp_path / "cached_models").exists() or not any((tmp_path / "cached_models").iterdir())
 
 
 def test_the_export_command_names_an_unknown_model(tmp_path, capsys):
