@@ -56,6 +56,19 @@ def _augment_arg(value: str):
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _number_in(kind, low: float, high: float):
+    """An argparse type: a number of ``kind`` from ``low`` to ``high`` (NaN and infinity refused)."""
+
+    def parse(value: str):
+        number = kind(value)
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low:g} and {high:g}")
+        return number
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
 def _optional_float(value: str) -> float | None:
     return None if value.strip().lower() in ("", "none", "default") else float(value)
 
@@ -466,10 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=models.BASELINE, help="run id or folder, shipped model, export folder")
     p.add_argument("--host", default=serve.DEFAULT_HOST, help="interface to listen on (loopback: only here)")
-    p.add_argument("--port", type=int, default=serve.DEFAULT_PORT)
+    p.add_argument("--port", type=_number_in(int, 0, 65535), default=serve.DEFAULT_PORT)
     p.add_argument(
         "--batch-window-ms",
-        type=float,
+        type=_number_in(float, 0, 1000),  # a window of 1e9 ms left every request waiting
         default=inference.BATCH_WINDOW_MS,
         help="how long a request waits for others to share one forward pass",
     )

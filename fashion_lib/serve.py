@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from fashion_lib import config, export, inference, models, photos
 
@@ -48,6 +49,10 @@ MAX_REQUEST_BYTES = photos.MAX_UPLOAD_FILES * photos.MAX_FILE_BYTES + 2**20
 # … except where a path needs far less: pixel JSON of MAX_PIXEL_IMAGES images ("255, " per pixel, nested).
 PATH_LIMITS = {"/predict/pixels": inference.MAX_PIXEL_IMAGES * SIZE * SIZE * 6 + 2**16}
 MAX_IN_FLIGHT = 64  # requests being answered at once; more get 503 at once instead of piling up in memory
+# A body that stops arriving for this long is given up (408): 64 uploads stalled after one byte held every
+# place and refused everyone else, /health included, until their clients went away.
+BODY_IDLE_S = 10.0
+SHUTDOWN_GRACE_S = 5  # on SIGTERM, requests still open after this long are cut (a stalled one held on)
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 INPUT_STATUS = {"invalid_image": 400, "too_many_images": 413}  # other bad input: 422
 
@@ -183,7 +188,8 @@ async def predict_images(
 class Gate:
     """ASGI middleware that refuses a request before its body is read: a missing or wrong bearer token
     (when one is set) on every path but the health check and the docs, a body over ``max_bytes`` (or the
-    path's own limit, PATH_LIMITS), and any request beyond MAX_IN_FLIGHT answered at once (503)."""
+    path's own limit, PATH_LIMITS), and any request beyond MAX_IN_FLIGHT answered at once (503; the health
+    check and the docs always answer). A body that stops arriving for BODY_IDLE_S is given up (408)."""
 
     def __init__(self, app, token: str | None, max_bytes: int) -> None:
         self.app, self.token, self.max_bytes = app, token, max_bytes
@@ -209,7 +215,7 @@ class Gate:
             refusal = error_response(
                 413, "request_too_large", f"the request is {int(length) / 2**20:.1f} MB; {limit}"
             )
-        if refusal is None and self.in_flight >= MAX_IN_FLIGHT:
+        if refusal is None and self.in_flight >= MAX_IN_FLIGHT and scope["path"] not in OPEN_PATHS:
             refusal = error_response(
                 503,
                 "busy",
@@ -218,11 +224,18 @@ class Gate:
             )
         if refusal is not None:
             return await refusal(scope, receive, send)
-        received = 0
+        received, complete = 0, False
 
         async def counted():  # a body sent without Content-Length (chunked) is counted as it arrives
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in; the app may wait for the client to go away: no time limit
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_S)
+            except TimeoutError:
+                detail = f"no part of the request body arrived for {BODY_IDLE_S:.0f} s; send it whole"
+                raise ApiError(408, "request_timeout", detail) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > max_bytes:
                 raise ApiError(413, "request_too_large", f"the request is larger than allowed; {limit}")
@@ -350,6 +363,11 @@ def create_app(
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, "invalid_request", readable(exc.errors()))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:  # nobody to answer
+        log.info("%s %s: the client went away before its request arrived", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client went away")
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # logged by the server
         return error_response(500, "internal_error", "the service failed on this request; see its log")
@@ -431,4 +449,11 @@ def run(
     app = create_app(model, batch_window_ms=batch_window_ms)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_token():
         log.warning("listening on %s without FASHION_API_TOKEN: anyone who reaches it can use it", host)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )

@@ -8,6 +8,8 @@ import asyncio
 import base64
 import concurrent.futures
 import json
+import signal
+import socket
 import time
 from types import SimpleNamespace
 
@@ -290,6 +292,16 @@ def test_an_unknown_model_stops_the_command_before_it_listens(capsys):
     assert "no run named 'no-such-model'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--port", "99999"), ("--port", "-1"), ("--batch-window-ms", "inf"), ("--batch-window-ms", "1e9")],
+)
+def test_a_port_or_batch_window_out_of_range_is_refused_before_anything_starts(capsys, option, value):
+    with pytest.raises(SystemExit) as stop:  # argparse's exit: before the model loads
+        main(["serve", option, value])
+    assert stop.value.code == 2 and f"{value} is not between" in capsys.readouterr().err
+
+
 def test_a_bad_query_parameter_is_a_readable_4xx(client, dataset):
     response = client.post("/predict/pixels?top_k=11", json=dataset.x_test[:1].tolist())
     assert_error(response, 422, "invalid_request", "top_k: Input should be less than or equal to 10")
@@ -419,6 +431,7 @@ def test_the_real_server_answers_over_http(no_token, dataset, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
     server = start_server("baseline", port, log)  # `python -m fashion_lib serve`, until /health says ready
+    stalled = None
     try:
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             photo = http.post("/predict", files=files(png(dataset.x_test[1])))
@@ -427,8 +440,16 @@ def test_the_real_server_answers_over_http(no_token, dataset, tmp_path):
             pixels = http.post("/predict/pixels", json=dataset.x_test[:1].tolist())
             assert pixels.json()["predictions"][0]["top"][0]["label"] == "Ankle boot"
             assert_error(http.post("/predict", files=files(BAD["gif"])), 400, "invalid_image", "GIF")
+        # an upload stalled after its first byte does not hold the shutdown (it did, for ever)
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"POST /predict/pixels HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[")
+        time.sleep(0.5)
     finally:
-        stop(server)
+        started = time.monotonic()
+        stop(server)  # SIGTERM; SIGKILL after 10 s
+        if stalled is not None:
+            stalled.close()
+    assert server.returncode != -signal.SIGKILL and time.monotonic() - started < 9
     assert "loaded and warmed up: ready" in log.read_text()
 
 
@@ -486,3 +507,59 @@ def test_for_a_model_that_knows_mirror_images_the_service_keeps_the_surer_way_ro
     # a Fashion-MNIST image is taken the dataset's way round, however unsure the model is of it
     assert as_is["top"][0]["label"] == "Sandal" and as_is["input"] == "as it is"
     assert hows == ("as it is", "photo") and not conversions[1].mirrored  # the caller's own are left alone
+
+
+def gate_scenario(path: str, method: str, in_flight: int, body_stalls: bool) -> list[dict]:
+    """What the Gate (around a small app that reads the body) sends for one request."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse as Plain
+    from starlette.routing import Route
+
+    async def echo(request):
+        return Plain({"bytes": len(await request.body())})
+
+    gate = serve.Gate(Starlette(routes=[Route(path, echo, methods=[method])]), None, 2**20)
+    gate.in_flight = in_flight
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5000),
+        "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")],
+    }
+    parts = [{"type": "http.request", "body": b"[", "more_body": body_stalls}]
+
+    async def receive():
+        if parts:
+            return parts.pop()
+        await asyncio.sleep(5)  # the client sends nothing more for 5 s (BODY_IDLE_S is 0.2 here) ...
+        return {"type": "http.disconnect"}  # ... then goes away
+
+    async def scenario():
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        await gate(scope, receive, send)
+        return sent
+
+    return run_async(scenario())
+
+
+def test_a_body_that_stops_arriving_is_given_up_and_the_health_check_always_answers(monkeypatch):
+    """64 uploads stalled after one byte held every place: everyone got 503, /health too, for as long
+    as their clients stayed."""
+    monkeypatch.setattr(serve, "BODY_IDLE_S", 0.2)
+    stalled = gate_scenario("/predict/pixels", "POST", 0, body_stalls=True)
+    assert stalled[0]["status"] == 408
+    full = serve.MAX_IN_FLIGHT
+    assert gate_scenario("/predict/pixels", "POST", 0, body_stalls=False)[0]["status"] == 200
+    assert gate_scenario("/predict/pixels", "POST", full, body_stalls=False)[0]["status"] == 503
+    assert gate_scenario("/health", "GET", full, body_stalls=False)[0]["status"] == 200
