@@ -37,6 +37,7 @@ DAMAGES = {
         "val_accuracy",
     ),
     "model.keras deleted": (lambda f: (f / runs.MODEL_FILE).unlink(), "model.keras is missing"),
+    "metrics.jsonl emptied": (lambda f: (f / runs.METRICS_FILE).write_text(""), "holds no finished epoch"),
     "test accuracy 'n/a'": (
         lambda f: _edit_json(f / runs.SUMMARY_FILE, test_accuracy="n/a"),
         "test_accuracy",

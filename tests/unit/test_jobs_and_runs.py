@@ -196,7 +196,7 @@ def test_comparison_table_and_shipping_read_the_real_summary(dataset, tmp_path):
         "python -m fashion_lib"
     )
     readme = (shipped / "README.md").read_text()
-    assert "Reproduce with" in readme and f"Temperature scaling: T = {summary['temperature']:.2f}" in readme
+    assert "Reproduce with" in readme and evaluate.temperature_sentence(summary) in readme
     # shipped without optimizer state: smaller, the same predictions, its real size on the card
     shipped_model = shipped / runs.MODEL_FILE
     assert card["model_size_bytes"] == shipped_model.stat().st_size < summary["model_size_bytes"]

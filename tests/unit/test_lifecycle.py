@@ -293,7 +293,7 @@ def test_shipping_replaces_the_shipped_model_only_when_the_new_one_is_complete(
         raise OSError("No space left on device")
 
     monkeypatch.setattr(models, "load_model", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(export.ExportError, match="No space left on device"):  # named, not a traceback
         export.ship_run(newer, "baseline", target_root=tmp_path)
     assert (tmp_path / "baseline" / runs.CARD_FILE).read_text() == before  # the old one is intact
     assert (tmp_path / "baseline" / runs.MODEL_FILE).is_file()
