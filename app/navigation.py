@@ -50,8 +50,8 @@ PAGES: tuple[PageEntry, ...] = (
         "Launch training in the background and watch live learning curves; stop, resume, delete runs.",
         keeps=(
             *("tr_model", "tr_size", "tr_weights", "tr_subset", "tr_test_subset", "tr_epochs", "tr_batch"),
-            *("tr_lr", "tr_opt", "tr_schedule", "tr_ft", "tr_ft_layers", "tr_ft_epochs", "tr_ft_lr"),
-            *("tr_photos", "tr_bf16", "tr_calibrate", "tr_patience", "tr_seed", "tr_smoothing"),
+            *("tr_lr", "tr_opt", "tr_schedule", "tr_preset", "tr_ft", "tr_ft_layers", "tr_ft_epochs"),
+            *("tr_ft_lr", "tr_photos", "tr_bf16", "tr_calibrate", "tr_patience", "tr_seed", "tr_smoothing"),
         ),
     ),
     PageEntry(

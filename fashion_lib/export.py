@@ -8,6 +8,7 @@ original model's probabilities before the export counts as done.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import os
@@ -392,7 +393,7 @@ def export_model(
     formats = parse_formats(formats)
     if version < 1:
         raise ExportError(f"the SavedModel version must be a positive integer, got {version}")
-    earlier = _earlier_export(target)
+    _check_target(target, version if SAVEDMODEL in formats else None)
     card = read_card(folder)
     source = _load(folder)
     if images is None:
@@ -403,9 +404,10 @@ def export_model(
     original = source.predict(images, batch_size=CHECK_IMAGES, verbose=0)
     checks = []
     familiar = False  # the statistics go with model.keras, which the service loads
-    # Written whole or not at all, and never mixed with the files of an earlier export (a SavedModel-only
-    # export left the earlier model.keras, which the service then served under the new card)
-    with files.new_folder(target) as staging:
+    # Everything is written and checked beside the target first: a failure leaves the target as it was
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    try:
         if KERAS in formats:
             path = staging / runs.MODEL_FILE
             source.save(path)
@@ -419,9 +421,6 @@ def export_model(
             except Exception as exc:  # TensorFlow's own errors too (a full disk: ResourceExhaustedError)
                 raise ExportError(f"the SavedModel could not be written ({type(exc).__name__})") from exc
             checks.append(_check(SAVEDMODEL, path, savedmodel_probabilities(path, images), original))
-            for kept in earlier:  # TF Serving's other numbered versions in the same base path stay
-                if kept.name != str(version):
-                    shutil.copytree(kept, staging / SAVEDMODEL_DIR / kept.name, symlinks=True)
         round_trip = {c.format: {"max_difference": c.max_difference, "images": c.images} for c in checks}
         card["export"] = {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -434,30 +433,71 @@ def export_model(
         }
         runs.write_json(staging / runs.CARD_FILE, card)
         (staging / CARD_MARKDOWN).write_text(export_markdown(card))
+        _move_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     moved = tuple(replace(c, path=target / c.path.relative_to(staging)) for c in checks)
     return ExportResult(target, card, moved, checked_on)
 
 
-def _earlier_export(target: Path) -> list[Path]:
-    """The numbered SavedModel versions of the earlier export in ``target`` (an empty list when there is
-    none, or the folder is new or empty). ExportError for anything else: the export replaces the folder
-    whole, so a file, or a folder holding other things, is refused rather than overwritten."""
+EXPORT_FILES = (runs.MODEL_FILE, confidence.FAMILIARITY_FILE, CARD_MARKDOWN, runs.CARD_FILE)  # card last
+
+
+def _check_target(target: Path, version: int | None) -> None:
+    """Refuse a target the export would overwrite something of the user's in: a file, or a folder that
+    holds anything but an earlier export's files (its SavedModel versions are TF Serving's to keep). A
+    SavedModel version lower than one already there is refused too: TF Serving serves the highest."""
     if not target.exists():
-        return []
+        return
     if not target.is_dir():
         raise ExportError(f"{target} is a file: export into a new or empty folder")
-    if not any(target.iterdir()):
-        return []
+    present = {p.name for p in target.iterdir()}
+    if not present:
+        return
     card = runs.read_json(target / runs.CARD_FILE)
-    if not (isinstance(card, dict) and "export" in card):
+    foreign = sorted(present - {*EXPORT_FILES, SAVEDMODEL_DIR})
+    if not (isinstance(card, dict) and "export" in card) or foreign:
+        what = f"holds {', '.join(foreign[:3])}" if foreign else "holds no earlier export (no card.json)"
         raise ExportError(
-            f"{target} is not empty and holds no earlier export (no card.json with an 'export' record): "
-            "export into a new or empty folder, so nothing of yours is overwritten"
+            f"{target} is not empty and {what}: export into a new or empty folder, or an earlier export "
+            "holding only its own files, so nothing of yours is overwritten"
         )
-    versions = target / SAVEDMODEL_DIR
-    if not versions.is_dir():
-        return []
-    return sorted(p for p in versions.iterdir() if p.is_dir() and p.name.isdigit())
+    versions = [int(p.name) for p in (target / SAVEDMODEL_DIR).glob("*") if p.name.isdigit()]
+    if version is not None and versions and max(versions) > version:
+        raise ExportError(
+            f"{target / SAVEDMODEL_DIR} already holds version {max(versions)}, which TF Serving would go on "
+            f"serving instead of version {version}: choose --savedmodel-version {max(versions) + 1}"
+        )
+
+
+def _move_in(staging: Path, target: Path) -> None:
+    """Move the checked export from ``staging`` into ``target``: a new or empty target becomes it whole;
+    into an earlier export it goes file by file, each replaced at once, and the earlier export's files
+    this one does not have are removed (a SavedModel-only export left the earlier model.keras, which the
+    service then served under the new card). ``savedmodel/`` stays the same folder with its other
+    versions, so a TF Serving container that mounts it sees the new version appear."""
+    if not target.exists() or not any(target.iterdir()):
+        with contextlib.suppress(FileNotFoundError):
+            target.rmdir()
+        staging.rename(target)
+        return
+    new_versions = staging / SAVEDMODEL_DIR
+    if new_versions.is_dir():
+        (target / SAVEDMODEL_DIR).mkdir(exist_ok=True)
+        for version in new_versions.iterdir():
+            placed = target / SAVEDMODEL_DIR / version.name
+            if placed.exists():  # the same version again: the old one aside, the new in, the old away
+                aside = Path(tempfile.mkdtemp(prefix=f".{version.name}.old-", dir=placed.parent))
+                placed.rename(aside)
+                version.rename(placed)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                version.rename(placed)
+    for name in EXPORT_FILES:  # the card last: it describes what is there
+        if (staging / name).exists():
+            os.replace(staging / name, target / name)
+        else:
+            (target / name).unlink(missing_ok=True)
 
 
 def _library_versions() -> dict[str, str]:

@@ -180,7 +180,12 @@ def read_run(folder: Path, shipped: bool = False) -> RunInfo | None:
     problems.extend(metric_problems[:3])
     # A completed run, or one stopped once it had trained, has saved its model and summary; one stopped
     # while it waited for the machine, or while it prepared (converting product photos), has none.
-    if state.state == lifecycle.COMPLETED and not rows and not metric_problems:
+    if (
+        state.state == lifecycle.COMPLETED
+        and not rows
+        and not metric_problems
+        and (folder / METRICS_FILE).exists()
+    ):
         problems.append(f"{METRICS_FILE} holds no finished epoch, though the run completed (cut or emptied?)")
     if state.state == lifecycle.COMPLETED or (state.state == lifecycle.STOPPED and rows):
         if not (folder / MODEL_FILE).exists():  # one that is there but no file: _file_problem

@@ -94,6 +94,8 @@ with st.container(key="train_form", border=True):
     c3.selectbox("Optimizer", OPTIMIZERS, key="tr_opt")
     c3.selectbox("Learning-rate schedule", LR_SCHEDULES, key="tr_schedule")
     presets = augment.list_presets()
+    if st.session_state.get("tr_preset", "none") not in ["none", *presets]:  # a kept choice since deleted
+        st.session_state.tr_preset = "none"
     c3.selectbox(
         "Augmentation preset",
         ["none", *presets],

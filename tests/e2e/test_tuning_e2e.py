@@ -65,7 +65,7 @@ def test_a_search_started_from_the_page_is_followed_live_until_it_ends(page: Pag
     for label, value in (("Trials to add", "2"), ("Epochs per trial", "1")):
         page.get_by_label(label).fill(value)
         page.get_by_label(label).press("Enter")
-    page.get_by_label("Training images per trial").click()
+    page.get_by_label("Training images per trial", exact=True).click()  # not its help button
     page.get_by_role("option", name="2,000").click()
     wait_for_script(page)
     page.get_by_role("button", name="Start the search").click()

@@ -178,12 +178,29 @@ def test_a_savedmodel_export_into_an_earlier_export_leaves_nothing_of_the_other_
     """The earlier model.keras stayed beside the new card, and the service served it under the new name."""
     out = tmp_path / "out"
     export.export_model(export.resolve_model("baseline"), out, images=test_images[:8])  # keras + version 1
+    inode = (out / "savedmodel").stat().st_ino
     result = export.export_model(trained_run, out, ("savedmodel",), images=test_images[:8], version=2)
     assert not (out / runs.MODEL_FILE).exists() and not (out / "familiarity.npz").exists()
-    assert sorted(p.name for p in (out / "savedmodel").iterdir()) == ["1", "2"]  # TF Serving's versions
+    versions = out / "savedmodel"
+    assert sorted(p.name for p in versions.iterdir()) == ["1", "2"]  # TF Serving's versions
+    assert versions.stat().st_ino == inode  # the same folder: a container that mounts it sees version 2
     assert runs.read_json(out / runs.CARD_FILE)["run_id"] == trained_run.name
     assert result.checks[0].path == out / "savedmodel" / "2"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left
+
+
+def test_an_earlier_export_with_files_of_the_users_or_a_higher_version_is_refused(
+    trained_run, tmp_path, test_images
+):
+    out = tmp_path / "out"
+    export.export_model(trained_run, out, ("savedmodel",), images=test_images[:8], version=2)
+    with pytest.raises(export.ExportError, match="already holds version 2"):  # TF Serving would serve 2
+        export.export_model(trained_run, out, ("savedmodel",), images=test_images[:8], version=1)
+    (out / "Dockerfile").write_text("FROM tensorflow/serving")
+    with pytest.raises(export.ExportError, match="holds Dockerfile"):
+        export.export_model(trained_run, out, ("keras",), images=test_images[:8])
+    assert (out / "Dockerfile").read_text() == "FROM tensorflow/serving"
+    assert not (out / "model.keras").exists()
 
 
 def test_a_failed_export_leaves_the_earlier_one_as_it_was(trained_run, tmp_path, test_images, monkeypatch):
