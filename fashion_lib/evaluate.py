@@ -45,6 +45,8 @@ class CurveDiagnosis:
 
     def explanation(self) -> str:
         gap = f"train − validation accuracy gap {self.accuracy_gap:+.1%}"
+        if self.epochs == 0:
+            return f"{self.verdict.capitalize()}: no epoch with a validation loss yet."
         if self.epochs < 2:
             numbers = f"one epoch, so no trend yet; {gap}"
         else:
@@ -74,7 +76,7 @@ def diagnose_curves(rows: list[dict]) -> CurveDiagnosis:
     if not rows:
         return CurveDiagnosis("not enough epochs", 0, 0, 0.0, 0.0, False)
     val_loss = np.array([r["val_loss"] for r in rows])
-    best = int(np.argmin(val_loss))
+    best = len(val_loss) - 1 - int(np.argmin(val_loss[::-1]))  # the last of equal lows
     gap = float(rows[-1]["accuracy"] - rows[-1]["val_accuracy"])
     rise = float(val_loss[-1] / val_loss[best] - 1.0)
     last_drop = float(1.0 - val_loss[-1] / val_loss[-2]) if len(rows) >= 2 else 0.0

@@ -8,6 +8,7 @@ gets the permissions an ordinary ``open(path, "w")`` would give it (the process'
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -61,18 +62,21 @@ def new_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     previous = None
-    if target.exists():
-        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        target.rename(previous)  # onto the empty folder just made: a name no one else has
     try:
+        if target.exists() or target.is_symlink():
+            previous = staging.with_name(staging.name.replace(".new-", ".old-", 1))  # unique like staging
+            target.rename(previous)
         staging.rename(target)
     except OSError:
-        if previous is not None:
+        if previous is not None and not target.exists():
             previous.rename(target)  # put the old one back
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+        if previous.is_symlink():
+            previous.unlink()
+        else:
+            shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -126,12 +130,15 @@ def read_arrays(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.nd
     archive, damaged or cut short; an entry that is not an array, or holds pickled objects; zip features
     NumPy cannot read (encryption); arrays whose headers claim more than their entries hold, or more than
     ``max_bytes`` in all. Each header is checked before any array is allocated."""
-    if not path.exists():
-        raise ValueError(f"{path.name} is missing")
-    if not path.is_file():
-        raise ValueError(f"{path.name} is not a regular file")
     try:
-        with zipfile.ZipFile(path) as archive:
+        raw = read_bytes(path)  # a regular file only (a pipe would wait for ever), read through one open
+    except FileNotFoundError:
+        raise ValueError(f"{path.name} is missing") from None
+    except OSError as exc:  # read_bytes's own "is not a regular file" has no errno
+        why = str(exc) if exc.errno is None else f"{path.name} cannot be read ({exc.strerror})"
+        raise ValueError(why) from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             entries = archive.infolist()
             total = 0
             for entry in entries:

@@ -25,11 +25,14 @@ def percent(share: float | None, digits: int = 2) -> str:
 
 def share_of_row(share: float, count: int) -> str:
     """A cell of a row-normalised matrix: '12 %', '<1 %' for a few images (never '0 %' when there are
-    some: 5 of 1,000 is 0.5 %, which Python rounds to 0), '0' when there are none."""
+    some: 5 of 1,000 is 0.5 %, which Python rounds to 0), '>99 %' for all but a few (never '100 %' unless
+    all), '0' when there are none."""
     if count == 0:
         return "0"
     if share < 0.01:
         return "<1 %"
+    if 0.99 < share < 1:
+        return ">99 %"
     return f"{100 * share:.0f} %"
 
 

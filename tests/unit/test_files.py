@@ -80,3 +80,27 @@ def test_a_pipe_or_a_folder_where_a_file_should_be_is_refused_at_once(tmp_path):
         assert files.read_json(tmp_path / name) is None
     (tmp_path / "status.json").write_text('{"state": "running"}')
     assert files.read_bytes(tmp_path / "status.json") == b'{"state": "running"}'
+
+
+def test_a_new_folder_replaces_the_old_whole_or_leaves_it_and_nothing_else(tmp_path):
+    target = tmp_path / "baseline"
+    target.mkdir()
+    (target / "model.keras").write_text("old")
+    with pytest.raises(RuntimeError), files.new_folder(target) as staging:
+        (staging / "model.keras").write_text("half")
+        raise RuntimeError("disk full")
+    assert (target / "model.keras").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [
+        "baseline"
+    ]
+    with files.new_folder(target) as staging:
+        (staging / "model.keras").write_text("new")
+    assert (target / "model.keras").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == [
+        "baseline"
+    ]
+    link = tmp_path / "link"  # a symlink in the target's place is replaced, its folder left alone
+    link.symlink_to(target)
+    with files.new_folder(link) as staging:
+        (staging / "model.keras").write_text("newer")
+    assert not link.is_symlink() and (link / "model.keras").read_text() == "newer"
+    assert (target / "model.keras").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "link"]

@@ -310,6 +310,8 @@ def test_diagnosis_needs_two_epochs():
     one = evaluate.diagnose_curves(rows([0.9], [0.9], [0.3]))
     assert one.verdict == "not enough epochs" and "one epoch, so no trend yet" in one.explanation()
     assert "falling" not in one.explanation()  # it said "validation loss no longer falling" after one epoch
+    none = evaluate.diagnose_curves([{"epoch": 1, "accuracy": 0.5}])  # no validation loss recorded
+    assert none.explanation() == "Not enough epochs: no epoch with a validation loss yet."
 
 
 @pytest.mark.parametrize(
@@ -318,6 +320,7 @@ def test_diagnosis_needs_two_epochs():
         ([0.30, 0.25, 0.249], "levelling off (the last epoch cut it by 0.4%)"),  # best last, by a hair
         ([0.30, 0.25, 0.20], "still falling"),
         ([0.30, 0.25, 0.26], "no longer falling"),
+        ([0.20, 0.30, 0.20], "still falling"),  # back to its low: the last of equal lows is the best
     ],
 )
 def test_the_diagnosis_names_the_trend_the_numbers_show(val_loss, trend):

@@ -20,6 +20,7 @@ def test_row_shares_never_read_zero_for_a_few_errors():
     assert wording.share_of_row(0.003, 3) == "<1 %" and wording.share_of_row(0.0, 0) == "0"
     assert wording.share_of_row(0.005, 5) == "<1 %"  # 5 of 1,000 read "0 %": round(0.5) is 0
     assert wording.share_of_row(0.01, 10) == "1 %"
+    assert wording.share_of_row(0.996, 996) == ">99 %" and wording.share_of_row(1.0, 1000) == "100 %"
     assert wording.share_of_row(0.126, 126) == "13 %"
     assert wording.percent(0.9301) == "93.01 %" and wording.percent(None) == "—"
     assert wording.duration(200) == "3 min 20 s" and wording.duration(300) == "5 min"
