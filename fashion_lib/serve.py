@@ -52,6 +52,9 @@ MAX_IN_FLIGHT = 64  # requests being answered at once; more get 503 at once inst
 # A body that stops arriving for this long is given up (408): 64 uploads stalled after one byte held every
 # place and refused everyone else, /health included, until their clients went away.
 BODY_IDLE_S = 10.0
+# ... and one that drips in (a byte every 9 s) is given up after a minute, or as long as its declared size
+# takes at 20 kB/s: 64 such clients could otherwise hold every place for ever too.
+BODY_MIN_S, BODY_MIN_RATE = 60.0, 20_000
 SHUTDOWN_GRACE_S = 5  # on SIGTERM, requests still open after this long are cut (a stalled one held on)
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 INPUT_STATUS = {"invalid_image": 400, "too_many_images": 413}  # other bad input: 422
@@ -225,15 +228,22 @@ class Gate:
         if refusal is not None:
             return await refusal(scope, receive, send)
         received, complete = 0, False
+        declared = int(length) if length.isdigit() else max_bytes
+        deadline = asyncio.get_running_loop().time() + max(BODY_MIN_S, declared / BODY_MIN_RATE)
 
         async def counted():  # a body sent without Content-Length (chunked) is counted as it arrives
             nonlocal received, complete
             if complete:  # the body is in; the app may wait for the client to go away: no time limit
                 return await receive()
+            left = deadline - asyncio.get_running_loop().time()
             try:
-                message = await asyncio.wait_for(receive(), BODY_IDLE_S)
+                message = await asyncio.wait_for(receive(), min(BODY_IDLE_S, max(left, 0.0)))
             except TimeoutError:
-                detail = f"no part of the request body arrived for {BODY_IDLE_S:.0f} s; send it whole"
+                detail = (
+                    f"the request body stopped arriving for {BODY_IDLE_S:.0f} s"
+                    if left > BODY_IDLE_S
+                    else "the request body arrived too slowly"
+                )
                 raise ApiError(408, "request_timeout", detail) from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))

@@ -509,7 +509,7 @@ def test_for_a_model_that_knows_mirror_images_the_service_keeps_the_surer_way_ro
     assert hows == ("as it is", "photo") and not conversions[1].mirrored  # the caller's own are left alone
 
 
-def gate_scenario(path: str, method: str, in_flight: int, body_stalls: bool) -> list[dict]:
+def gate_scenario(path: str, method: str, in_flight: int, body_stalls: bool, drip: int = 0) -> list[dict]:
     """What the Gate (around a small app that reads the body) sends for one request."""
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse as Plain
@@ -534,9 +534,12 @@ def gate_scenario(path: str, method: str, in_flight: int, body_stalls: bool) -> 
         "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")],
     }
     parts = [{"type": "http.request", "body": b"[", "more_body": body_stalls}]
+    parts += [{"type": "http.request", "body": b"0", "more_body": True}] * drip
 
     async def receive():
         if parts:
+            if len(parts) > 1:
+                await asyncio.sleep(0.1)  # a byte now and then: never idle for BODY_IDLE_S
             return parts.pop()
         await asyncio.sleep(5)  # the client sends nothing more for 5 s (BODY_IDLE_S is 0.2 here) ...
         return {"type": "http.disconnect"}  # ... then goes away
@@ -559,6 +562,9 @@ def test_a_body_that_stops_arriving_is_given_up_and_the_health_check_always_answ
     monkeypatch.setattr(serve, "BODY_IDLE_S", 0.2)
     stalled = gate_scenario("/predict/pixels", "POST", 0, body_stalls=True)
     assert stalled[0]["status"] == 408
+    monkeypatch.setattr(serve, "BODY_MIN_S", 0.5)  # a byte every 0.1 s for 3 s: given up after 0.5 s
+    dripping = gate_scenario("/predict/pixels", "POST", 0, body_stalls=True, drip=30)
+    assert dripping[0]["status"] == 408 and b"too slowly" in dripping[1]["body"]
     full = serve.MAX_IN_FLIGHT
     assert gate_scenario("/predict/pixels", "POST", 0, body_stalls=False)[0]["status"] == 200
     assert gate_scenario("/predict/pixels", "POST", full, body_stalls=False)[0]["status"] == 503
