@@ -272,7 +272,12 @@ class ExportError(ValueError):
 def read_card(folder: Path) -> dict[str, Any]:
     """The card of a run, a shipped model or an export folder: what the model is and how well it does,
     with the class names, the input contract and its temperature (None when it was not scaled)."""
-    card = runs.read_json(folder / runs.CARD_FILE) or model_card(folder)
+    card = runs.read_json(folder / runs.CARD_FILE)
+    if not isinstance(card, dict) or not card:
+        card = model_card(folder)
+    if not (isinstance(card.get("name"), str) and isinstance(card.get("run_id"), str)):
+        # an export served with {"name": 5} answered /health "ready", then 500 on every request
+        raise ValueError(f"{folder / runs.CARD_FILE} is damaged: its name and run_id must be text")
     summary = runs.read_json(folder / runs.SUMMARY_FILE) or {}
     return {
         **card,

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import concurrent.futures
 import json
+import shutil
 import signal
 import socket
 import time
@@ -285,6 +286,15 @@ def test_asking_for_another_model_says_which_one_is_served(client, dataset):
         "/predict/pixels?model=20261129-122347-baseline", json=dataset.x_test[:1].tolist()
     )
     assert by_run_id.status_code == 200
+
+
+def test_an_export_with_a_damaged_card_stops_the_command_before_it_listens(tmp_path, capsys):
+    folder = tmp_path / "export"
+    shutil.copytree(config.CACHED_MODELS_DIR / "baseline", folder)
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "name": 5, "run_id": None}))
+    assert main(["serve", "--model", str(folder), "--port", "1"]) == 2  # it said ready, then 500 on all
+    assert "card.json is damaged: its name and run_id must be text" in capsys.readouterr().err
 
 
 def test_an_unknown_model_stops_the_command_before_it_listens(capsys):
