@@ -181,6 +181,7 @@ def test_a_savedmodel_export_into_an_earlier_export_leaves_nothing_of_the_other_
     inode = (out / "savedmodel").stat().st_ino
     result = export.export_model(trained_run, out, ("savedmodel",), images=test_images[:8], version=2)
     assert not (out / runs.MODEL_FILE).exists() and not (out / "familiarity.npz").exists()
+    assert out.stat().st_mode & 0o755 == 0o755  # readable by others (a TF Serving container's user)
     versions = out / "savedmodel"
     assert sorted(p.name for p in versions.iterdir()) == ["1", "2"]  # TF Serving's versions
     assert versions.stat().st_ino == inode  # the same folder: a container that mounts it sees version 2
