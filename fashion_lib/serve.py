@@ -192,7 +192,8 @@ class Gate:
     """ASGI middleware that refuses a request before its body is read: a missing or wrong bearer token
     (when one is set) on every path but the health check and the docs, a body over ``max_bytes`` (or the
     path's own limit, PATH_LIMITS), and any request beyond MAX_IN_FLIGHT answered at once (503; the health
-    check and the docs always answer). A body that stops arriving for BODY_IDLE_S is given up (408)."""
+    check and the docs always answer). A body that stops arriving for BODY_IDLE_S, or arrives slower than
+    BODY_MIN_S or BODY_MIN_RATE allow, is given up (408)."""
 
     def __init__(self, app, token: str | None, max_bytes: int) -> None:
         self.app, self.token, self.max_bytes = app, token, max_bytes
