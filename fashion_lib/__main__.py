@@ -278,6 +278,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     kept = result.card["export"]["familiarity_statistics"]
     if kept:
         print(f"{'familiarity statistics':<36} {result.folder / kept}")
+    elif export.KERAS in result.card["export"]["formats"]:
+        print(
+            "note: exported without its familiarity statistics (no Fashion-MNIST found here to make them "
+            "from, and none kept for this model): the service's 'not sure' rule will use the confidence and "
+            "the photo conversion only; export again where the dataset is",
+            file=sys.stderr,
+        )
     print(f"checked on {result.checked_on}")
     return 0
 

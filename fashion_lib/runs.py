@@ -531,10 +531,21 @@ def run_rows(infos: list[RunInfo]) -> list[dict[str, Any]]:
             "model": display_name(info),
             "status": "shipped" if info.shipped else ("damaged" if info.damaged else info.state),
             "test accuracy": wording.percent(info.test_accuracy),  # '—' until there is one
-            "problem": "; ".join(info.problems) or info.error or "",
+            "problem": _row_problem(info),
         }
         for info in infos
     ]
+
+
+def _row_problem(info: RunInfo) -> str:
+    """What is wrong with a run, for its row: damage, the error it ended with, or a collapsed model (the
+    Error analysis page warned about one; the run tables said nothing)."""
+    if info.problems or info.error:
+        return "; ".join(info.problems) or info.error or ""
+    finished = info.state == lifecycle.COMPLETED and (info.folder / PREDICTIONS_FILE).is_file()
+    if finished and is_collapsed(info):
+        return "collapsed: one class for almost everything, or near-chance accuracy (see Error analysis)"
+    return ""
 
 
 @functools.lru_cache(maxsize=256)

@@ -67,6 +67,10 @@ def test_a_collapsed_run_is_flagged(tmp_path, monkeypatch, dataset):
     assert at.error[0].value.startswith("**Collapse: ") and "'Dress'" in at.error[0].value
     # a collapsed model's "possible label errors" would be noise: not judged (nor marked in the galleries)
     assert any(i.value.startswith("Not judged for this model") for i in at.info)
+    # the run tables say so too (they said nothing while this page warned)
+    rows = {r["run"]: r for r in runs.run_rows(runs.list_runs())}
+    assert rows[folder.name]["problem"].startswith("collapsed: one class for almost everything")
+    assert rows["baseline"]["problem"] == ""
 
 
 def test_no_runs_at_all(tmp_path, monkeypatch, dataset):

@@ -131,7 +131,7 @@ def test_the_export_command_writes_the_folder_and_says_what_it_checked(trained_r
 
 
 def test_an_export_made_without_the_dataset_or_kept_statistics_goes_without_them(
-    trained_run, tmp_path, monkeypatch, test_images, without_dataset
+    trained_run, tmp_path, monkeypatch, test_images, without_dataset, capsys
 ):
     from fashion_lib import confidence
 
@@ -142,6 +142,8 @@ def test_an_export_made_without_the_dataset_or_kept_statistics_goes_without_them
     (out / confidence.FAMILIARITY_FILE).write_bytes(b"left by an earlier export")
     result = export.export_model(trained_run, out, ("keras",), images=test_images)
     assert result.card["export"]["familiarity_statistics"] is None
+    assert main(["export", str(trained_run), "--to", str(tmp_path / "cli"), "--format", "keras"]) == 0
+    assert "note: exported without its familiarity statistics" in capsys.readouterr().err  # it was silent
     assert not (out / confidence.FAMILIARITY_FILE).exists()
     assert "familiarity" not in (out / "README.md").read_text()
 
