@@ -95,11 +95,10 @@ def run_logger(folder: Path, stage: int, epochs_total: int, batches: int, watch:
                 "stage": stage,
                 "epoch": epoch + 1,
                 "seconds": time.perf_counter() - self.epoch_started,
-                "batches": self.last_batch,
                 "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             }
-            if self.warm is not None:
-                row["warm_seconds"] = self.warm[1]
+            if self.warm is not None:  # a batch was done (an epoch stopped before its first has none)
+                row.update(batches=self.last_batch, warm_seconds=self.warm[1])
             row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
             if self.cut_short:
                 row["partial"] = True
