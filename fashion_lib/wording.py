@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fashion_lib import schemas
 
+BALANCED_SUBSET = "A subset holds the same number of images of each class."  # the subset pickers' help
+
 
 def duration(seconds: float | None) -> str:
     """'45 s', '3 min 20 s', '5 min', '1 h 05 min', '2 h'; 'unknown' for None."""

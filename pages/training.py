@@ -17,7 +17,6 @@ from fashion_lib.training import (
 
 SUBSETS = {"all 60,000": 0, "20,000": 20000, "10,000": 10000, "5,000": 5000, "1,000": 1000}  # balanced
 TEST_SUBSETS = {"all 10,000": 0, "2,000": 2000, "500": 500}
-BALANCED = "A subset holds the same number of images of each class."
 
 
 def form_config() -> tuple[TrainConfig | None, str | None]:
@@ -80,8 +79,8 @@ with st.container(key="train_form", border=True):
     )
     if transfer:
         st.caption(widgets.weights_status(model, weights))
-    c2.selectbox("Training images", list(SUBSETS), index=1, key="tr_subset", help=BALANCED)
-    c2.selectbox("Test images", list(TEST_SUBSETS), key="tr_test_subset", help=BALANCED)
+    c2.selectbox("Training images", list(SUBSETS), index=1, key="tr_subset", help=wording.BALANCED_SUBSET)
+    c2.selectbox("Test images", list(TEST_SUBSETS), key="tr_test_subset", help=wording.BALANCED_SUBSET)
     c2.number_input("Epochs", 1, 100, 5, key="tr_epochs")
     c2.select_slider("Batch size", [16, 32, 64, 128, 256], value=128, key="tr_batch")
     c3.select_slider(

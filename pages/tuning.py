@@ -39,7 +39,7 @@ with st.expander("Start a search", expanded=not summaries), st.container(key="tu
         list(SUBSETS),
         index=2,
         key="tu_subset",
-        help="A subset holds the same number of images of each class.",
+        help=wording.BALANCED_SUBSET,
     )
     epochs = c2.number_input("Epochs per trial", 1, 50, 5, key="tu_epochs")
     pruner = c3.selectbox(
