@@ -410,9 +410,7 @@ def export_model(
     checks = []
     familiar = False  # the statistics go with model.keras, which the service loads
     # Everything is written and checked beside the target first: a failure leaves the target as it was
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    os.chmod(staging, 0o777 & ~files.UMASK)  # it may become the export folder: mkdtemp's 0700 would hide it
+    staging = files.staging_beside(target)
     try:
         if KERAS in formats:
             path = staging / runs.MODEL_FILE

@@ -48,14 +48,21 @@ def atomic(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         raise
 
 
+def staging_beside(target: Path) -> Path:
+    """A new empty folder beside ``target`` under a hidden unique name, to build ``target`` in; readable
+    as an ordinary folder is (mkdtemp's 0700 would hide what it becomes from other users)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    os.chmod(staging, 0o777 & ~UMASK)
+    return staging
+
+
 @contextlib.contextmanager
 def new_folder(target: Path) -> Iterator[Path]:
     """A folder to build ``target`` in, beside it under a temporary name. On leaving the block it replaces
     ``target`` whole; on an error it is removed and ``target`` stays as it was (a disk filling up halfway,
     a failed check: the folder written before is untouched, and nothing of it is mixed with the new one)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp's 0700 would hide it from other users
+    staging = staging_beside(target)
     try:
         yield staging
     except BaseException:

@@ -126,9 +126,10 @@ def build(infos: list[runs.RunInfo], study: str | None = None, ds: data.FashionM
     started = time.perf_counter()
     ds = ds or data.load()
     predictions = {r.run_id: evaluate.load_predictions(r.folder) for r in infos}
+    shirt_pullover = _correlation(ds)  # the claims and the data section both show it: computed once
     sections = [
-        _claims(infos, predictions, ds),
-        _data_section(ds),
+        _claims(infos, predictions, shirt_pullover[0]),
+        _data_section(ds, shirt_pullover),
         _models_section(infos),
         _curves_section(infos),
         _errors_section(infos, predictions),
@@ -164,7 +165,7 @@ def _correlation(ds: data.FashionMNIST) -> tuple[float, list[str], int]:
     return stats.pair_correlation(corr, "Shirt", "Pullover"), higher, len(pairs)
 
 
-def _claims(infos, predictions, ds) -> Section:
+def _claims(infos, predictions, correlation: float) -> Section:
     section = Section("The original design's claims against these measurements")
     rows = []
     if infos:
@@ -190,7 +191,7 @@ def _claims(infos, predictions, ds) -> Section:
         {
             "claim": "correlation of the Shirt and Pullover mean images",
             "the design said": f"> {DESIGN_CLAIMS['shirt_pullover_correlation']}",
-            "measured": f"{_correlation(ds)[0]:.3f} (training set)",
+            "measured": f"{correlation:.3f} (training set)",
         }
     )
     rows.append(
@@ -209,7 +210,7 @@ def _claims(infos, predictions, ds) -> Section:
     return section
 
 
-def _data_section(ds: data.FashionMNIST) -> Section:
+def _data_section(ds: data.FashionMNIST, shirt_pullover: tuple[float, list[str], int]) -> Section:
     src = ds.source
     section = Section("The data")
     origin = "bytes identical to Zalando's originals (MD5)" if src.byte_identical else "content verified"
@@ -223,7 +224,7 @@ def _data_section(ds: data.FashionMNIST) -> Section:
     section.blocks.append(Chart(figures.class_distribution_chart(table), "class_balance", "Images per class"))
     for split, labels in (("train", ds.y_train), ("test", ds.y_test)):
         section.blocks.append(Text(stats.balance_verdict(labels).sentence(split)))
-    value, higher, pairs = _correlation(ds)
+    value, higher, pairs = shirt_pullover
     rank = f"number {len(higher) + 1} of the {pairs} class pairs" + (
         f" (more alike: {', '.join(higher)})" if higher else ""
     )
