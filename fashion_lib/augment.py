@@ -37,16 +37,10 @@ class AugmentConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("flip_horizontal", "flip_vertical"):  # "no" or "false" would be truthy: flips on
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"augmentation '{name}' must be true or false, got {getattr(self, name)!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"augmentation 'seed' must be a whole number, got {self.seed!r}")
+        config.check_types(self, "augmentation settings")  # "no" or "false" would be truthy: flips on
         limits = (("rotation", 0.5), ("zoom", 0.9), ("translation", 0.5), ("contrast", 1.0), ("erasing", 1.0))
         for name, upper in limits:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"augmentation '{name}' must be a number, got {value!r}")
             if not 0.0 <= value <= upper:
                 raise ValueError(f"augmentation '{name}' must be between 0 and {upper}, got {value}")
 

@@ -6,6 +6,7 @@ caller can change them with ``os.environ`` and see the effect at once.
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,3 +189,41 @@ def dataclass_from_dict(cls, values: dict, what: str):
     if unknown:
         raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
     return cls(**values)
+
+
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
+
+
+def check_types(settings, what: str) -> None:
+    """ValueError naming each field of the dataclass ``settings`` that is annotated as a number, a bool or
+    text (or that or None) and holds something else: a hand-edited file's ``"epochs": "many"`` said so, not
+    "'<' not supported between 'str' and 'int'" from deep inside, and ``"flip": "no"`` no truthy string."""
+    wrong = [
+        f"'{name}' must be {_KINDS[kind[0]]}, got {getattr(settings, name)!r:.40}"
+        for name, kind in _simple_kinds(type(settings)).items()
+        if not _is_kind(getattr(settings, name), kind)
+    ]
+    if wrong:
+        raise ValueError(f"invalid {what}: " + "; ".join(wrong))
+
+
+def _simple_kinds(cls) -> dict[str, tuple[str, bool]]:
+    """Each field annotated as one of _KINDS (or it | None) → (that kind, whether None is allowed)."""
+    from dataclasses import fields
+
+    kinds = {}
+    for field in fields(cls):
+        parts = [part.strip() for part in str(field.type).split("|")]
+        named = [part for part in parts if part != "None"]
+        if len(named) == 1 and named[0] in _KINDS:
+            kinds[field.name] = (named[0], "None" in parts)
+    return kinds
+
+
+def _is_kind(value, kind: tuple[str, bool]) -> bool:
+    name, optional = kind
+    if value is None:
+        return optional
+    if name == "bool" or isinstance(value, bool):  # True is an int to Python, not to a settings file
+        return name == "bool" and isinstance(value, bool)
+    return isinstance(value, {"int": numbers.Integral, "float": numbers.Real, "str": str}[name])

@@ -398,6 +398,14 @@ def export_model(
     formats = parse_formats(formats)
     if version < 1:
         raise ExportError(f"the SavedModel version must be a positive integer, got {version}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with files.locked(target.parent):  # a second export into the same place waits: checks and moves in turn
+        return _export(folder, target, formats, images, version)
+
+
+def _export(
+    folder: Path, target: Path, formats: tuple[str, ...], images: np.ndarray | None, version: int
+) -> ExportResult:
     _check_target(target, version if SAVEDMODEL in formats else None)
     card = read_card(folder)
     source = _load(folder)
@@ -490,6 +498,7 @@ def _move_in(staging: Path, target: Path) -> None:
         (target / SAVEDMODEL_DIR).mkdir(exist_ok=True)
         for version in new_versions.iterdir():
             placed = target / SAVEDMODEL_DIR / version.name
+            files.restore_interrupted(placed)  # an export killed below left it aside
             if placed.exists():  # the same version again: the old one aside, the new in, the old away
                 aside = Path(tempfile.mkdtemp(prefix=f".{version.name}.old-", dir=placed.parent))
                 placed.rename(aside)

@@ -8,6 +8,8 @@ gets the permissions an ordinary ``open(path, "w")`` would give it (the process'
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import io
 import json
 import math
@@ -58,10 +60,39 @@ def staging_beside(target: Path) -> Path:
 
 
 @contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block, waiting for whoever holds it: a lock file (made if
+    missing) or a folder, which leaves nothing behind. Released when the process ends, killed or not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def restore_interrupted(target: Path) -> bool:
+    """Put back the folder :func:`new_folder` had moved aside when its process was killed between its two
+    renames (``target`` gone, ``.NAME.old-*`` beside it): True when one was put back."""
+    if target.exists() or target.is_symlink():
+        return False
+    aside = glob.glob(f".{glob.escape(target.name)}.old-*", root_dir=target.parent)
+    for name in sorted(aside, key=lambda n: (target.parent / n).lstat().st_mtime, reverse=True):
+        with contextlib.suppress(OSError):  # taken back by another process, or not ours to rename
+            (target.parent / name).rename(target)
+            return True
+    return False
+
+
+@contextlib.contextmanager
 def new_folder(target: Path) -> Iterator[Path]:
     """A folder to build ``target`` in, beside it under a temporary name. On leaving the block it replaces
     ``target`` whole; on an error it is removed and ``target`` stays as it was (a disk filling up halfway,
-    a failed check: the folder written before is untouched, and nothing of it is mixed with the new one)."""
+    a failed check: the folder written before is untouched, and nothing of it is mixed with the new one).
+    A process killed between the two renames leaves the earlier folder aside, which
+    :func:`restore_interrupted` puts back (here, and when shipped models are listed). The swap holds the
+    lock on the parent folder: two swaps of one target never interleave."""
     staging = staging_beside(target)
     try:
         yield staging
@@ -69,16 +100,18 @@ def new_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     previous = None
-    try:
-        if target.exists() or target.is_symlink():
-            previous = staging.with_name(staging.name.replace(".new-", ".old-", 1))  # unique like staging
-            target.rename(previous)
-        staging.rename(target)
-    except OSError:
-        if previous is not None and not target.exists():
-            previous.rename(target)  # put the old one back
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with locked(target.parent):
+        try:
+            restore_interrupted(target)
+            if target.exists() or target.is_symlink():
+                previous = staging.with_name(staging.name.replace(".new-", ".old-", 1))  # unique as staging
+                target.rename(previous)
+            staging.rename(target)
+        except OSError:
+            if previous is not None and not target.exists():
+                previous.rename(target)  # put the old one back
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     if previous is not None:
         if previous.is_symlink():
             previous.unlink()

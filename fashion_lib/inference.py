@@ -182,7 +182,8 @@ def parse_pixels(body: bytes) -> np.ndarray:
         array = np.asarray(value)
     except ValueError as exc:  # ragged nesting
         raise BadInput("wrong_shape", f"the arrays have uneven lengths; {expected}") from exc
-    if array.dtype.kind not in "iuf":
+    # NumPy reads [true, 3] as [1, 3]: a true or false anywhere (never inside a string: no valid body has one)
+    if array.dtype.kind not in "iuf" or b"true" in body or b"false" in body:
         raise BadInput("wrong_shape", f"the array holds something other than numbers; {expected}")
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]

@@ -90,6 +90,7 @@ class TrainConfig:
             object.__setattr__(self, "conv_filters", parse_filters(self.conv_filters))
         if isinstance(self.teachers, list | str):
             object.__setattr__(self, "teachers", parse_names(self.teachers))
+        config.check_types(self, "training config")
         problems = self._problems()
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))

@@ -11,8 +11,6 @@ every row that was.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import time
@@ -74,15 +72,9 @@ class FeatureCache:
         folder.mkdir(parents=True, exist_ok=True)
         self.path, self.done_path = folder / "train.npy", folder / "train_done.npy"
         self._lock_path = folder / ".lock"
-        with self._locked():
+        with files.locked(self._lock_path):
             self.features = self._open_features(n, dim)
             self.done = self._read_done(n)
-
-    @contextlib.contextmanager
-    def _locked(self):
-        with self._lock_path.open("a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
 
     def _open_features(self, n: int, dim: int) -> np.ndarray:
         try:
@@ -109,7 +101,7 @@ class FeatureCache:
     def _record(self, rows: np.ndarray) -> None:
         """Mark ``rows`` done on disk once their features are flushed, merged with other processes' marks."""
         self.features.flush()
-        with self._locked():
+        with files.locked(self._lock_path):
             on_disk = self._read_done(len(self.done))
             on_disk[rows] = True
             _save_atomically(self.done_path, on_disk)

@@ -13,7 +13,6 @@ The time estimate uses these and says which one it stands on.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import platform
 import socket
@@ -90,9 +89,7 @@ def known(cfg: TrainConfig) -> Speeds | None:
 def remember(cfg: TrainConfig, speeds: Speeds) -> None:
     """Keep ``speeds`` for this machine and key; fields it leaves None keep their earlier values. The file
     is locked while it is read and written (tuning workers finish runs at the same time)."""
-    _path().parent.mkdir(parents=True, exist_ok=True)
-    with (_path().parent / ".speeds.lock").open("a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with files.locked(_path().parent / ".speeds.lock"):
         table = _table()
         entries = table.setdefault(machine_id(), {})
         old = entries.get(speed_key(cfg), {})

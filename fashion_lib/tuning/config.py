@@ -53,6 +53,7 @@ class TuneConfig:
     ranges: dict[str, Any] = field(default_factory=dict)  # search parameters: [low, high] or choices
 
     def __post_init__(self) -> None:
+        config.check_types(self, "tuning settings")
         problems = []
         try:
             check_study_name(self.study)

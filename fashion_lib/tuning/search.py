@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import math
 import os
 import signal
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fashion_lib import config, jobs, lifecycle, processes, runs
+from fashion_lib import config, files, jobs, lifecycle, processes, runs
 from fashion_lib.tuning import results
 from fashion_lib.tuning import space as spaces
 from fashion_lib.tuning.config import TuneConfig
@@ -183,8 +182,7 @@ def continuing(store: Store, tc: TuneConfig) -> tuple[TuneConfig | None, str | N
 def _tickets(folder: Path, take: bool) -> int:
     """Remaining tickets (taking one when ``take``): the file lock makes each ticket go to one worker."""
     path = folder / TICKETS_FILE
-    with (folder / ".tickets.lock").open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with files.locked(folder / ".tickets.lock"):
         value = runs.read_json(path) or {}
         left = int(value.get("left", 0))
         deadline = value.get("deadline")

@@ -45,6 +45,11 @@ DAMAGES = {
     "parameters 5": (lambda f: _edit_json(f / runs.SUMMARY_FILE, parameters=5), "parameters"),
     "status.json garbled": (lambda f: (f / runs.STATUS_FILE).write_bytes(b"{\x00garbage"), "status.json"),
     "config.json not an object": (lambda f: (f / runs.CONFIG_FILE).write_text("[1, 2]"), "config.json"),
+    # was "'<' not supported between instances of 'str' and 'int'"
+    "epochs 'many'": (
+        lambda f: _edit_json(f / runs.CONFIG_FILE, epochs="many"),
+        "config.json: invalid training config: 'epochs' must be a whole number, got 'many'",
+    ),
     "summary.json half written": (lambda f: (f / runs.SUMMARY_FILE).write_text('{"test_acc'), "summary.json"),
     # RecursionError from the JSON parser went through the run list: every page failed
     "summary.json nested too deep": (

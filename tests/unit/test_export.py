@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
+import time
 import zipfile
 
 import keras
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fashion_lib import config, export, models, runs
+from fashion_lib import config, export, files, models, runs
 from fashion_lib.__main__ import main
 
 
@@ -216,6 +218,24 @@ def test_a_failed_export_leaves_the_earlier_one_as_it_was(trained_run, tmp_path,
         export.export_model(export.resolve_model("baseline"), out, images=test_images[:8])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_two_exports_into_one_place_take_turns(trained_run, tmp_path, test_images, monkeypatch):
+    """Nothing kept two exports into one folder from checking it, and moving their files in, at once."""
+    started = []
+    honest = export._export
+    monkeypatch.setattr(export, "_export", lambda *args: started.append(1) or honest(*args))
+    out = tmp_path / "out"
+    results = []
+    with files.locked(tmp_path):  # as an export into tmp_path holds it
+        thread = threading.Thread(
+            target=lambda: results.append(export.export_model(trained_run, out, ("keras",), test_images[:8]))
+        )
+        thread.start()
+        time.sleep(0.5)
+        assert started == [] and not out.exists()
+    thread.join(60)
+    assert started == [1] and results[0].folder == out and (out / "card.json").is_file()
 
 
 def test_a_damaged_model_that_is_still_a_zip_is_named_not_a_traceback(

@@ -4,12 +4,18 @@ damaged JSON and array files are refused, never a crash or a hang."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import stat
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from fashion_lib import files
+from fashion_lib import config, files, runs
 from tests import npz_damage
 
 
@@ -104,3 +110,55 @@ def test_a_new_folder_replaces_the_old_whole_or_leaves_it_and_nothing_else(tmp_p
     assert not link.is_symlink() and (link / "model.keras").read_text() == "newer"
     assert (target / "model.keras").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "link"]
+
+
+_KILLED_BETWEEN_RENAMES = """
+import os, pathlib, signal, sys
+from fashion_lib import files
+real_rename = pathlib.Path.rename
+def rename(self, target):
+    if ".new-" in self.name:  # the second rename: the earlier folder is already aside
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_rename(self, target)
+pathlib.Path.rename = rename
+with files.new_folder(pathlib.Path(sys.argv[1])) as staging:
+    (staging / "model.keras").write_text("new")
+"""
+
+
+def test_a_swap_killed_between_its_renames_gets_the_earlier_folder_back(tmp_path, monkeypatch):
+    """The earlier model was left in a hidden .NAME.old-* folder that nothing put back: the shipped model
+    was gone from every page."""
+    monkeypatch.setattr(config, "CACHED_MODELS_DIR", tmp_path / "cached_models")
+    target = shutil.copytree(
+        config.REPO_ROOT / "cached_models" / "baseline", tmp_path / "cached_models" / "b"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(target)], cwd=config.REPO_ROOT
+    )
+    assert killed.returncode == -signal.SIGKILL and not target.exists()
+    assert [p.name.split(".old-")[0] for p in target.parent.glob(".*.old-*")] == [".b"]
+    assert [info.folder.name for info in runs.shipped_models()] == ["b"]  # put back when listed
+    assert not list(target.parent.glob(".*.old-*")) and (target / "card.json").is_file()
+    target.rename(target.parent / ".b.old-x")  # and by the next swap, which then replaces it whole
+    with files.new_folder(target) as staging:
+        (staging / "model.keras").write_text("newer")
+    assert (target / "model.keras").read_text() == "newer" and not (target / "card.json").exists()
+    left = sorted(p.name for p in target.parent.iterdir())  # the killed swap's staging stays: it was not done
+    assert left[-1] == "b" and [n.split(".new-")[0] for n in left[:-1]] == [".b"]
+
+
+def test_a_lock_waits_for_whoever_holds_it_a_folder_lock_leaves_nothing_behind(tmp_path):
+    order = []
+
+    def second():
+        with files.locked(tmp_path):
+            order.append("second")
+
+    with files.locked(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"] and list(tmp_path.iterdir()) == []

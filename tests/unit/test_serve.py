@@ -260,13 +260,25 @@ def test_a_request_without_files_says_how_to_send_them(client, dataset):
         (b"not json", "invalid_json", "not JSON"),
         (b"[[1, 2], [3]]", "wrong_shape", "uneven lengths"),
         (b'[[["a"]]]', "wrong_shape", "other than numbers"),
+        # NumPy read a true among numbers as the pixel 1
+        (json.dumps([[True] + [0] * 27] + [[0] * 28] * 27).encode(), "wrong_shape", "other than numbers"),
         (json.dumps(np.zeros((2, 28, 27)).tolist()).encode(), "wrong_shape", "got shape [2, 28, 27]"),
         (json.dumps(np.full((1, 28, 28), 300).tolist()).encode(), "out_of_range", "from 0 to 255"),
         (b"{}", "wrong_shape", "expected a JSON array"),
         (b"[" * 5000 + b"]" * 5000, "wrong_shape", "nested 5000 deep"),  # was a RecursionError: 500
         (b"[" * 5 + b"0" + b"]" * 5, "wrong_shape", "nested 5 deep"),
     ],
-    ids=["not-json", "ragged", "strings", "wrong-size", "out-of-range", "object", "deep", "one-too-deep"],
+    ids=[
+        "not-json",
+        "ragged",
+        "strings",
+        "a-boolean",
+        "wrong-size",
+        "out-of-range",
+        "object",
+        "deep",
+        "one-too-deep",
+    ],
 )
 def test_a_wrong_json_body_says_what_is_wrong(client, body, code, words):
     response = client.post("/predict/pixels", content=body, headers={"content-type": "application/json"})
