@@ -204,6 +204,18 @@ def tries_mirror(conversion: photos.Conversion | None, stats: Familiarity | None
     )
 
 
+def mirror_note(conversion: photos.Conversion | None, verdict: Verdict) -> str | None:
+    """What to say under a verdict given for the photo's mirror image; nothing when the answer is "not
+    sure" (a landscape or a drawing is no more a product one way round than the other)."""
+    if conversion is None or not conversion.mirrored or not verdict.sure:
+        return None
+    return (
+        f"Classified as its mirror image: the model was surer of its answer ({verdict.label}) with the "
+        "product facing the other way (Fashion-MNIST's shoes all point left). The heatmap on the photo is "
+        "turned back."
+    )
+
+
 def held_out(folder: Path, ds) -> np.ndarray | None:
     """Training-set indices of the run's validation split: images its model never trained on (None when
     the run's settings cannot be read)."""

@@ -3,6 +3,8 @@ statistics: those come from ``stats``, ``evaluate`` and the run folders)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -11,6 +13,9 @@ from plotly.subplots import make_subplots
 
 from fashion_lib import config, wording
 from fashion_lib.evaluate import normalize_rows
+
+if TYPE_CHECKING:
+    from fashion_lib.stats import Embedding
 
 # One colour per class, the same on every chart.
 CLASS_COLORS = dict(zip(config.CLASS_NAMES, px.colors.qualitative.T10, strict=True))
@@ -106,29 +111,33 @@ def difference_image(mean_a: np.ndarray, mean_b: np.ndarray, name_a: str, name_b
     return fig
 
 
-def embedding_scatter(coords: np.ndarray, labels: np.ndarray, index: np.ndarray, title: str) -> go.Figure:
-    """2-D embedding coloured by class; each point carries its training-set index as customdata.
+def embedding_scatter(embedding: Embedding, title: str) -> go.Figure:
+    """2-D embedding coloured by class, its axes named; each point carries its training-set index as
+    customdata.
 
     No drag mode is set: Streamlit then makes a click select a point (in box or lasso mode it does not)."""
     fig = go.Figure()
     for c, name in enumerate(config.CLASS_NAMES):
-        mask = labels == c
+        mask = embedding.labels == c
         fig.add_trace(
             go.Scattergl(
-                x=coords[mask, 0],
-                y=coords[mask, 1],
+                x=embedding.coords[mask, 0],
+                y=embedding.coords[mask, 1],
                 mode="markers",
                 name=name,
                 marker=dict(size=4, color=CLASS_COLORS[name], opacity=0.7),
-                customdata=index[mask],
+                customdata=embedding.index[mask],
                 hovertemplate=f"{name}<br>index %{{customdata}}<extra></extra>",
             )
         )
+    x_title, y_title = embedding.axis_titles
     fig.update_layout(
         title=title,
         height=560,
         legend=dict(itemsizing="constant"),
         margin=dict(t=40, b=10),
+        xaxis_title=x_title,
+        yaxis_title=y_title,
     )
     return fig
 

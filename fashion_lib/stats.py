@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashion_lib import config, data, files
+from fashion_lib import config, data, files, wording
 
 # --------------------------------------------------------------------------------- class distribution
 
@@ -191,6 +191,17 @@ class Embedding:
     index: np.ndarray  # (n,)
     labels: np.ndarray  # (n,)
     explained_variance: tuple[float, float] | None = None
+
+    @property
+    def axis_titles(self) -> tuple[str, str]:
+        """What each axis is: a principal component and its share of the pixel variance; t-SNE's axes
+        have no meaning of their own (only who is near whom does)."""
+        if self.explained_variance is not None:
+            return tuple(  # type: ignore[return-value]
+                f"principal component {i} ({wording.percent(share, 1)} of the pixel variance)"
+                for i, share in enumerate(self.explained_variance, start=1)
+            )
+        return (f"{self.method} 1 (no unit: only neighbours matter)", f"{self.method} 2")
 
 
 def _cache_path(name: str, **params) -> Path:

@@ -150,8 +150,7 @@ def embedding_tab() -> None:
                 embedding.labels[keep],
                 embedding.explained_variance,
             )
-        ratio = embedding.explained_variance
-        title = f"PCA of all 60,000 training images — components explain {ratio[0]:.1%} and {ratio[1]:.1%}"
+        title = "PCA of all 60,000 training images (each axis: its share of the pixel variance)"
     else:
         n = st.selectbox("t-SNE sample (stratified)", TSNE_SIZES, key="tsne_n")
         if stats.tsne_cache_path(n, 0).is_file():
@@ -170,7 +169,7 @@ def embedding_tab() -> None:
     st.caption("Click a point to see its image; drag a box or lasso to see a gallery of the selection.")
     with st.container(key="embedding_chart"):
         event = st.plotly_chart(
-            figures.embedding_scatter(embedding.coords, embedding.labels, embedding.index, title),
+            figures.embedding_scatter(embedding, title),
             on_select="rerun",
             selection_mode=("points", "box", "lasso"),
             key=f"embedding_{method}",

@@ -117,11 +117,8 @@ def explain_with(model_info, image28: np.ndarray, conversion, truth: str | None)
             f"{NAMES[c]} **{wording.percent(v, 1)}**" for c, v in zip(classes[0], shares[0], strict=True)
         )
     )
-    if conversion is not None and conversion.mirrored:
-        st.caption(
-            "Classified as its mirror image: the model was surer of the product facing the other way "
-            "(Fashion-MNIST's shoes all point left). The heatmap on the photo is turned back."
-        )
+    if note := confidence.mirror_note(conversion, verdict):
+        st.caption(note)
     st.caption(
         f"Explaining '{NAMES[cam.class_index[0]]}' at layer `{cam.layer}` ({explain.map_size(heat.shape)})"
     )

@@ -247,6 +247,11 @@ def test_the_surer_orientation_is_kept_and_mirrors_are_allowed_only_where_they_c
     assert not confidence.tries_mirror(photo, dataclasses.replace(stats, mirror_cost=0.05))
     assert not confidence.tries_mirror(photo, None) and not confidence.tries_mirror(None, stats)
     assert not confidence.tries_mirror(photo_conversion(photo.image, photos.AS_IS), stats)
+    turned = photos.mirror(photo)
+    sure, unsure = confidence.Verdict("Sneaker", 0.9), confidence.Verdict(None, 0.4, ("unlike any",))
+    assert confidence.mirror_note(turned, sure).startswith("Classified as its mirror image")
+    # a landscape taken mirrored was told so under its "not sure"
+    assert confidence.mirror_note(turned, unsure) is None and confidence.mirror_note(photo, sure) is None
 
 
 def test_a_photo_is_classified_the_way_round_the_model_is_surer_of():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fashion_lib import config, stats
+from fashion_lib import config, figures, stats
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,9 @@ def test_pca_embedding_is_cached_on_disk_and_reloaded(small, tmp_path, monkeypat
     assert list((tmp_path / "cache" / "embeddings").glob("pca-*.npz"))
     again = stats.pca_embedding(x, y)
     assert np.array_equal(first.coords, again.coords)
+    axes = figures.embedding_scatter(first, "PCA").layout  # each axis says what it is
+    share = first.explained_variance[0]
+    assert axes.xaxis.title.text == f"principal component 1 ({100 * share:.1f} % of the pixel variance)"
 
 
 def test_tsne_embedding_of_a_stratified_subset(small, tmp_path, monkeypatch):
@@ -101,6 +104,7 @@ def test_tsne_embedding_of_a_stratified_subset(small, tmp_path, monkeypatch):
     assert emb.coords.shape == (300, 2)
     assert np.array_equal(np.bincount(emb.labels, minlength=10), np.full(10, 30))
     assert stats.tsne_cache_path(300, 0).is_file()
+    assert figures.embedding_scatter(emb, "t-SNE").layout.xaxis.title.text.startswith("t-SNE 1 (no unit")
 
 
 def test_class_mix_counts_a_selection():
