@@ -143,24 +143,26 @@ def embedding_scatter(embedding: Embedding, title: str) -> go.Figure:
 
 
 def value_histograms(before: np.ndarray, after: np.ndarray, after_label: str, bins: int = 64) -> go.Figure:
-    """Raw pixel values next to what the model's input pipeline makes of them. The counts are binned here
-    (a few dozen bars), not in the browser: sending the 400,000 values of each sample made the page slow."""
+    """Raw pixel values next to what the model's input pipeline makes of them, each as shares of its own
+    values: a transfer model's input has more of them (resized, gray copied to three channels), so counts
+    would not compare. Binned here (a few dozen bars), not in the browser: sending the 400,000 values of
+    each sample made the page slow."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("raw pixels (uint8)", after_label))
     for col, values, colour in ((1, before, "#888"), (2, after, "#1f77b4")):
         counts, edges = np.histogram(np.asarray(values, dtype=np.float64).ravel(), bins=bins)
         fig.add_trace(
             go.Bar(
                 x=(edges[:-1] + edges[1:]) / 2,
-                y=counts,
+                y=counts / max(counts.sum(), 1),
                 width=np.diff(edges),
                 marker_color=colour,
                 showlegend=False,
-                hovertemplate="%{x:.3g}: %{y:,} pixels<extra></extra>",
+                hovertemplate="%{x:.3g}: %{y:.2%} of the values<extra></extra>",
             ),
             1,
             col,
         )
-    fig.update_yaxes(type="log", title_text="pixels (log)")
+    fig.update_yaxes(type="log", title_text="share of the values (log)", tickformat=".1%")
     fig.update_layout(height=280, margin=dict(t=40, b=10), bargap=0)
     return fig
 

@@ -144,3 +144,14 @@ def test_preview_samples_are_of_the_class_and_repeatable():
     labels = np.repeat(np.arange(10), 100)
     picked = stats.preview_sample(labels, 3, 5, seed=1)
     assert len(picked) == 5 and set(labels[picked]) == {3} and picked == stats.preview_sample(labels, 3, 5, 1)
+
+
+def test_the_normalization_histograms_compare_shares_not_counts(dataset):
+    """A transfer model's input holds 3 × (32/28)² as many values as the raw image: counts made its bars
+    taller for no reason."""
+    raw = dataset.x_train[:20]
+    after = stats.normalized_pixels(raw, "mobilenet_v2")
+    assert after.size > 3 * raw.size
+    fig = figures.value_histograms(raw, after, "model input")
+    assert [round(float(sum(bar.y)), 6) for bar in fig.data] == [1.0, 1.0]
+    assert fig.layout.yaxis.title.text == "share of the values (log)"
