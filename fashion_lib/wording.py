@@ -5,6 +5,12 @@ from __future__ import annotations
 from fashion_lib import schemas
 
 BALANCED_SUBSET = "A subset holds the same number of images of each class."  # the subset pickers' help
+# the size column's help: a new user found a run's file three times a shipped model's, unexplained
+MODEL_FILE_SIZE = (
+    "The .keras file. A run's keeps the optimizer's state with the weights (Adam: two more numbers per "
+    "weight), so it can be resumed: about three times the weights alone. A shipped model or an export holds "
+    "the weights only."
+)
 
 
 def duration(seconds: float | None) -> str:

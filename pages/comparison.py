@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import widgets
-from fashion_lib import evaluate, export, figures, lifecycle, pitfall, runs
+from fashion_lib import evaluate, export, figures, lifecycle, pitfall, runs, wording
 
 st.title("Compare models")
 st.markdown(
@@ -47,7 +47,7 @@ else:
             "macro-F1": st.column_config.NumberColumn(format="%.4f"),
             "wall time s": st.column_config.NumberColumn("training time s", format="%.0f"),
             "latency ms/image": st.column_config.NumberColumn(format="%.3f"),
-            "size MB": st.column_config.NumberColumn(format="%.1f"),
+            "size MB": st.column_config.NumberColumn(format="%.1f", help=wording.MODEL_FILE_SIZE),
             "parameters": st.column_config.NumberColumn(format="localized"),
         }
         with st.container(key="cmp_table"):
