@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_lib import config, files
+from fashion_lib import config, files, wording
 
 
 def classification_summary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -301,6 +301,44 @@ class PairErrors:
 def pair_errors(cm: np.ndarray, a: int, b: int) -> PairErrors:
     """Errors between two classes in both directions, and their share of all errors."""
     return PairErrors(int(cm[a, b]), int(cm[b, a]), int(cm.sum() - np.trace(cm)))
+
+
+def confused_pairs(cm: np.ndarray) -> list[tuple[int, int, int]]:
+    """Every pair of classes (a < b) with its errors in both directions, most first (ties in class
+    order); pairs with none left out."""
+    both = cm + cm.T
+    pairs = [(a, b, int(both[a, b])) for a in range(len(cm)) for b in range(a + 1, len(cm)) if both[a, b]]
+    return sorted(pairs, key=lambda pair: -pair[2])
+
+
+def pair_standing(cm: np.ndarray, a: int, b: int) -> str:
+    """Where the pair a/b stands among all pairs of classes, both directions counted, and how many errors
+    each of them is in: the design singled out Shirt/Pullover, which for the shipped models is the third
+    pair, after Shirt/T-shirt and Coat/Shirt (an instructor's audit found nothing said so)."""
+    names, total = config.CLASS_NAMES, int(cm.sum() - np.trace(cm))
+    if total == 0:
+        return "No errors at all."
+    pairs = confused_pairs(cm)
+    n_pairs = len(cm) * (len(cm) - 1) // 2
+    rank = next((k for k, (x, y, _) in enumerate(pairs) if {x, y} == {a, b}), None)
+    title = f"{names[a]} ↔ {names[b]}"
+    if rank is None:
+        where = f"Counting both directions, {title} is confused in no test image."
+    elif rank == 0:
+        where = f"Counting both directions, {title} is the most confused of the {n_pairs} class pairs."
+    else:
+        ahead = ", ".join(
+            f"{names[x]} ↔ {names[y]} ({n}, {wording.percent(n / total, 1)})" for x, y, n in pairs[:rank]
+        )
+        where = (
+            f"Counting both directions, {title} is number {rank + 1} of the {n_pairs} class pairs; ahead of "
+            f"it: {ahead}."
+        )
+    shares = []
+    for c in (a, b):
+        involved = int(cm[c].sum() + cm[:, c].sum() - 2 * cm[c, c])
+        shares.append(f"{names[c]} in {involved} ({wording.percent(involved / total, 1)})")
+    return f"{where} Of all {total:,} errors, as the true or the predicted class: {' and '.join(shares)}."
 
 
 # ------------------------------------------------------------------------------------------- calibration

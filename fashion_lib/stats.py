@@ -179,6 +179,20 @@ def pair_correlation(corr: np.ndarray, a: str, b: str) -> float:
     return float(corr[config.CLASS_NAMES.index(a), config.CLASS_NAMES.index(b)])
 
 
+def correlation_rank(corr: np.ndarray, a: str, b: str) -> str:
+    """Where the pair a/b stands among all class pairs by correlation: 'number 3 of the 45 class pairs
+    (more alike: Coat/Shirt 0.967, Pullover/Coat 0.958)'."""
+    pairs = most_correlated_pairs(corr, top=len(corr) * (len(corr) - 1) // 2)
+    higher = []
+    for x, y, value in pairs.itertuples(index=False):
+        if {x, y} == {a, b}:
+            break
+        higher.append(f"{x}/{y} {value:.3f}")
+    if not higher:
+        return f"the most alike of the {len(pairs)} class pairs"
+    return f"number {len(higher) + 1} of the {len(pairs)} class pairs (more alike: {', '.join(higher)})"
+
+
 # ---------------------------------------------------------------------------------------- embeddings
 
 

@@ -95,7 +95,7 @@ def similarity() -> None:
     claim = "above" if shirt_pullover > 0.85 else "not above"
     st.markdown(
         f"Shirt / Pullover mean-image correlation: **{shirt_pullover:.3f}** — {claim} the 0.85 the original "
-        "design claimed."
+        f"design claimed; {stats.correlation_rank(corr, 'Shirt', 'Pullover')}."
     )
     st.markdown("**Most correlated class pairs**")
     st.dataframe(

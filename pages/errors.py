@@ -70,7 +70,7 @@ if points:
         st.session_state.err_cell = cell
         st.rerun()
 with right:
-    st.markdown("**Most confused pairs**")
+    st.markdown("**Most frequent confusions** (true → predicted)")
     pairs = evaluate.most_confused_pairs(cm, 8)
     pairs["share of all errors"] *= 100  # one decimal for every row ("percent" gave 11.6 % beside 11.21 %)
     st.dataframe(
@@ -130,10 +130,11 @@ with st.expander("Shirt / Pullover focus", expanded=True):
     cols[0].metric("Shirt → Pullover", pair.a_as_b)
     cols[1].metric("Pullover → Shirt", pair.b_as_a)
     cols[2].metric("All errors", pair.all_errors)
-    cols[3].metric("Share of all errors", f"{pair.share:.1%}")
+    cols[3].metric("Share of all errors", wording.percent(pair.share, 1))
     st.markdown(
-        f"The original design claimed **{SEED_CLAIMED_SHARE:.0%}** of errors were Shirt/Pullover; "
-        f"for this run it is **{pair.share:.1%}**."
+        f"The original design claimed **{wording.percent(SEED_CLAIMED_SHARE, 0)}** of errors were "
+        f"Shirt/Pullover; for this run it is **{wording.percent(pair.share, 1)}**. "
+        + evaluate.pair_standing(cm, SHIRT, PULLOVER)
     )
     groups = {
         "Shirt → Pullover (wrong)": p.confidence[evaluate.cell_positions(p, SHIRT, PULLOVER)],

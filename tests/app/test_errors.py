@@ -30,7 +30,10 @@ def test_error_page_on_the_shipped_model(only_shipped, dataset):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Shirt → Pullover"] == str(cm[6, 2]) and metrics["Pullover → Shirt"] == str(cm[2, 6])
     share = (cm[6, 2] + cm[2, 6]) / (cm.sum() - np.trace(cm))
-    assert metrics["Share of all errors"] == f"{share:.1%}"
+    assert metrics["Share of all errors"] == f"{100 * share:.1f} %"
+    # where the design's pair stands: third for the shipped models, after Shirt/T-shirt and Coat/Shirt
+    assert any(evaluate.pair_standing(cm, 6, 2) in md.value for md in at.markdown)
+    assert "is number 3 of the 45 class pairs" in evaluate.pair_standing(cm, 6, 2)
     assert any("Click a cell" in i.value for i in at.info)
     summary = runs.read_json(best_shipped().folder / runs.SUMMARY_FILE)
     assert any(evaluate.temperature_sentence(summary) in c.value for c in at.caption)

@@ -75,6 +75,26 @@ def test_cell_positions_pair_errors_and_confused_pairs_on_a_known_case():
     assert top["share of all errors"].sum() == pytest.approx(1.0)
 
 
+def test_a_pairs_standing_among_all_pairs_counts_both_directions():
+    # Shirt/T-shirt 4 + 3 = 7 errors, Shirt/Pullover 5 (one direction: the largest single cell), Coat/Bag 1
+    labels = [6] * 4 + [0] * 3 + [6] * 5 + [4] + [0] * 7
+    predicted = [0] * 4 + [6] * 3 + [2] * 5 + [8] + [0] * 7
+    cm = evaluate.confusion_counts(np.array(labels), np.array(predicted))
+    assert evaluate.confused_pairs(cm) == [(0, 6, 7), (2, 6, 5), (4, 8, 1)]
+    assert evaluate.pair_standing(cm, 6, 2) == (
+        "Counting both directions, Shirt ↔ Pullover is number 2 of the 45 class pairs; ahead of it: "
+        "T-shirt/top ↔ Shirt (7, 53.8 %). Of all 13 errors, as the true or the predicted class: Shirt in 12 "
+        "(92.3 %) and Pullover in 5 (38.5 %)."
+    )
+    assert evaluate.pair_standing(cm, 0, 6).startswith(
+        "Counting both directions, T-shirt/top ↔ Shirt is the most"
+    )
+    assert evaluate.pair_standing(cm, 1, 3).startswith(
+        "Counting both directions, Trouser ↔ Dress is confused in no"
+    )
+    assert evaluate.pair_standing(np.eye(10, dtype=int), 6, 2) == "No errors at all."
+
+
 def test_top_k_orders_probabilities():
     probs = np.array([[0.1, 0.6, 0.3] + [0.0] * 7])
     classes, values = evaluate.top_k(probs, 3)
