@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_lib import config, files, photos
+from fashion_lib import config, files, photos, wording
 
 MIN_CONFIDENCE = 0.5  # below this calibrated probability of the top class: not sure
 FAMILIAR_QUANTILE = 99.0  # images further than this percentile of held-out training images: unfamiliar
@@ -69,7 +69,7 @@ class Verdict:
 
     def sentence(self) -> str:
         if self.sure:
-            return f"{self.label} ({100 * self.confidence:.0f} %)"
+            return f"{self.label} ({wording.confidence(self.confidence)})"
         return "Not sure: " + "; ".join(self.reasons) + "."
 
     def against(self, truth: str | None) -> tuple[str, str]:
@@ -410,7 +410,7 @@ def decide(
         )
     if confidence < MIN_CONFIDENCE:
         reasons.append(
-            f"the model is only {100 * confidence:.0f} % sure of its best guess, "
+            f"the model is only {wording.confidence(confidence)} sure of its best guess, "
             f"{config.CLASS_NAMES[top]} — it may be none of the ten classes"
         )
     return Verdict(None if reasons else config.CLASS_NAMES[top], confidence, tuple(reasons))

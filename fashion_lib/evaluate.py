@@ -227,7 +227,8 @@ def gallery(
     suspects=frozenset(),
 ) -> tuple[np.ndarray, list[str]]:
     """Which of ``positions`` a gallery shows (ordered by confidence, at most ``limit``) and a caption for
-    each: test index, confidence, a mark for a possible label error, and the top-3 classes."""
+    each: test index, true class, a mark for a possible label error, and the top-3 classes with their
+    probabilities (the first is the confidence)."""
     if order not in GALLERY_ORDERS:
         raise ValueError(f"order must be one of {', '.join(GALLERY_ORDERS)}")
     positions = np.asarray(positions, dtype=int)
@@ -237,9 +238,11 @@ def gallery(
     classes, probs = top_k(p.probabilities[shown], 3)
     captions = []
     for pos, cls, pr in zip(shown, classes, probs, strict=True):
-        top3 = ", ".join(f"{config.CLASS_NAMES[c]} {v:.0%}" for c, v in zip(cls, pr, strict=True))
+        top3 = ", ".join(
+            f"{config.CLASS_NAMES[c]} {wording.confidence(v)}" for c, v in zip(cls, pr, strict=True)
+        )
         mark = " ⚠ possible label error" if pos in suspects else ""
-        captions.append(f"#{p.test_index[pos]} · {p.confidence[pos]:.0%}{mark} · {top3}")
+        captions.append(f"#{p.test_index[pos]} · true {config.CLASS_NAMES[p.labels[pos]]}{mark} · {top3}")
     return shown, captions
 
 

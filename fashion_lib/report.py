@@ -308,8 +308,8 @@ def _errors_section(infos, predictions) -> Section:
             )
         )
         shown = flagged.head(5).drop(columns=["position", "flagged"])
-        shown["model confidence"] = shown["model confidence"].map(lambda s: wording.percent(s, 1))
-        shown["label quality"] = shown["label quality"].map(lambda q: f"{q:.3f}")
+        shown["model confidence"] = shown["model confidence"].map(wording.confidence)
+        shown["label quality"] = shown["label quality"].map(lambda q: f"{q:.4f}")  # as the page shows it
         section.blocks.append(Table(shown.reset_index(drop=True)))
     if not infos:
         section.blocks.append(Missing("No run was chosen."))
@@ -343,7 +343,7 @@ def gradcam_examples(model, p: evaluate.Predictions, ds: data.FashionMNIST, n: i
     names = config.CLASS_NAMES
     captions = [
         f"#{p.test_index[i]}: {'wrong' if p.wrong[i] else 'right'} — true {names[p.labels[i]]}, "
-        f"predicted {names[p.predicted[i]]} ({wording.percent(p.confidence[i], 0)})"
+        f"predicted {names[p.predicted[i]]} ({wording.confidence(p.confidence[i])})"
         for i in positions
     ]
     return _png(np.concatenate(tiles, axis=1)), captions

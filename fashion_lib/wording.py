@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fashion_lib import schemas
 
 BALANCED_SUBSET = "A subset holds the same number of images of each class."  # the subset pickers' help
@@ -31,6 +33,19 @@ def percent(share: float | None, digits: int = 2) -> str:
     return "—" if share is None else f"{100 * share:.{digits}f} %"
 
 
+def confidence(probability: float) -> str:
+    """A model's probability as a person reads it, the same on every page: one decimal ('99.6 %'), and
+    '>99.9 %' / '<0.1 %' near the ends instead of a '100 %' or '0 %' the model did not say (0.9955 read
+    "100 %" in one line and "99.6 %" in the next)."""
+    if probability >= 1 or probability <= 0:
+        return f"{100 * min(max(probability, 0.0), 1.0):.0f} %"
+    if probability >= 0.9995:
+        return ">99.9 %"
+    if probability < 0.0005:
+        return "<0.1 %"
+    return f"{100 * probability:.1f} %"
+
+
 def share_of_row(share: float, count: int) -> str:
     """A cell of a row-normalised matrix: '12 %', '<1 %' for a few images (never '0 %' when there are
     some: 5 of 1,000 is 0.5 %, which Python rounds to 0), '>99 %' for all but a few (never '100 %' unless
@@ -41,7 +56,7 @@ def share_of_row(share: float, count: int) -> str:
         return "<1 %"
     if 0.99 < share < 1:
         return ">99 %"
-    return f"{100 * share:.0f} %"
+    return f"{math.floor(100 * share + 0.5 + 1e-9)} %"  # halves up: 35 and 45 of 1,000 both read "4 %"
 
 
 def summary_line(summary: schemas.Summary) -> str:

@@ -197,10 +197,19 @@ with st.expander("Model error or label error?", expanded=False):
             ds.x_test[top["test index"].to_numpy()],
             [
                 f"#{r['test index']} given {r['given label']}, model says {r['model says']} "
-                f"({r['model confidence']:.0%})"
+                f"({wording.confidence(r['model confidence'])})"
                 for _, r in top.iterrows()
             ],
             columns=6,
             key="label_suspects",
         )
-        st.dataframe(pd.DataFrame(top).drop(columns=["position"]), hide_index=True)
+        shown = pd.DataFrame(top).drop(columns=["position"])
+        shown["model confidence"] *= 100  # as the captions above: one decimal, in percent
+        st.dataframe(
+            shown,
+            hide_index=True,
+            column_config={
+                "model confidence": st.column_config.NumberColumn(format="%.1f %%"),
+                "label quality": st.column_config.NumberColumn(format="%.4f"),
+            },
+        )

@@ -114,7 +114,7 @@ def explain_with(model_info, image28: np.ndarray, conversion, truth: str | None)
     st.markdown(
         f"**{model_info.label}** — "
         + ", ".join(
-            f"{NAMES[c]} **{wording.percent(v, 1)}**" for c, v in zip(classes[0], shares[0], strict=True)
+            f"{NAMES[c]} **{wording.confidence(v)}**" for c, v in zip(classes[0], shares[0], strict=True)
         )
     )
     if note := confidence.mirror_note(conversion, verdict):

@@ -44,9 +44,9 @@ def test_an_uploaded_fashion_mnist_image_is_never_judged_as_a_photo(dataset):
 
 def test_the_decision_says_why():
     sure = confidence.decide(np.eye(10)[3] * 0.9 + 0.01)
-    assert sure.sure and sure.label == "Dress" and sure.sentence() == "Dress (91 %)"
+    assert sure.sure and sure.label == "Dress" and sure.sentence() == "Dress (91.0 %)"
     unsure = confidence.decide(np.full(10, 0.1))
-    assert not unsure.sure and "only 10 % sure" in unsure.sentence()
+    assert not unsure.sure and "only 10.0 % sure" in unsure.sentence()
     stats = confidence.Familiarity("x", np.zeros((10, 2)), np.eye(2), threshold=4.0)
     far = confidence.decide(np.eye(10)[3], distance=9.0, stats=stats)
     assert not far.sure and "unlike the images the model learnt from" in far.reasons[0]

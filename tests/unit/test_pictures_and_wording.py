@@ -22,6 +22,16 @@ def test_row_shares_never_read_zero_for_a_few_errors():
     assert wording.share_of_row(0.01, 10) == "1 %"
     assert wording.share_of_row(0.996, 996) == ">99 %" and wording.share_of_row(1.0, 1000) == "100 %"
     assert wording.share_of_row(0.126, 126) == "13 %"
+    # halves up: 35 and 45 of 1,000 both read "4 %" (Python rounds halves to even)
+    assert [wording.share_of_row(n / 1000, n) for n in (25, 35, 45)] == ["3 %", "4 %", "5 %"]
+
+
+def test_a_confidence_reads_the_same_everywhere_and_never_a_rounded_100_or_0():
+    """0.9955 read "Pullover (100 %)" on the Grad-CAM page right above "Pullover 99.6 %"."""
+    assert wording.confidence(0.9962) == "99.6 %" and wording.confidence(0.9994) == "99.9 %"
+    assert wording.confidence(0.99951) == ">99.9 %" and wording.confidence(1.0) == "100 %"
+    assert wording.confidence(0.0004) == "<0.1 %" and wording.confidence(0.0) == "0 %"
+    assert wording.confidence(0.5) == "50.0 %"
     assert wording.percent(0.9301) == "93.01 %" and wording.percent(None) == "—"
     assert wording.duration(200) == "3 min 20 s" and wording.duration(300) == "5 min"
     assert wording.duration(3600) == "1 h" and wording.duration(3900) == "1 h 05 min"
@@ -50,7 +60,10 @@ def test_a_gallery_orders_by_confidence_and_marks_suspects():
     probs = np.array([[0.6, 0.4] + [0] * 8, [0.9, 0.1] + [0] * 8, [0.2, 0.8] + [0] * 8])
     p = evaluate.Predictions(probs, np.array([1, 1, 0]), np.array([100, 101, 102]))
     shown, captions = evaluate.gallery(p, np.arange(3), "most confident first", limit=2, suspects={1})
-    assert list(shown) == [1, 2] and captions[0].startswith("#101 · 90% ⚠ possible label error")
+    assert list(shown) == [1, 2]
+    assert captions[0] == (
+        "#101 · true Trouser ⚠ possible label error · T-shirt/top 90.0 %, Trouser 10.0 %, Pullover 0 %"
+    )
     shown, _ = evaluate.gallery(p, np.arange(3), "least confident first")
     assert list(shown) == [0, 2, 1]
 
