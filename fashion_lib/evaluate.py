@@ -44,7 +44,7 @@ class CurveDiagnosis:
     last_drop: float = 0.0  # how much the last epoch cut validation loss (relative; negative: it rose)
 
     def explanation(self) -> str:
-        gap = f"train − validation accuracy gap {self.accuracy_gap:+.1%}"
+        gap = f"train − validation accuracy gap {100 * self.accuracy_gap:+.1f} points"
         if self.epochs == 0:
             return f"{self.verdict.capitalize()}: no epoch with a validation loss yet."
         if self.epochs < 2:
@@ -53,12 +53,18 @@ class CurveDiagnosis:
             if self.still_improving:
                 trend = "still falling"
             elif self.val_loss_rise <= 0:  # the last epoch is the best, by a hair
-                trend = f"levelling off (the last epoch cut it by {self.last_drop:.1%})"
+                cut = wording.percent(self.last_drop, 1) if self.last_drop >= 0.0005 else "less than 0.1 %"
+                trend = f"levelling off (the last epoch cut it by {cut})"
             else:
                 trend = "no longer falling"
+            final = (
+                "the final validation loss is its best"
+                if self.val_loss_rise <= 0
+                else f"final validation loss {wording.percent(self.val_loss_rise, 1)} above its best"
+            )
             numbers = (
                 f"best validation loss at epoch {self.best_epoch} of {self.epochs}; {gap}; "
-                f"final validation loss {self.val_loss_rise:+.1%} from its best; validation loss {trend}"
+                f"{final}; validation loss {trend}"
             )
         advice = {
             "under-fitting": "train longer or give the model more capacity",
@@ -114,12 +120,12 @@ class CollapseReport:
     def sentence(self) -> str:
         if self.collapsed:
             return (
-                f"Collapse: {self.top_share:.0%} of predictions are '{self.top_class}' and accuracy is "
-                f"{self.accuracy:.1%} (chance is 10 %)."
+                f"Collapse: {wording.percent(self.top_share, 1)} of predictions are '{self.top_class}' and "
+                f"accuracy is {wording.percent(self.accuracy)} (chance is 10 %)."
             )
         return (
-            f"No collapse: the most predicted class, '{self.top_class}', takes {self.top_share:.0%} of "
-            f"predictions; accuracy {self.accuracy:.1%}."
+            f"No collapse: the most predicted class, '{self.top_class}', takes "
+            f"{wording.percent(self.top_share, 1)} of predictions; accuracy {wording.percent(self.accuracy)}."
         )
 
 
@@ -433,7 +439,8 @@ def temperature_sentence(summary) -> str:
         return (
             f"Temperature scaling was not applied: the fitted T = {s.temperature_rejected:.2f} raised the "
             f"calibration error of the {s.calibration_images or 0:,} validation images it was fitted on "
-            f"({s.validation_ece_before or 0:.1%} before, {s.validation_ece_after or 0:.1%} after), so the "
+            f"({wording.percent(s.validation_ece_before or 0, 1)} before, "
+            f"{wording.percent(s.validation_ece_after or 0, 1)} after), so the "
             "confidences are the model's own."
         )
     if summary is None or summary.temperature is None:
@@ -442,7 +449,8 @@ def temperature_sentence(summary) -> str:
     if None not in (summary.calibration_images, summary.validation_ece_before, summary.validation_ece_after):
         detail = (
             f", fitted on {summary.calibration_images:,} validation images (their calibration error "
-            f"{summary.validation_ece_before:.1%} before, {summary.validation_ece_after:.1%} after)"
+            f"{wording.percent(summary.validation_ece_before, 1)} before, "
+            f"{wording.percent(summary.validation_ece_after, 1)} after)"
         )
     return f"Temperature scaling: T = {summary.temperature:.2f}{detail}; the predicted classes are unchanged."
 

@@ -447,19 +447,23 @@ def confusion_matrix_figure(
     return fig
 
 
-def reliability_diagram(bins: pd.DataFrame, ece: float) -> go.Figure:
-    """Accuracy against mean confidence per bin (bar widths are the bins), with the diagonal of perfect
-    calibration."""
+def reliability_diagram(bins: pd.DataFrame, ece: float, images: int) -> go.Figure:
+    """Accuracy against mean confidence per bin (bar widths are the bins), each bar with its number of
+    images (most are in the top bin, which is why a model over-confident in every lower bin can have a
+    small calibration error), with the diagonal of perfect calibration. ``ece`` on ``images`` test images."""
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
             x=(bins["low"] + bins["high"]) / 2,
             y=bins["accuracy"],
             width=bins["high"] - bins["low"],
-            name="accuracy",
+            name="accuracy (on each bar: its images)",
             marker_color="#1f77b4",
             customdata=bins["count"],
-            hovertemplate="accuracy %{y:.1%} over %{customdata} images<extra></extra>",
+            text=[f"{n:,}" for n in bins["count"]],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="accuracy %{y:.1%} over %{customdata:,} images<extra></extra>",
         )
     )
     fig.add_trace(
@@ -477,7 +481,8 @@ def reliability_diagram(bins: pd.DataFrame, ece: float) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"Reliability diagram — expected calibration error {ece:.2%}",
+        title=f"Reliability diagram — expected calibration error on the {images:,} test images: "
+        f"{wording.percent(ece, 2)}",
         height=380,
         xaxis=dict(title="confidence", range=[0, 1]),
         yaxis=dict(title="accuracy", range=[0, 1]),

@@ -293,7 +293,9 @@ def _errors_section(infos, predictions) -> Section:
         section.blocks.append(Table(top, "The five most frequent confusions (true → predicted)"))
         section.blocks.append(
             Chart(
-                figures.reliability_diagram(evaluate.reliability_bins(p.confidence, correct, 10), ece),
+                figures.reliability_diagram(
+                    evaluate.reliability_bins(p.confidence, correct, 10), ece, len(correct)
+                ),
                 f"reliability_{info.run_id}",
                 f"Calibration: expected calibration error {wording.percent(ece)}. "
                 + evaluate.temperature_sentence(info.summary),

@@ -164,10 +164,10 @@ with st.expander("Calibration", expanded=False):
     correct = ~p.wrong
     bins = evaluate.reliability_bins(p.confidence, correct, 10)
     ece = evaluate.expected_calibration_error(p.confidence, correct, 10)
-    st.plotly_chart(figures.reliability_diagram(bins, ece), key="reliability")
+    st.plotly_chart(figures.reliability_diagram(bins, ece, len(correct)), key="reliability")
     st.caption(
-        f"Mean confidence {p.confidence.mean():.1%} against accuracy {correct.mean():.1%}. "
-        + evaluate.temperature_sentence(summary)
+        f"On the {len(correct):,} test images: mean confidence {wording.percent(p.confidence.mean())} "
+        f"against accuracy {wording.percent(correct.mean())}. " + evaluate.temperature_sentence(summary)
     )
 
 # ------------------------------------------------------------------------------------ collapse detector

@@ -140,14 +140,14 @@ def test_temperature_sentence_reports_the_fit_or_its_absence():
         "validation_ece_after": 0.0123,
     }
     assert evaluate.temperature_sentence(fitted).startswith(
-        "Temperature scaling: T = 0.81, fitted on 2,000 validation images (their calibration error 7.1% "
-        "before, 1.2% after)"
+        "Temperature scaling: T = 0.81, fitted on 2,000 validation images (their calibration error 7.1 % "
+        "before, 1.2 % after)"
     )
     assert "not temperature-scaled" in evaluate.temperature_sentence({"test_accuracy": 0.9})
     worse = {**fitted, "temperature": None, "temperature_rejected": 0.59, "calibration_images": 100}
     assert evaluate.temperature_sentence({**worse, "validation_ece_after": 0.099}) == (
         "Temperature scaling was not applied: the fitted T = 0.59 raised the calibration error of the 100 "
-        "validation images it was fitted on (7.1% before, 9.9% after), so the confidences are the model's "
+        "validation images it was fitted on (7.1 % before, 9.9 % after), so the confidences are the model's "
         "own."
     )
 

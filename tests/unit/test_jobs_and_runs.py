@@ -317,7 +317,9 @@ def test_diagnosis_needs_two_epochs():
 @pytest.mark.parametrize(
     ("val_loss", "trend"),
     [
-        ([0.30, 0.25, 0.249], "levelling off (the last epoch cut it by 0.4%)"),  # best last, by a hair
+        ([0.30, 0.25, 0.249], "levelling off (the last epoch cut it by 0.4 %)"),  # best last, by a hair
+        # 0.617193 → 0.617166 read "cut it by 0.0%" (the shipped MobileNetV2)
+        ([0.70, 0.617193, 0.617166], "levelling off (the last epoch cut it by less than 0.1 %)"),
         ([0.30, 0.25, 0.20], "still falling"),
         ([0.30, 0.25, 0.26], "no longer falling"),
         ([0.20, 0.30, 0.20], "still falling"),  # back to its low: the last of equal lows is the best
@@ -326,6 +328,14 @@ def test_diagnosis_needs_two_epochs():
 def test_the_diagnosis_names_the_trend_the_numbers_show(val_loss, trend):
     diagnosis = evaluate.diagnose_curves(rows([0.90, 0.92, 0.925], [0.90, 0.915, 0.92], val_loss))
     assert f"validation loss {trend})" in diagnosis.explanation()
+
+
+def test_the_diagnosis_gives_the_accuracy_gap_in_points_and_a_best_final_loss_in_words():
+    best_last = evaluate.diagnose_curves(rows([0.90, 0.95, 0.961], [0.90, 0.92, 0.926], [0.3, 0.25, 0.249]))
+    text = best_last.explanation()
+    assert "accuracy gap +3.5 points" in text and "the final validation loss is its best" in text
+    risen = evaluate.diagnose_curves(rows([0.90, 0.95, 0.961], [0.90, 0.92, 0.926], [0.3, 0.25, 0.275]))
+    assert "final validation loss 10.0 % above its best" in risen.explanation()
 
 
 # -------------------------------------------------------------------------------------------- collapse
