@@ -227,7 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "test_accuracy" in summary:
         print(
             f"test accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}, "
-            f"wall time {summary['wall_seconds']:.1f} s, weights: {summary['weights']}"
+            f"run time {summary['wall_seconds']:.1f} s, weights: {summary['weights']}"
         )
     elif "validation_accuracy" in summary:
         print(f"validation accuracy {summary['validation_accuracy']:.4f} (no test-set evaluation)")

@@ -59,7 +59,7 @@ def model_card(folder: Path) -> dict[str, Any]:
         "wall_seconds": summary["wall_seconds"],
         "cpu_seconds": summary.get("cpu_seconds"),
         "cpu_count": os.cpu_count(),
-        "stage_seconds": stage_seconds(summary, cfg),
+        "stage_seconds": runs.stage_seconds(summary, cfg),
         "features_extracted": summary.get("features_extracted"),
         "parameters": summary["parameters"],
         "model_size_bytes": summary["model_size_bytes"],
@@ -100,37 +100,13 @@ def teachers_line(card: dict[str, Any]) -> str | None:
     return line
 
 
-STAGE_TIMES = {  # summary key → how the card names it
-    "photo_conversion_seconds": "product photos",
-    "teacher_seconds": "teachers' answers",
-    "feature_extraction_seconds": "backbone features",
-    "head_training_seconds": "head",
-    "stage2_seconds": "fine-tuning",
-    "test_prediction_seconds": "test predictions",
-}
-
-
-def stage_seconds(summary: dict[str, Any], cfg: dict[str, Any]) -> dict[str, float]:
-    """Each stage's time the run recorded, by its ``STAGE_TIMES`` key. A transfer model whose head trained
-    on images (augmentation, or no feature cache) recorded it only as stage 1 (no features to extract):
-    that is the head's time."""
-    summary = dict(summary)
-    if (
-        cfg.get("model") in models.TRANSFER_MODELS
-        and summary.get("head_training_seconds") is None
-        and summary.get("feature_extraction_seconds") is None
-    ):
-        summary["head_training_seconds"] = summary.get("stage1_seconds")
-    return {k: summary[k] for k in STAGE_TIMES if summary.get(k) is not None}
-
-
 def stage_times_line(card: dict[str, Any]) -> str | None:
     """'Time by stage: …' — and when the frozen backbone's features all came from the feature cache, that
     extracting them (which a first run on a machine does) is not in the total."""
     times = card.get("stage_seconds") or {}
     if not times:
         return None
-    line = "Time by stage: " + ", ".join(f"{STAGE_TIMES[k]} {v:.0f} s" for k, v in times.items())
+    line = "Time by stage: " + ", ".join(f"{runs.STAGE_TIMES[k]} {v:.0f} s" for k, v in times.items())
     if card.get("features_extracted") == 0:
         line += (
             " (the backbone features were all in the feature cache, computed by an earlier run with the same "

@@ -306,7 +306,7 @@ def accuracy_range(accuracies, pad: float = 0.02) -> list[float] | None:
 
 
 def accuracy_vs_cost(table: pd.DataFrame, cost: str, colours: dict[str, str]) -> go.Figure:
-    """Test accuracy against a cost column ('wall time s' or 'parameters'), one coloured point per run."""
+    """Test accuracy against a cost column ('run time s' or 'parameters'), one coloured point per run."""
     from fashion_lib import wording
 
     fig = go.Figure()
@@ -323,9 +323,9 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, colours: dict[str, str]) ->
             )
         )
     values = pd.to_numeric(table[cost], errors="coerce").dropna()
-    title = "training time" if cost == "wall time s" else cost
+    title = "run time" if cost == "run time s" else cost
     if len(values):
-        timed = cost == "wall time s"
+        timed = cost == "run time s"
         ticks, texts = log_ticks(
             float(values.min()),
             float(values.max()),

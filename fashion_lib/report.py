@@ -238,11 +238,11 @@ def _models_section(infos) -> Section:
                 "input px": row["input size"],
                 "training images": _count(row["training images"]),
                 "parameters": _count(row["parameters"]),
-                "training time": wording.duration(row["wall time s"]),
+                "run time": wording.duration(row["run time s"]),
                 "test accuracy": wording.percent(row["test accuracy"]),
                 "macro-F1": f"{row['macro-F1']:.4f}" if row["macro-F1"] is not None else "—",
-                "ms / image": f"{row['latency ms/image']:.3f}"
-                if row["latency ms/image"] is not None
+                "ms / image (batched)": f"{row['latency ms/image (batched)']:.3f}"
+                if row["latency ms/image (batched)"] is not None
                 else "—",
                 "size MB": f"{row['size MB']:.1f}" if row["size MB"] is not None else "—",
                 "test images": _count(info.summary.test_images if info.summary else None),

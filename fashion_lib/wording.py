@@ -7,6 +7,14 @@ import math
 from fashion_lib import schemas
 
 BALANCED_SUBSET = "A subset holds the same number of images of each class."  # the subset pickers' help
+RUN_TIME = (
+    "The whole run, start to end: product photos, training, calibration and test predictions (Details gives "
+    "each stage), on the machine it ran on (a shipped model's card names it)."
+)
+LATENCY = (
+    "Milliseconds per image when images come in batches; one image alone takes longer (Details: "
+    "'latency ms (one image)')."
+)
 # the size column's help: a new user found a run's file three times a shipped model's, unexplained
 MODEL_FILE_SIZE = (
     "The .keras file. A run's keeps the optimizer's state with the weights (Adam: two more numbers per "
@@ -70,12 +78,17 @@ def summary_line(summary: schemas.Summary) -> str:
     elif summary.validation_accuracy is not None:
         parts.append(f"Validation accuracy **{percent(summary.validation_accuracy)}** (no test evaluation)")
     if summary.macro_f1 is not None:
-        parts.append(f"macro-F1 {summary.macro_f1:.3f}")
-    params = summary.parameters.get("stage1")
-    if params:
-        parts.append(f"{params.total:,} parameters ({params.trainable:,} trainable in stage 1)")
+        parts.append(f"macro-F1 {summary.macro_f1:.4f}")
+    params, tuned = summary.parameters.get("stage1"), summary.parameters.get("stage2")
+    if params and tuned:  # "15,370 trainable" alone made a fully fine-tuned network look frozen
+        parts.append(
+            f"{params.total:,} parameters ({params.trainable:,} trainable in stage 1, {tuned.trainable:,} "
+            "in fine-tuning)"
+        )
+    elif params:
+        parts.append(f"{params.total:,} parameters ({params.trainable:,} trainable)")
     if summary.wall_seconds is not None:
-        parts.append(f"wall time {duration(summary.wall_seconds)}")
+        parts.append(f"run time {duration(summary.wall_seconds)}")
     if summary.weights:
         parts.append(f"weights: {summary.weights}")
     return " · ".join(parts)

@@ -45,15 +45,26 @@ else:
             "model": st.column_config.TextColumn(width=250),
             "test accuracy": st.column_config.NumberColumn(format="percent"),
             "macro-F1": st.column_config.NumberColumn(format="%.4f"),
-            "wall time s": st.column_config.NumberColumn("training time s", format="%.0f"),
-            "latency ms/image": st.column_config.NumberColumn(format="%.3f"),
+            "run time s": st.column_config.NumberColumn(format="%.0f", help=wording.RUN_TIME),
+            "latency ms/image (batched)": st.column_config.NumberColumn(format="%.3f", help=wording.LATENCY),
             "size MB": st.column_config.NumberColumn(format="%.1f", help=wording.MODEL_FILE_SIZE),
             "parameters": st.column_config.NumberColumn(format="localized"),
         }
         with st.container(key="cmp_table"):
             st.dataframe(table[list(runs.COMPARISON_COLUMNS)], hide_index=True, column_config=formats)
         with st.expander("Details: weights, input size, images, epochs, stage times, trainable parameters"):
-            st.dataframe(table.drop(columns=list(runs.COMPARISON_COLUMNS[1:])), hide_index=True)
+            details = table.drop(columns=list(runs.COMPARISON_COLUMNS[1:]))
+            st.dataframe(
+                details,
+                hide_index=True,
+                column_config={
+                    c: st.column_config.NumberColumn(
+                        format="%.1f" if c.startswith("latency") else "localized"
+                    )
+                    for c in details.columns
+                    if c.endswith(" s") or c.startswith(("trainable", "training images", "latency"))
+                },
+            )
         metric = st.radio(
             "Curves", ["val_accuracy", "val_loss", "accuracy", "loss"], horizontal=True, key="cmp_metric"
         )
@@ -64,7 +75,7 @@ else:
         st.plotly_chart(figures.per_class_f1_bars(f1, names, colours), key="cmp_f1")
         st.markdown("**Accuracy against cost**")
         left, right = st.columns(2)
-        left.plotly_chart(figures.accuracy_vs_cost(table, "wall time s", colours), key="cmp_time")
+        left.plotly_chart(figures.accuracy_vs_cost(table, "run time s", colours), key="cmp_time")
         right.plotly_chart(figures.accuracy_vs_cost(table, "parameters", colours), key="cmp_params")
 
         with st.expander("Export a model", icon=":material/download:"):

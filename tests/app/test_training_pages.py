@@ -112,7 +112,7 @@ def test_compare_page_defaults_to_the_shipped_model(shipped, dataset):
         "model",
         "test accuracy",
         "macro-F1",
-        "wall time s",
+        "run time s",
     ]  # what matters first
 
 

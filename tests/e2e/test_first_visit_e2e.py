@@ -106,8 +106,8 @@ def test_compare_opens_with_what_matters_first_and_the_lab_says_what_it_can_show
         "model",
         "test accuracy",
         "macro-F1",
-        "training time s",
-        "latency ms/image",
+        "run time s",
+        "latency ms/image (batched)",
         "size MB",
         "parameters",
     ], shown

@@ -280,7 +280,7 @@ def test_the_card_gives_time_by_stage_and_says_when_the_features_came_from_the_c
 
 def test_a_head_trained_on_images_is_named_with_its_time():
     on_images = {"stage1_seconds": 521.7, "stage2_seconds": 5823.0, "photo_conversion_seconds": 880.0}
-    transfer = export.stage_seconds(on_images, {"model": "mobilenet_v2"})
+    transfer = runs.stage_seconds(on_images, {"model": "mobilenet_v2"})
     assert transfer == {
         "photo_conversion_seconds": 880.0,
         "head_training_seconds": 521.7,
@@ -289,16 +289,16 @@ def test_a_head_trained_on_images_is_named_with_its_time():
     line = export.stage_times_line({"stage_seconds": transfer})
     assert line == "Time by stage: product photos 880 s, head 522 s, fine-tuning 5823 s"
     # the baseline has no head: its stage 1 is the whole network
-    assert export.stage_seconds(on_images, {"model": "baseline"}) == {
+    assert runs.stage_seconds(on_images, {"model": "baseline"}) == {
         "photo_conversion_seconds": 880.0,
         "stage2_seconds": 5823.0,
     }
     # resumed after stage 1: its time is not known, and no head time is made up
     resumed = {"stage2_seconds": 5823.0}
-    assert export.stage_seconds(resumed, {"model": "mobilenet_v2"}) == {"stage2_seconds": 5823.0}
+    assert runs.stage_seconds(resumed, {"model": "mobilenet_v2"}) == {"stage2_seconds": 5823.0}
     # from cached features the head's own time was recorded, apart from extracting them
     cached = {"stage1_seconds": 10.0, "feature_extraction_seconds": 1.0, "head_training_seconds": 9.0}
-    assert export.stage_seconds(cached, {"model": "mobilenet_v2"}) == {
+    assert runs.stage_seconds(cached, {"model": "mobilenet_v2"}) == {
         "feature_extraction_seconds": 1.0,
         "head_training_seconds": 9.0,
     }

@@ -82,8 +82,8 @@ def test_the_accuracy_axis_of_the_cost_charts_stays_between_0_and_100_percent():
 
     from fashion_lib import figures
 
-    one = pd.DataFrame({"run": ["a"], "model": ["A"], "wall time s": [270.0], "test accuracy": [0.9301]})
-    low, high = figures.accuracy_vs_cost(one, "wall time s", {"a": "#000"}).layout.yaxis.range
+    one = pd.DataFrame({"run": ["a"], "model": ["A"], "run time s": [270.0], "test accuracy": [0.9301]})
+    low, high = figures.accuracy_vs_cost(one, "run time s", {"a": "#000"}).layout.yaxis.range
     assert 0.9 < low < 0.9301 < high < 0.96  # not plotly's ±50 % around a single point
     assert figures.accuracy_range([0.1, 0.995]) == [0.08, 1.0]
     assert figures.accuracy_range([None]) is None
