@@ -22,16 +22,16 @@ CLASS_COLORS = dict(zip(config.CLASS_NAMES, px.colors.qualitative.T10, strict=Tr
 
 
 def class_distribution_chart(table: pd.DataFrame) -> go.Figure:
-    """Grouped bars of images per class for each split, labelled with the share of the split."""
+    """Grouped bars of images per class for each split, each labelled with its share of its own split."""
     fig = px.bar(
         table,
         x="class",
         y="count",
         color="split",
         barmode="group",
-        text=table["share"].map(lambda s: f"{s:.1%}"),
+        text=table["share"].map(lambda s: wording.percent(s, 1)),
         category_orders={"class": list(config.CLASS_NAMES)},
-        labels={"count": "images", "class": ""},
+        labels={"count": "images (on each bar: its share of the split)", "class": ""},
     )
     fig.update_traces(textposition="outside", cliponaxis=False)
     fig.update_layout(height=380, legend_title_text="", margin=dict(t=30, b=10))
@@ -50,6 +50,10 @@ def intensity_histogram(hist: pd.DataFrame, classes: list[str], log_y: bool = Fa
         color_discrete_map={**CLASS_COLORS, "all classes": "#444"},
         labels={"share": "share of pixels", "intensity": "pixel intensity (0 = black background)"},
     )
+    if log_y:  # plotly labels a log axis's minor ticks "5", "2": only the powers of ten, in percent
+        fig.update_yaxes(dtick=1, tickformat=".1~%")
+    else:
+        fig.update_yaxes(tickformat=".1~%")
     fig.update_layout(height=360, margin=dict(t=30, b=10))
     return fig
 
@@ -88,7 +92,7 @@ def correlation_heatmap(corr: np.ndarray) -> go.Figure:
         text_auto=".2f",
         aspect="equal",
     )
-    fig.update_layout(height=520, margin=dict(t=30, b=10))
+    fig.update_layout(height=520, margin=dict(t=30, b=10), coloraxis_colorbar=dict(title="correlation"))
     return fig
 
 

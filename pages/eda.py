@@ -150,7 +150,8 @@ def embedding_tab() -> None:
                 embedding.labels[keep],
                 embedding.explained_variance,
             )
-        title = "PCA of all 60,000 training images (each axis: its share of the pixel variance)"
+        shown = "" if show_all else f", {len(embedding.index):,} of them drawn (stratified)"
+        title = f"PCA of all 60,000 training images{shown}"
     else:
         n = st.selectbox("t-SNE sample (stratified)", TSNE_SIZES, key="tsne_n")
         if stats.tsne_cache_path(n, 0).is_file():

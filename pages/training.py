@@ -146,7 +146,8 @@ with st.container(key="train_form", border=True):
         estimate = estimates.estimate_seconds(cfg)
         parts = ", ".join(f"{k} {widgets.duration(v)}" for k, v in estimate.phases.items())
         e1, e2 = st.columns([5, 1])
-        e1.markdown(f"**Estimated time on this machine:** {widgets.duration(estimate.total)} ({parts})")
+        total = widgets.duration(estimate.written_total)
+        e1.markdown(f"**Estimated time on this machine:** {total} ({parts})")
         e1.caption(f"Basis: {estimate.basis}.")
         if not estimate.measured and e2.button(
             "Measure",
@@ -205,7 +206,7 @@ with st.container(key="train_form", border=True):
 # ------------------------------------------------------------------------------------- the live view
 user_runs = runs.list_runs(include_shipped=False)
 if not user_runs:
-    st.info("No runs yet: launch one above.")
+    st.info("No runs of your own yet (the shipped models are listed on Home): launch one above.")
     st.stop()
 by_id = {r.run_id: r for r in user_runs}
 if st.session_state.get("tr_run_pick") not in by_id:

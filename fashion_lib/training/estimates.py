@@ -47,6 +47,12 @@ class Estimate:
     def total(self) -> float:
         return sum(self.phases.values())
 
+    @property
+    def written_total(self) -> float:
+        """The total to write beside the phases: their sum in whole seconds, as each is written ("53 s
+        (training 46 s, start, calibration and evaluation 6 s)" did not add up)."""
+        return float(sum(round(seconds) for seconds in self.phases.values()))
+
 
 def _fallback(cfg: TrainConfig) -> speed.Speeds:
     if not cfg.is_transfer:

@@ -44,12 +44,12 @@ def test_train_page_with_no_runs_offers_the_form_and_an_estimate(home, dataset):
     at = page_test("training.py").run()
     assert not at.exception
     assert any("Estimated time on this machine" in md.value for md in at.markdown)
-    assert any("No runs yet" in i.value for i in at.info)
+    assert any("No runs of your own yet" in i.value for i in at.info)
 
 
 def test_train_page_with_a_shipped_model_only_still_works(shipped, dataset):
     at = page_test("training.py").run()
-    assert not at.exception and any("No runs yet" in i.value for i in at.info)
+    assert not at.exception and any("No runs of your own yet" in i.value for i in at.info)
 
 
 def test_train_page_shows_a_completed_run_with_its_diagnosis(completed, dataset):
@@ -92,7 +92,7 @@ def test_deleting_a_run_needs_confirmation(completed, dataset):
     at.checkbox(key="tr_delete_sure").check().run()
     at.button(key="tr_delete").click().run()
     assert not completed.exists()
-    assert any("No runs yet" in i.value for i in at.info)
+    assert any("No runs of your own yet" in i.value for i in at.info)
 
 
 # ---------------------------------------------------------------------------------------- Compare page

@@ -127,3 +127,8 @@ def test_graph_tracing_counts_once_not_per_image(rows, steady_epoch):
     assert speeds.overhead_s == pytest.approx(5.0 - (stage1 - tracing))  # a fixed cost of every run
     again = estimates.estimate_seconds(cfg)  # the same run again: still its own time
     assert again.total == pytest.approx(5.0, rel=0.01)
+
+
+def test_the_written_total_is_the_sum_of_the_written_phases():
+    estimate = estimates.Estimate({"training": 46.4, "start, calibration and evaluation": 6.4}, "x", True)
+    assert estimate.total == pytest.approx(52.8) and estimate.written_total == 52.0  # "53 s" beside 46 + 6
