@@ -466,7 +466,12 @@ def _limitations(infos, study) -> Section:
             notes.append(f"{info.label} has no ImageNet weights (random initialisation).")
     if not study:
         notes.append("No tuning study is part of this report.")
-    notes.append("Accuracy on real product photos is not measured here: there is no labelled photo set.")
+    notes.append(
+        "Accuracy on real product photos is not measured in this report: no labelled set of real photos is "
+        "in the repository (one kept outside it for acceptance is quoted in the README, for the baseline "
+        "only). "
+        "`bench photo_realistic` measures rendered product photos instead."
+    )
     return Section("Limitations — what was not run", [Text("\n".join(f"- {n}" for n in notes))])
 
 
