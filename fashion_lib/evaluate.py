@@ -225,6 +225,9 @@ def top_k(probabilities: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray
 GALLERY_ORDERS = ("most confident first", "least confident first")
 
 
+SUSPECT_MARK = "⚠"  # in a gallery caption: a possible label error (the page says so above the gallery)
+
+
 def gallery(
     p: Predictions,
     positions: np.ndarray,
@@ -233,22 +236,24 @@ def gallery(
     suspects=frozenset(),
 ) -> tuple[np.ndarray, list[str]]:
     """Which of ``positions`` a gallery shows (ordered by confidence, at most ``limit``) and a caption for
-    each: test index, true class, a mark for a possible label error, and the top-3 classes with their
-    probabilities (the first is the confidence)."""
+    each: test index, true class, ``SUSPECT_MARK`` for a possible label error, and the top-2 classes with
+    their probabilities (the first is the confidence)."""
     if order not in GALLERY_ORDERS:
         raise ValueError(f"order must be one of {', '.join(GALLERY_ORDERS)}")
     positions = np.asarray(positions, dtype=int)
     conf = p.confidence[positions]
     ranked = positions[np.argsort(-conf if order == GALLERY_ORDERS[0] else conf, kind="stable")]
     shown = ranked[:limit]
-    classes, probs = top_k(p.probabilities[shown], 3)
+    classes, probs = top_k(p.probabilities[shown], 2)
     captions = []
     for pos, cls, pr in zip(shown, classes, probs, strict=True):
-        top3 = ", ".join(
-            f"{config.CLASS_NAMES[c]} {wording.confidence(v)}" for c, v in zip(cls, pr, strict=True)
+        # the % kept with its number: six captions a row wrapped "0.5" and "%" onto two lines
+        top = ", ".join(
+            f"{config.CLASS_NAMES[c]} {wording.confidence(v)}".replace(" %", "\u00a0%")
+            for c, v in zip(cls, pr, strict=True)
         )
-        mark = " ⚠ possible label error" if pos in suspects else ""
-        captions.append(f"#{p.test_index[pos]} · true {config.CLASS_NAMES[p.labels[pos]]}{mark} · {top3}")
+        mark = f" {SUSPECT_MARK}" if pos in suspects else ""
+        captions.append(f"#{p.test_index[pos]} · true {config.CLASS_NAMES[p.labels[pos]]}{mark} · {top}")
     return shown, captions
 
 

@@ -465,8 +465,10 @@ def reliability_diagram(bins: pd.DataFrame, ece: float, images: int) -> go.Figur
             marker_color="#1f77b4",
             customdata=bins["count"],
             text=[f"{n:,}" for n in bins["count"]],
-            textposition="outside",
-            cliponaxis=False,
+            textposition="inside",  # at the foot of the bar, clear of the confidence markers near its top
+            insidetextanchor="start",
+            textangle=0,
+            textfont=dict(color="white"),
             hovertemplate="accuracy %{y:.1%} over %{customdata:,} images<extra></extra>",
         )
     )

@@ -43,17 +43,20 @@ else:
         formats = {
             # a fixed width: the long names would push the size and parameters off a 1280-px screen
             "model": st.column_config.TextColumn(width=250),
-            "test accuracy": st.column_config.NumberColumn(format="percent"),
+            "test accuracy": st.column_config.NumberColumn(format="%.2f %%"),
             "macro-F1": st.column_config.NumberColumn(format="%.4f"),
             "run time s": st.column_config.NumberColumn(format="%.0f", help=wording.RUN_TIME),
             "latency ms/image (batched)": st.column_config.NumberColumn(format="%.3f", help=wording.LATENCY),
             "size MB": st.column_config.NumberColumn(format="%.1f", help=wording.MODEL_FILE_SIZE),
             "parameters": st.column_config.NumberColumn(format="localized"),
         }
+        main = table[list(runs.COMPARISON_COLUMNS)].copy()
+        main["test accuracy"] *= 100  # "93.01 %", as on every other page (the "percent" format: "93.01%")
         with st.container(key="cmp_table"):
-            st.dataframe(table[list(runs.COMPARISON_COLUMNS)], hide_index=True, column_config=formats)
+            st.dataframe(main, hide_index=True, column_config=formats)
         with st.expander("Details: weights, input size, images, epochs, stage times, trainable parameters"):
-            details = table.drop(columns=list(runs.COMPARISON_COLUMNS[1:]))
+            # the run names each row: the long model names pushed the details off the screen
+            details = table.drop(columns=list(runs.COMPARISON_COLUMNS))
             st.dataframe(
                 details,
                 hide_index=True,

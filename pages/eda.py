@@ -71,13 +71,16 @@ def pixels() -> None:
     )
     log_y = st.toggle("Log scale", value=True, key="hist_log")
     st.plotly_chart(figures.intensity_histogram(pixel["histograms"], show, log_y), key="intensity_histogram")
+    table = pixel["table"].copy()
+    table["zero fraction"] *= 100  # "40.59 %", the app's one way of writing a percentage
     st.dataframe(
-        pixel["table"],
+        table,
         hide_index=True,
         column_config={
-            "mean": st.column_config.NumberColumn(format="%.1f"),
-            "std": st.column_config.NumberColumn(format="%.1f"),
-            "zero fraction": st.column_config.NumberColumn(format="percent"),
+            "images": st.column_config.NumberColumn(format="localized"),
+            "mean": st.column_config.NumberColumn("mean (grey level 0–255)", format="%.1f"),
+            "std": st.column_config.NumberColumn("std (grey levels)", format="%.1f"),
+            "zero fraction": st.column_config.NumberColumn("black pixels (0)", format="%.2f %%"),
         },
     )
     st.markdown("**Mean image per class** (training set)")

@@ -39,13 +39,16 @@ if collapse.collapsed:
 
 
 def gallery(positions: np.ndarray, key: str, order: str = evaluate.GALLERY_ORDERS[0]) -> None:
-    """Test images at ``positions`` with confidence, top-3 probabilities and a label-error mark."""
+    """Test images at ``positions`` with their true class, top-2 probabilities and a label-error mark."""
     if len(positions) == 0:
         st.caption("No images.")
         return
     shown, captions = evaluate.gallery(p, positions, order, GALLERY_MAX, suspect_positions)
-    if len(positions) > len(shown):
-        st.caption(f"Showing {len(shown)} of {len(positions)}.")
+    notes = [f"Showing {len(shown)} of {len(positions)}."] if len(positions) > len(shown) else []
+    if suspect_positions.intersection(shown.tolist()):
+        notes.append(f"{evaluate.SUSPECT_MARK}: possibly a label error (see *Model error or label error?*).")
+    if notes:
+        st.caption(" ".join(notes))
     widgets.image_grid(ds.x_test[p.test_index[shown]], captions, columns=6, key=key)
 
 

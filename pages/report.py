@@ -74,7 +74,7 @@ for number, section in enumerate(built.sections):
         elif isinstance(block, report.Table):
             if block.caption:
                 st.caption(block.caption)
-            st.dataframe(block.frame, hide_index=True)
+            st.table(block.frame.set_index(block.frame.columns[0]))  # wraps: no column cut off at the right
         elif isinstance(block, report.Chart):
             st.plotly_chart(block.figure, key=f"rep_chart_{number}_{index}")
             if block.caption:

@@ -126,7 +126,7 @@ def test_compare_page_compares_a_run_with_the_shipped_model(completed, shipped, 
     assert list(table["model"]) == [runs.read_run(completed).label]
     assert failed.name not in at.multiselect(key="cmp_runs").options
     summary = runs.read_json(completed / runs.SUMMARY_FILE)
-    assert table.iloc[0]["test accuracy"] == summary["test_accuracy"]
+    assert table.iloc[0]["test accuracy"] == pytest.approx(100 * summary["test_accuracy"])  # shown in percent
 
 
 def test_pitfall_lab_results_come_from_the_lab_runs(completed, dataset):
