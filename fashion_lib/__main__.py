@@ -393,24 +393,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_studies(args: argparse.Namespace) -> int:
     """List the studies in the tuning database, or one study's trials."""
-    from fashion_lib.tuning import results, storage
+    from fashion_lib.tuning import results, search, storage
 
     try:
-        store = storage.open_store()
+        store = storage.open_store(wait_s=storage.READ_WAIT_S)
         if not args.study:
             found = storage.study_summaries(store)
             if not found:
                 print(f"no studies yet in {storage.redacted(store.url)}")
             for s in found:
                 best = f"{s.best_value:.4f} (trial {s.best_trial})" if s.best_value is not None else "-"
-                print(f"{s.name:<32} {s.model or '?':<16} {s.trials:>4} trials  best {best}")
+                trials = "?" if s.trials is None else s.trials  # its trials cannot be read
+                print(f"{s.name:<32} {s.model or '?':<16} {trials:>4} trials  best {best}")
             return 0
         study = storage.load_study(store, args.study)
+        search.fail_stale(study)  # a trial whose worker died reads failed here too, as on the page
         table = storage.guarded(store, results.trial_table, study)
     except (storage.TuningStoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table.to_string(index=False))
+    print(table.to_string(index=False) if len(table) else f"study '{args.study}' has no trial yet")
     return 0
 
 

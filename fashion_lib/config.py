@@ -175,10 +175,19 @@ def tuning_db_url() -> str:
 
 
 def redacted_url(url: str) -> str:
-    """A database URL without its password, for messages and display."""
+    """A database URL without its password, for messages and display: the one between the user and the
+    last '@' (an unencoded '@' in it left its end showing; an empty user hid nothing), and one given as
+    ``?password=`` in the query."""
     import re
 
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    head, mark, query = url.partition("?")
+    scheme, sep, rest = head.partition("://")
+    if sep and "@" in rest:
+        userinfo, host = rest.rsplit("@", 1)
+        if ":" in userinfo:
+            rest = userinfo.split(":", 1)[0] + ":***@" + host
+    query = re.sub(r"(?i)(^|&)((?:password|passwd|pwd)=)[^&]*", r"\1\2***", query)
+    return scheme + sep + rest + mark + query
 
 
 def dataclass_from_dict(cls, values: dict, what: str):

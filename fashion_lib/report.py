@@ -398,7 +398,7 @@ def _tuning_section(study_name: str | None) -> Section:
     from fashion_lib.tuning import results, storage
 
     try:
-        study = storage.load_study(storage.open_store(), study_name)
+        study = storage.load_study(storage.open_store(wait_s=storage.READ_WAIT_S), study_name)
     except storage.TuningStoreError as exc:
         section.blocks.append(Missing(str(exc)))
         return section

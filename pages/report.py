@@ -25,7 +25,7 @@ chosen = st.multiselect(
     key="rep_runs",
 )
 try:
-    studies = storage.study_names(storage.open_store())
+    studies = storage.study_names(storage.open_store(wait_s=storage.READ_WAIT_S))
 except storage.TuningStoreError as exc:
     studies = []
     st.caption(f"Tuning studies cannot be listed: {exc}")

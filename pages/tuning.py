@@ -21,7 +21,7 @@ st.markdown(
     "machines; each trial keeps its run folder with its learning curves."
 )
 try:
-    store = storage.open_store()
+    store = storage.open_store(wait_s=storage.READ_WAIT_S)
     summaries = storage.study_summaries(store)
 except storage.TuningStoreError as exc:
     st.error(str(exc))

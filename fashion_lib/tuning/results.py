@@ -53,6 +53,18 @@ def study_rows(summaries) -> list[dict[str, Any]]:
     ]
 
 
+TRIAL_COLUMNS = (
+    "trial",
+    "state",
+    "settings",
+    "validation accuracy",
+    "seconds",
+    "pruned after epoch",
+    "run",
+    "why",
+)
+
+
 def trial_table(study) -> pd.DataFrame:
     """One row per trial: number, state, validation accuracy, every parameter, duration, the epoch it was
     pruned after, and its run (folder id)."""
@@ -76,7 +88,9 @@ def trial_table(study) -> pd.DataFrame:
                 "why": (t.user_attrs.get(FAILED_ATTR) or NO_REASON) if t.state.name == "FAIL" else None,
             }
         )
-    table = pd.DataFrame(rows)
+    # a study with no trial yet (a search starting, or its process killed before the first) has the
+    # columns too: the page and the command line read "state" of it
+    table = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     if "why" in table and table["why"].isna().all():
         table = table.drop(columns="why")
     return table

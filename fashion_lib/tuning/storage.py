@@ -15,6 +15,7 @@ from typing import Any
 from fashion_lib import config
 
 SQLITE_WAIT_S = 60  # how long a worker waits for SQLite's write lock before giving up
+READ_WAIT_S = 5  # … and a page or a listing, which a person waits for
 HEARTBEAT_S = 10  # a running trial's worker writes a heartbeat this often …
 GRACE_FACTOR = 3  # … and a trial silent for this many beats has lost its worker: it is marked failed
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -28,11 +29,29 @@ storage_url = config.tuning_db_url
 redacted = config.redacted_url
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during."""
+    seen = [exc]
+    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen:
+        seen.append(nxt)
+    return seen
+
+
 def _explain(exc: Exception, url: str) -> TuningStoreError:
-    text = str(exc).lower()
+    text = " ".join(str(e) for e in _chain(exc)).lower()  # Optuna wraps SQLite's "database is locked"
     where = redacted(url)
     import optuna
 
+    if "database is locked" in text:  # before Optuna's own words, which blame the data
+        return TuningStoreError(
+            f"The tuning database {where} is locked by another program; try again in a moment."
+        )
+    if isinstance(exc, AssertionError | TypeError):
+        return TuningStoreError(  # Optuna's checks on rows written by hand or by another program
+            f"The tuning database {where} holds a damaged record ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'a trial value is missing'}). Move it away, or set "
+            "FASHION_TUNING_DB to another database."
+        )
     if isinstance(exc, optuna.exceptions.StorageInternalError):  # Optuna's words blame the data, not the file
         return TuningStoreError(
             f"The tuning database {where} failed while a search wrote to it: it may have been damaged or "
@@ -57,11 +76,17 @@ def _explain(exc: Exception, url: str) -> TuningStoreError:
         return TuningStoreError(
             f"Cannot reach the tuning database {where}: is the server running and the address right?"
         )
+    if "no module named 'psycopg'" in text:  # SQLAlchemy's postgresql:// means psycopg 3, not installed
+        return TuningStoreError(
+            f"The driver for {where} is not installed: write the URL as postgresql+psycopg2://… (psycopg2, "
+            "installed with the app), or pip install psycopg"
+        )
     if isinstance(exc, ImportError | ModuleNotFoundError) or "no module named" in text:
         return TuningStoreError(
             f"The driver for {where} is not installed ({exc}); for PostgreSQL: pip install psycopg2-binary"
         )
-    return TuningStoreError(f"The tuning database {where} cannot be used: {exc}")
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # not SQL and links after it
+    return TuningStoreError(f"The tuning database {where} cannot be used: {first}")
 
 
 @dataclass(frozen=True)
@@ -72,8 +97,9 @@ class Store:
     storage: Any  # optuna.storages.RDBStorage
 
 
-def open_store(url: str | None = None, heartbeat: int = HEARTBEAT_S) -> Store:
-    """Connect to the study database (creating the SQLite file and its tables when new)."""
+def open_store(url: str | None = None, heartbeat: int = HEARTBEAT_S, wait_s: float | None = None) -> Store:
+    """Connect to the study database (creating the SQLite file and its tables when new). ``wait_s``: how
+    long a call waits for SQLite's lock (a search's, at most ``SQLITE_WAIT_S``; a page's, ``READ_WAIT_S``)."""
     import optuna
     import sqlalchemy.exc
 
@@ -92,7 +118,9 @@ def open_store(url: str | None = None, heartbeat: int = HEARTBEAT_S) -> Store:
                 f"The tuning database {redacted(url)} is a folder, not a database file: move it away, or set "
                 "FASHION_TUNING_DB to another file."
             )
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_WAIT_S}}
+        engine_kwargs: dict[str, Any] = {
+            "connect_args": {"timeout": SQLITE_WAIT_S if wait_s is None else wait_s}
+        }
     else:
         engine_kwargs = {"pool_pre_ping": True}
     try:
@@ -121,6 +149,8 @@ def guarded(store: Store, action, *args, **kwargs):
         optuna.exceptions.StorageInternalError,
         OSError,
         json.JSONDecodeError,
+        AssertionError,  # Optuna's checks on a row written by hand: a trial value of NULL
+        TypeError,
     ) as exc:
         raise _explain(exc, store.url) from None
 
@@ -130,13 +160,21 @@ def load_study(store: Store, name: str, pruner=None, sampler=None):
     import optuna
 
     try:
-        return guarded(
+        study = guarded(
             store, optuna.load_study, study_name=name, storage=store.storage, pruner=pruner, sampler=sampler
         )
     except KeyError:
         names = study_names(store)
         known = f" Studies there: {', '.join(names)}." if names else " It holds no study yet."
         raise TuningStoreError(f"No study named '{name}' in {redacted(store.url)}.{known}") from None
+    except ValueError as exc:  # Optuna refuses to load a multi-objective study without its directions
+        raise TuningStoreError(f"Study '{name}' cannot be read as a study of this app ({exc}).") from None
+    if len(study.directions) != 1:  # another program's: every reader here wants one validation accuracy
+        raise TuningStoreError(
+            f"Study '{name}' has {len(study.directions)} objectives: it was not made by this app, whose "
+            "studies maximise one validation accuracy. Pick another study."
+        )
+    return study
 
 
 def study_names(store: Store) -> list[str]:
@@ -148,7 +186,7 @@ def study_names(store: Store) -> list[str]:
 @dataclass(frozen=True)
 class StudySummary:
     name: str
-    trials: int
+    trials: int | None  # None: its trials cannot be read (a damaged record)
     best_value: float | None
     best_trial: int | None
     model: str | None
@@ -160,7 +198,15 @@ def study_summaries(store: Store) -> list[StudySummary]:
     import optuna
 
     found = []
-    for s in guarded(store, optuna.get_all_study_summaries, store.storage, include_best_trial=True):
+    try:
+        summaries = guarded(store, optuna.get_all_study_summaries, store.storage, include_best_trial=True)
+    except TuningStoreError:  # one study's damaged trial must not hide every study: each on its own
+        return sorted(
+            (_summary_of(store, name) for name in study_names(store)),
+            key=lambda x: (x.started is not None, x.started),
+            reverse=True,
+        )
+    for s in summaries:
         best = s.best_trial
         found.append(
             StudySummary(
@@ -173,6 +219,25 @@ def study_summaries(store: Store) -> list[StudySummary]:
             )
         )
     return sorted(found, key=lambda x: (x.started is not None, x.started), reverse=True)  # unstarted last
+
+
+def _summary_of(store: Store, name: str) -> StudySummary:
+    """One study's summary, read on its own; its trials unknown (None) when they cannot be read."""
+    import optuna
+
+    study = guarded(store, optuna.load_study, study_name=name, storage=store.storage)
+    model = study.user_attrs.get("model")
+    try:
+        trials = guarded(store, study.get_trials, deepcopy=False)
+    except TuningStoreError:
+        return StudySummary(name, None, None, None, model, None)
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.values is not None and len(t.values) == 1]
+    pick = min if study.directions[0].name == "MINIMIZE" else max  # Optuna's best, by the direction
+    best = pick(done, key=lambda t: t.value) if done and len(study.directions) == 1 else None
+    started = min((t.datetime_start for t in trials if t.datetime_start), default=None)
+    return StudySummary(
+        name, len(trials), best.value if best else None, best.number if best else None, model, started
+    )
 
 
 def check_study_name(name: str) -> str:

@@ -125,6 +125,46 @@ def test_a_damaged_database_is_a_message_not_a_traceback(tmp_path, monkeypatch, 
     assert not at.exception and "is damaged" in at.error[0].value
 
 
+@pytest.mark.parametrize("kind", ["no trial yet", "another program's, with two objectives", "a NULL value"])
+def test_a_study_the_page_cannot_show_whole_is_a_message_not_a_traceback(
+    tmp_path, monkeypatch, dataset, kind
+):
+    """Each was a traceback: KeyError 'state' for a study whose search had not finished a trial (every new
+    search without the defaults trial, for its first seconds), RuntimeError for a multi-objective study,
+    AssertionError on loading the page for a trial value of NULL (every study unusable)."""
+    import sqlite3
+
+    import optuna
+
+    db = tmp_path / "s.db"
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FASHION_TUNING_DB", f"sqlite:///{db}")
+    store = storage.open_store()
+    stored_study(store)
+    if kind == "no trial yet":
+        optuna.create_study(study_name="odd", storage=store.storage, direction="maximize")
+    elif kind.startswith("another"):
+        odd = optuna.create_study(
+            study_name="odd", storage=store.storage, directions=["maximize", "minimize"]
+        )
+        odd.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))
+    else:
+        stored_study(store, "odd")
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE trial_values SET value = NULL WHERE trial_id = 6")
+    at = page_test("tuning.py")
+    at.session_state["tu_pick"] = "odd"
+    at.run()
+    assert not at.exception
+    if kind == "no trial yet":
+        assert next(m for m in at.metric if m.label == "Trials").value == "0"
+    else:
+        assert at.error and ("2 objectives" in at.error[0].value or "damaged record" in at.error[0].value)
+    at.session_state["tu_pick"] = "stored"  # the other studies still open
+    at.run()
+    assert not at.exception and next(m for m in at.metric if m.label == "Trials").value == "4"
+
+
 def test_a_tuning_folder_that_is_a_file_is_a_message_not_a_traceback(tmp_path, monkeypatch, dataset):
     monkeypatch.setenv("FASHION_HOME", str(tmp_path))
     monkeypatch.delenv("FASHION_TUNING_DB", raising=False)

@@ -477,6 +477,60 @@ def test_a_locked_database_gets_a_clear_message(tmp_path, monkeypatch):
         holder.close()
 
 
+def test_a_lock_held_while_a_search_writes_is_called_a_lock_not_damage(tmp_path):
+    """Optuna wraps SQLite's "database is locked" in its StorageInternalError, whose words blame the data:
+    the search ended telling the user to move a healthy database away."""
+    import sqlalchemy.exc
+
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+
+    def locked(*args, **kwargs):
+        try:
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("database is locked"))
+        except sqlalchemy.exc.OperationalError as exc:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
+
+    with pytest.raises(storage.TuningStoreError, match="is locked by another program; try again"):
+        storage.guarded(store, locked)
+
+
+@pytest.mark.parametrize(
+    ("url", "hidden"),
+    [
+        ("postgresql+psycopg2://u:p@ss@h/x", "ss@h"),  # an unencoded '@' showed the password's end
+        ("postgresql+psycopg2://:secret@h/x", "secret"),  # no user: nothing was hidden
+        ("postgresql+psycopg2://127.0.0.1:1/x?user=u&password=topsecret", "topsecret"),
+        ("postgresql+psycopg2://u:pw@h:5432/db", ":pw@"),
+    ],
+)
+def test_a_database_password_never_shows(url, hidden):
+    shown = config.redacted_url(url)
+    assert hidden not in shown and "***" in shown
+
+
+def test_a_study_without_trials_a_foreign_one_and_a_null_value_are_messages(tmp_path):
+    """A study with no trial yet printed an empty frame; a multi-objective study and a trial value of NULL
+    (written by another program) were tracebacks."""
+    db = tmp_path / "s.db"
+    store = storage.open_store(f"sqlite:///{db}")
+    optuna.create_study(study_name="empty", storage=store.storage, direction="maximize")
+    foreign = optuna.create_study(study_name="mo", storage=store.storage, directions=["maximize", "minimize"])
+    foreign.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))
+    stored_study(store)
+    env = {"FASHION_TUNING_DB": f"sqlite:///{db}"}
+    empty = studies("--study", "empty", env=env)
+    assert empty.returncode == 0 and "study 'empty' has no trial yet" in empty.stdout
+    mo = studies("--study", "mo", env=env)
+    assert mo.returncode == 2 and "has 2 objectives: it was not made by this app" in mo.stderr
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE trial_values SET value = NULL WHERE trial_id = 3")
+    listed = studies(env=env)  # every study is still listed
+    assert listed.returncode == 0 and {"empty", "mo", "stored"} <= set(listed.stdout.split())
+    shown = studies("--study", "stored", env=env)
+    assert shown.returncode == 2 and "holds a damaged record" in shown.stderr
+    assert "Traceback" not in empty.stderr + mo.stderr + listed.stderr + shown.stderr
+
+
 @pytest.fixture(scope="module")
 def postgres_url():
     """A real PostgreSQL server (Debian's package) on a free port with a temporary data directory."""
