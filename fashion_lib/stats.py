@@ -225,12 +225,25 @@ def _cache_path(name: str, **params) -> Path:
     return config.cache_dir() / "embeddings" / f"{name}-{key}.npz"
 
 
-def _load_or_compute(path: Path, compute) -> dict[str, np.ndarray]:
-    if path.is_file():
-        try:
-            return files.read_arrays(path)
-        except ValueError:
-            path.unlink(missing_ok=True)  # a damaged cache file is recomputed, never trusted
+def _load_valid(path: Path, valid) -> dict[str, np.ndarray] | None:
+    """The cache file's arrays when they hold what ``valid`` asks for; a damaged or foreign file (not an
+    archive, or one that loads with the wrong keys or shapes) is removed, never trusted."""
+    if not path.is_file():
+        return None
+    try:
+        stored = files.read_arrays(path)
+        if valid(stored):
+            return stored
+    except (ValueError, KeyError, TypeError, IndexError):
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _load_or_compute(path: Path, compute, valid) -> dict[str, np.ndarray]:
+    stored = _load_valid(path, valid)
+    if stored is not None:
+        return stored
     result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
@@ -248,7 +261,11 @@ def pca_embedding(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Embe
         coords = pca.fit_transform(images.reshape(len(images), -1).astype(np.float32) / 255.0)
         return {"coords": coords.astype(np.float32), "ratio": pca.explained_variance_ratio_}
 
-    stored = _load_or_compute(_cache_path("pca", n=len(images), seed=seed), compute)
+    def valid(stored) -> bool:
+        coords, ratio = stored["coords"], stored["ratio"]
+        return coords.shape == (len(images), 2) and ratio.shape == (2,) and bool(np.isfinite(ratio).all())
+
+    stored = _load_or_compute(_cache_path("pca", n=len(images), seed=seed), compute, valid)
     ratio = tuple(float(r) for r in stored["ratio"])
     return Embedding("PCA", stored["coords"], np.arange(len(images)), np.asarray(labels), ratio)
 
@@ -257,12 +274,27 @@ def tsne_cache_path(n: int, seed: int) -> Path:
     return _cache_path("tsne", n=n, seed=seed)
 
 
+def _tsne_valid(labels: np.ndarray, n: int, seed: int):
+    index = data.stratified_subset(labels, n, seed)
+
+    def valid(stored) -> bool:
+        return np.array_equal(stored["index"], index) and stored["coords"].shape == (len(index), 2)
+
+    return index, valid
+
+
+def tsne_cached(labels: np.ndarray, n: int, seed: int = 0) -> bool:
+    """Whether this machine has the t-SNE of ``n`` images on disk, sound (a damaged one is removed: the page
+    then offers to compute it again, in the background)."""
+    return _load_valid(tsne_cache_path(n, seed), _tsne_valid(labels, n, seed)[1]) is not None
+
+
 def tsne_embedding(images: np.ndarray, labels: np.ndarray, n: int = 5000, seed: int = 0) -> Embedding:
     """t-SNE of a stratified subset of ``n`` images (PCA to 50 dimensions first); cached on disk."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    index = data.stratified_subset(labels, n, seed)
+    index, valid = _tsne_valid(labels, n, seed)
 
     def compute():
         x = images[index].reshape(len(index), -1).astype(np.float32) / 255.0
@@ -276,7 +308,7 @@ def tsne_embedding(images: np.ndarray, labels: np.ndarray, n: int = 5000, seed: 
         result["seconds"] = np.array(time.perf_counter() - started)
         return result
 
-    stored = _load_or_compute(tsne_cache_path(n, seed), timed)
+    stored = _load_or_compute(tsne_cache_path(n, seed), timed, valid)
     return Embedding("t-SNE", stored["coords"], stored["index"], np.asarray(labels)[stored["index"]])
 
 

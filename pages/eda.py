@@ -123,18 +123,15 @@ def tsne_progress(n: int) -> None:
     job = widgets.background(f"tsne-{n}")
     if job is None:
         return
+    if job.done:
+        st.rerun()  # drawn, or its error and a button to try again, by the whole page
     expected, basis = stats.tsne_expected_seconds(n)
     elapsed = time.time() - job.started
-    if job.error:
-        st.error(f"t-SNE failed: {job.error}")
-    elif not job.done:
-        st.progress(
-            min(0.99, elapsed / expected),
-            text=f"Computing t-SNE of {n:,} images: {elapsed:.0f} s so far, about {expected:.0f} s expected "
-            f"({basis}). The rest of the page stays usable.",
-        )
-    else:
-        st.rerun()  # done: draw the embedding
+    st.progress(
+        min(0.99, elapsed / expected),
+        text=f"Computing t-SNE of {n:,} images: {elapsed:.0f} s so far, about {expected:.0f} s expected "
+        f"({basis}). The rest of the page stays usable.",
+    )
 
 
 @st.fragment
@@ -157,12 +154,15 @@ def embedding_tab() -> None:
         title = f"PCA of all 60,000 training images{shown}"
     else:
         n = st.selectbox("t-SNE sample (stratified)", TSNE_SIZES, key="tsne_n")
-        if stats.tsne_cache_path(n, 0).is_file():
+        job = widgets.background(f"tsne-{n}")
+        if stats.tsne_cached(ds.y_train, n):
             embedding = widgets.tsne_embedding(n)
             title = f"t-SNE of a stratified sample of {n:,} training images"
-        elif widgets.background(f"tsne-{n}") is not None:
+        elif job is not None and not job.done:
             st.fragment(tsne_progress, run_every=1.0)(n)
-        else:
+        else:  # never computed, failed, or its file since removed: offered (again)
+            if job is not None and job.error:
+                st.error(f"The last t-SNE failed: {job.error}. Try again once the cause is mended.")
             expected, basis = stats.tsne_expected_seconds(n)
             st.info(f"t-SNE has not been computed on this machine yet (about {expected:.0f} s: {basis}).")
             if st.button(f"Compute t-SNE of {n:,} images", key="tsne_go"):

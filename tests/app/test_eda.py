@@ -109,3 +109,30 @@ def test_embedding_switches_to_tsne_without_computing_until_asked(eda_page, monk
     assert not at.exception
     assert any("t-SNE has not been computed" in i.value for i in at.info)
     assert at.button(key="tsne_go").label == "Compute t-SNE of 5,000 images"
+
+
+def test_a_failed_or_vanished_t_sne_is_offered_again_never_a_loop(eda_page, monkeypatch, tmp_path):
+    """A failed job kept its error in every session with no way to try again, and a finished one whose file
+    was then removed reran the page for ever (drawing the PCA under "t-SNE")."""
+    import time
+
+    from app import widgets
+
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    jobs = widgets._background_jobs()
+    try:
+        for job, words in (
+            (
+                widgets.Background(time.time(), done=True, error="No space left on device"),
+                "last t-SNE failed",
+            ),
+            (widgets.Background(time.time(), done=True), None),  # done, but its file has gone since
+        ):
+            jobs["tsne-5000"] = job
+            at = open_tab(eda_page, "Embedding")
+            at.radio(key="embedding_method").set_value("t-SNE").run()
+            assert not at.exception and at.button(key="tsne_go").label == "Compute t-SNE of 5,000 images"
+            assert not at.get("plotly_chart") and not at.get("progress")
+            assert [e.value for e in at.error if words and words in e.value] or words is None
+    finally:
+        jobs.pop("tsne-5000", None)

@@ -155,3 +155,23 @@ def test_the_normalization_histograms_compare_shares_not_counts(dataset):
     fig = figures.value_histograms(raw, after, "model input")
     assert [round(float(sum(bar.y)), 6) for bar in fig.data] == [1.0, 1.0]
     assert fig.layout.yaxis.title.text == "share of the values (log)"
+
+
+def test_an_embedding_cache_that_loads_but_holds_the_wrong_arrays_is_recomputed(small, tmp_path, monkeypatch):
+    """Files with the wrong keys or shapes went straight to the page: KeyError 'ratio', IndexError."""
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    x, y = small
+    first = stats.pca_embedding(x, y)
+    (pca_file,) = (tmp_path / "cache" / "embeddings").glob("pca-*.npz")
+    for damage in ({"coords": first.coords}, {"coords": first.coords[:5], "ratio": np.ones(2)}):
+        np.savez(pca_file, **damage)
+        again = stats.pca_embedding(x, y)
+        assert np.allclose(again.coords, first.coords, atol=1e-4) and len(again.explained_variance) == 2
+    stats.tsne_embedding(x, y, n=300, seed=0)
+    assert stats.tsne_cached(y, 300)
+    for damage in (
+        {"coords": np.zeros((300, 2))},
+        {"coords": np.zeros((300, 2)), "index": np.full(300, 10**9)},
+    ):
+        np.savez(stats.tsne_cache_path(300, 0), **damage)
+        assert not stats.tsne_cached(y, 300) and not stats.tsne_cache_path(300, 0).exists()  # offered again
