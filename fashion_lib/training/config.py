@@ -86,6 +86,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", augment.AugmentConfig.from_dict(self.augment))
+        elif not isinstance(self.augment, augment.AugmentConfig):  # "foo" or null from a file or a --fix
+            raise ValueError(
+                f"invalid training config: augment must be a JSON object of augmentation settings, got "
+                f"{self.augment!r:.40}"
+            )
         if isinstance(self.conv_filters, list | str):
             object.__setattr__(self, "conv_filters", parse_filters(self.conv_filters))
         if isinstance(self.teachers, list | str):

@@ -4,6 +4,7 @@ the page produce this one object; each trial turns it into a ``TrainConfig``."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ SEARCH_OWNED = frozenset(
 )
 
 
+# training settings a search parameter makes (``space.to_config``): fixing the setting itself did nothing
+SET_BY_SEARCH = {"conv_filters": ("filters1", "filters2", "filters3"), "augment": ("augment_strength",)}
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     study: str
@@ -63,7 +68,7 @@ class TuneConfig:
             problems.append(f"model must be one of {', '.join(models.MODEL_NAMES)}")
         if self.trials < 1:
             problems.append("trials must be at least 1")
-        if self.timeout < 0:
+        if not (math.isfinite(self.timeout) and self.timeout >= 0):  # NaN was stored, and meant no limit
             problems.append("timeout must be 0 (none) or a number of seconds")
         if not (self.subset == 0 or 200 <= self.subset <= 60000):
             problems.append(f"subset must be 0 (all) or 200–60000 images, got {self.subset}")
@@ -73,6 +78,18 @@ class TuneConfig:
             problems.append(f"pruner must be one of {', '.join(PRUNERS)}")
         if not 1 <= self.workers <= MAX_WORKERS:
             problems.append(f"workers must be 1–{MAX_WORKERS}")
+        declared = spaces.default_space(self.model) if self.model in models.MODEL_NAMES else ()
+        searched = {p.name for p in declared}
+        for (
+            setting,
+            params,
+        ) in SET_BY_SEARCH.items():  # trials took the searched value, the study kept the fix
+            if setting in self.fixed and searched & set(params):
+                problems.append(
+                    f"{setting} cannot be fixed: the search sets it through {', '.join(params)}; fix "
+                    + ("that" if len(params) == 1 else "those")
+                    + " instead"
+                )
         owned = sorted(set(self.fixed) & SEARCH_OWNED)
         if owned:
             problems.append(

@@ -117,7 +117,8 @@ def narrow(
 ) -> tuple[Param, ...]:
     """The space with some parameters fixed (``{"dropout": 0.2}``) and some ranges or choices changed
     (``{"learning_rate": [1e-3, 5e-3]}``, ``{"batch_size": [64, 128]}``). Names not in the space raise
-    ValueError; so do ranges outside the declared ones (narrowing never widens the search)."""
+    ValueError; so do ranges and fixed values outside the declared ones (narrowing never widens the
+    search)."""
     by_name = {p.name: p for p in space}
     for name in [*(fixed or {}), *(ranges or {})]:
         if name not in by_name:
@@ -128,8 +129,12 @@ def narrow(
             value = fixed[param.name]
             if param.kind == CATEGORICAL:
                 value = _choice(param, value)
+                if value not in param.choices:  # batch 7 trained trial 0 as "the default settings"
+                    raise ValueError(f"{param.name}: fix it at one of {', '.join(map(str, param.choices))}")
             elif param.kind in (FLOAT, INT):
                 value = _number(param, value)
+                if not param.low <= value <= param.high:
+                    raise ValueError(f"{param.name}: fix it within {param.low:g} … {param.high:g}")
             out.append(replace(param, kind=FIXED, value=value))
         elif ranges and param.name in ranges:
             out.append(_narrowed(param, ranges[param.name]))
