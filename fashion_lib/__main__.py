@@ -422,10 +422,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fashion_lib.tuning.storage import TuningStoreError
 
     try:
-        names = [n.strip() for n in (args.runs or "").split(",") if n.strip()]
+        if not args.out.strip():  # Path("") is the current folder: it wrote into the checkout
+            raise ValueError("--out needs a folder to write the report into")
+        names = list(dict.fromkeys(n.strip() for n in (args.runs or "").split(",") if n.strip()))  # once each
         infos = report.resolve_runs(names) if names else report.default_runs()
+        if args.study:  # an unknown study was a "not run" box and exit status 0; an unknown run was refused
+            from fashion_lib.tuning import storage
+
+            storage.load_study(storage.open_store(wait_s=storage.READ_WAIT_S), args.study)
         built = report.build(infos, args.study)
-        paths = report.write(built, args.out)
+        paths = report.write(built, Path(args.out))
     except (ValueError, FileNotFoundError, data.FashionDataError, TuningStoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -554,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", help="run ids or shipped names, comma-separated (default: shipped + best of each)"
     )
     p.add_argument("--study", help="a tuning study to include")
-    p.add_argument("--out", type=Path, default=Path("report"), help="folder for report.html and the zip")
+    p.add_argument("--out", default="report", help="folder for report.html and the zip")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("studies", help="list the studies in the tuning database, or one study's trials")

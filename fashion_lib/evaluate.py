@@ -77,8 +77,13 @@ class CurveDiagnosis:
 
 
 def diagnose_curves(rows: list[dict]) -> CurveDiagnosis:
-    """Judge a run's per-epoch metrics (``metrics.jsonl`` rows, in order) from their numbers."""
-    rows = [r for r in rows if r.get("val_loss") is not None and r.get("accuracy") is not None]
+    """Judge a run's per-epoch metrics (``metrics.jsonl`` rows, in order) from their numbers. An epoch a
+    stop cut short (``partial``) is left out: a tenth of an epoch's loss said "still falling"."""
+    rows = [
+        r
+        for r in rows
+        if r.get("val_loss") is not None and r.get("accuracy") is not None and not r.get("partial")
+    ]
     if not rows:
         return CurveDiagnosis("not enough epochs", 0, 0, 0.0, 0.0, False)
     val_loss = np.array([r["val_loss"] for r in rows])

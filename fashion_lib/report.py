@@ -24,7 +24,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashion_lib import config, data, evaluate, export, figures, models, runs, stats, wording
+from fashion_lib import (
+    config,
+    data,
+    evaluate,
+    export,
+    figures,
+    files,
+    lifecycle,
+    models,
+    runs,
+    stats,
+    wording,
+)
 
 SHIRT, PULLOVER = config.CLASS_NAMES.index("Shirt"), config.CLASS_NAMES.index("Pullover")
 # What the original, hand-written design report claimed (typed, not measured).
@@ -264,7 +276,12 @@ def _curves_section(infos) -> Section:
             section.blocks.append(Missing(f"{info.label}: no per-epoch metrics were saved."))
             continue
         section.blocks.append(Chart(figures.learning_curves(rows, info.label), f"curves_{info.run_id}"))
-        section.blocks.append(Text(f"**{info.label}** — {evaluate.diagnose_curves(rows).explanation()}"))
+        if runs.is_collapsed(info):  # "train longer" was the advice for a model that predicts one class
+            judged = "no diagnosis: the model has collapsed (see its error analysis)"
+        else:
+            judged = evaluate.diagnose_curves(rows).explanation()
+        stopped = " It was stopped before its last epoch." if info.state == lifecycle.STOPPED else ""
+        section.blocks.append(Text(f"**{info.label}** — {judged}{stopped}"))
     return section
 
 
@@ -301,6 +318,10 @@ def _errors_section(infos, predictions) -> Section:
                 + evaluate.temperature_sentence(info.summary),
             )
         )
+        collapse = evaluate.collapse_report(p.labels, p.probabilities)
+        if collapse.collapsed:  # its wrong answers say nothing about the labels (the page says the same)
+            section.blocks.append(Text(f"**{collapse.sentence()}** Label errors are not judged for it."))
+            continue
         issues = evaluate.label_issues(p)
         flagged = issues[issues["flagged"]]
         section.blocks.append(
@@ -674,10 +695,13 @@ def markdown_zip(report: Report, html_text: str | None = None) -> bytes:
 
 
 def write(report: Report, out: Path) -> dict[str, Path]:
-    """``report.html`` and ``report-markdown.zip`` in ``out``."""
+    """``report.html`` and ``report-markdown.zip`` in ``out``, both made before either is written, each
+    written whole (a failure or a kill leaves the earlier report, never half a file or a mixed pair)."""
     out.mkdir(parents=True, exist_ok=True)
     html_text = to_html(report)
+    archive = markdown_zip(report, html_text)
     paths = {"html": out / "report.html", "markdown": out / "report-markdown.zip"}
-    paths["html"].write_text(html_text)
-    paths["markdown"].write_bytes(markdown_zip(report, html_text))
+    files.write_text(paths["html"], html_text)
+    with files.atomic(paths["markdown"], suffix=".zip") as tmp:
+        tmp.write_bytes(archive)
     return paths

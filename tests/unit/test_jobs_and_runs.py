@@ -422,3 +422,10 @@ def test_memory_estimate_grows_with_batch_and_pixels():
     assert estimate(112, 4 * b2) == pytest.approx(m2)  # a quarter of the pixels, four times the batch
     assert estimate(224, 2 * b2) > m2
     assert estimates.machine_memory_gb() > 1
+
+
+def test_an_epoch_cut_short_by_a_stop_is_left_out_of_the_diagnosis():
+    stopped = rows([0.90, 0.95, 0.97], [0.90, 0.92, 0.93], [0.30, 0.25, 0.20])
+    stopped[-1]["partial"] = True  # a tenth of an epoch: its loss said "still falling", "train longer"
+    d = evaluate.diagnose_curves(stopped)
+    assert d.epochs == 2 and d.best_epoch == 2 and "of 2" in d.explanation()

@@ -132,3 +132,35 @@ def test_the_reproduce_command_trains_the_same_config():
     args = parser.parse_args(command.removeprefix("python -m fashion_lib ").replace("'", "").split())
     assert isinstance(args, argparse.Namespace) and cli_module.config_from_args(args) == cfg
     assert TrainConfig().command() == "python -m fashion_lib train --model baseline"
+
+
+def test_the_report_command_refuses_what_it_cannot_write_and_writes_whole_files(
+    two_runs, tmp_path, monkeypatch, capsys
+):
+    """--out "" wrote into the current folder (the checkout), an unknown study gave a "not run" box and exit
+    status 0, a run named twice was reported twice."""
+    monkeypatch.setenv("FASHION_TUNING_DB", f"sqlite:///{tmp_path / 'studies.db'}")
+    name = two_runs[0].run_id
+    assert cli_module.main(["report", "--runs", name, "--out", ""]) == 2
+    assert "--out needs a folder" in capsys.readouterr().err
+    assert cli_module.main(["report", "--runs", name, "--study", "nope", "--out", str(tmp_path / "r")]) == 2
+    assert "No study named 'nope'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert cli_module.main(["report", "--runs", f"{name},{name}", "--out", str(tmp_path / "r")]) == 0
+    assert f"report on {name} built" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report-markdown.zip", "report.html"]
+
+
+def test_a_collapsed_model_is_named_not_told_to_train_longer(two_runs, dataset, tmp_path, monkeypatch):
+    """The report advised "train longer" for a model that predicts one class, and flagged 8,975 labels."""
+    import shutil
+
+    from fashion_lib import config
+
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    folder = shutil.copytree(two_runs[0].folder, config.runs_dir() / two_runs[0].folder.name)
+    saved = dict(np.load(folder / runs.PREDICTIONS_FILE))
+    saved["probabilities"] = np.tile(np.eye(10, dtype=np.float32)[7], (len(saved["labels"]), 1))
+    np.savez(folder / runs.PREDICTIONS_FILE, **saved)
+    body = texts(report.build([runs.read_run(folder)], None, dataset))
+    assert "no diagnosis: the model has collapsed" in body and "train longer" not in body
+    assert "Label errors are not judged for it" in body and "Confident learning" not in body
