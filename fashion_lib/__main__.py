@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -146,11 +148,12 @@ def _stop_while_queued() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _as_job(args: argparse.Namespace, kind: str, prepare, work):
+def _as_job(args: argparse.Namespace, kind: str, prepare, work, new: bool = False):
     """What every job command shares: the run (or tuning job) folder from ``prepare(me)``, the machine's
     lock — handed over by a launcher, or waited for — then ``work(folder, me)``. A stop while it waits for
-    the machine ends the folder 'stopped'. Returns (folder, what ``work`` returned, or None when it was
-    stopped before it began)."""
+    the machine ends the folder 'stopped'; a folder made ``new`` by this command and refused the machine
+    (``--no-wait``) is removed: it never ran, and was listed as a stopped run to resume. Returns (folder,
+    what ``work`` returned, or None when it was stopped before it began)."""
     from fashion_lib import jobs, lifecycle, processes
 
     me = processes.current()
@@ -165,7 +168,9 @@ def _as_job(args: argparse.Namespace, kind: str, prepare, work):
             signal.signal(signal.SIGTERM, lambda signum, frame: lifecycle.request_stop(folder))
             return folder, work(folder, me)
     except (_StoppedWhileQueued, jobs.JobBusyError) as exc:
-        if folder is not None:
+        if folder is not None and new and isinstance(exc, jobs.JobBusyError):
+            shutil.rmtree(folder, ignore_errors=True)
+        elif folder is not None:
             lifecycle.transition(folder, lifecycle.STOPPED, by=me, finished=time.time())
             (folder / lifecycle.STOP_FILE).unlink(missing_ok=True)
         if isinstance(exc, jobs.JobBusyError):
@@ -205,7 +210,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         folder, result = _as_job(
-            args, "train", lambda me: _prepare_run(args, me), lambda f, me: engine.train(run_dir=f)
+            args,
+            "train",
+            lambda me: _prepare_run(args, me),
+            lambda f, me: engine.train(run_dir=f),
+            new=not (args.run_dir or args.resume),
         )
     except (
         ValueError,
@@ -378,7 +387,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return search.run_job(job, me, lambda line: print(line, flush=True), args.heartbeat)
 
     try:
-        job, state = _as_job(args, "tune", prepare, work)
+        job, state = _as_job(args, "tune", prepare, work, new=not args.run_dir)
     except (ValueError, TuningStoreError, lifecycle.RunStateError, jobs.JobBusyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -574,5 +583,17 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def _run() -> int:
+    """``main`` for the shell: output piped into a reader that stops early (``runs | head``) ends quietly,
+    as other command-line tools do, instead of with a BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())

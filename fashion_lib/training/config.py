@@ -123,6 +123,8 @@ class TrainConfig:
             problems.append(f"validation fraction must be 0.01–0.5, got {self.val_fraction}")
         if self.epochs < 1 or (self.fine_tune and self.fine_tune_epochs < 1):
             problems.append("epochs must be at least 1")
+        if not 0 <= self.seed < 2**32:  # NumPy's limit: a run folder was made, then failed on it
+            problems.append(f"seed must be 0–{2**32 - 1}, got {self.seed}")
         if not 1 <= self.batch_size <= 4096:
             problems.append(f"batch size must be 1–4096, got {self.batch_size}")
         if not (0 < self.learning_rate <= 1 and 0 < self.fine_tune_learning_rate <= 1):

@@ -76,6 +76,8 @@ class TuneConfig:
             problems.append("epochs must be at least 1")
         if self.pruner not in PRUNERS:
             problems.append(f"pruner must be one of {', '.join(PRUNERS)}")
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"seed must be 0–{2**32 - 1}, got {self.seed}")
         if not 1 <= self.workers <= MAX_WORKERS:
             problems.append(f"workers must be 1–{MAX_WORKERS}")
         declared = spaces.default_space(self.model) if self.model in models.MODEL_NAMES else ()

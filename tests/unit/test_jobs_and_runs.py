@@ -429,3 +429,28 @@ def test_an_epoch_cut_short_by_a_stop_is_left_out_of_the_diagnosis():
     stopped[-1]["partial"] = True  # a tenth of an epoch: its loss said "still falling", "train longer"
     d = evaluate.diagnose_curves(stopped)
     assert d.epochs == 2 and d.best_epoch == 2 and "of 2" in d.explanation()
+
+
+def test_a_listing_read_by_a_reader_that_stops_early_ends_quietly():
+    """``runs | head`` ended in a BrokenPipeError traceback."""
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "fashion_lib", "runs"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=config.REPO_ROOT,
+    )
+    listing.stdout.close()  # the reader has gone before the listing writes its first line
+    _, err = listing.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_a_run_refused_the_machine_leaves_no_folder_and_a_bad_seed_makes_none(tmp_path, monkeypatch):
+    """--no-wait while another job ran left a 'stopped' run that never trained, offered for resuming; a
+    negative seed made a run folder that then failed on it."""
+    from fashion_lib.__main__ import main
+
+    monkeypatch.setenv("FASHION_HOME", str(tmp_path))
+    with jobs.machine_lock(tmp_path / "holder", kind="train", wait=False):  # another job holds the machine
+        assert main(["train", "--subset", "200", "--epochs", "1", "--no-wait"]) == 2
+    assert main(["train", "--subset", "200", "--epochs", "1", "--seed", "-5"]) == 2
+    assert not config.runs_dir().exists() or list(config.runs_dir().iterdir()) == []
