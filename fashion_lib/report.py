@@ -497,10 +497,14 @@ def _limitations(infos, study) -> Section:
 
 
 def _command_of(info: runs.RunInfo) -> str:
-    """The command the run was made with (saved by the command line), else the one its settings give."""
+    """The command the run was made with (saved by the command line, or a shipped model's card: the same
+    words as its README), else the one its settings give."""
     command_file = info.folder / export.COMMAND_FILE
     if command_file.is_file():
         return command_file.read_text().strip()
+    card = runs.read_json(info.folder / runs.CARD_FILE) if info.shipped else None
+    if isinstance(card, dict) and isinstance(card.get("command"), str) and card["command"].strip():
+        return card["command"].strip()
     from fashion_lib.training.config import TrainConfig
 
     try:

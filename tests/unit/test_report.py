@@ -164,3 +164,10 @@ def test_a_collapsed_model_is_named_not_told_to_train_longer(two_runs, dataset, 
     body = texts(report.build([runs.read_run(folder)], None, dataset))
     assert "no diagnosis: the model has collapsed" in body and "train longer" not in body
     assert "Label errors are not judged for it" in body and "Confident learning" not in body
+
+
+def test_a_shipped_models_reproduce_command_is_its_cards(dataset):
+    """The report recomputed it from the settings: the same run, other words than the model card's."""
+    shipped = [info for info in runs.shipped_models() if info.run_id == "baseline"]
+    card = runs.read_json(shipped[0].folder / runs.CARD_FILE)
+    assert card["command"] in texts(report.build(shipped, None, dataset))
