@@ -200,11 +200,13 @@ class TuneConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TuneConfig:
         """Stored settings (a study's, a queued job's): their ranges are fitted into today's declared
-        space (``spaces.fit_stored_ranges``); settings given now (``TuneConfig(...)``) are checked as
+        space (``spaces.fit_stored_ranges``), and what earlier versions stored that is refused now is read
+        as the trials ran (``_as_trials_ran``); settings given now (``TuneConfig(...)``) are checked as
         given."""
         ranges, model = values.get("ranges"), values.get("model", models.BASELINE)
         if isinstance(ranges, dict) and model in models.MODEL_NAMES:
             values = {**values, "ranges": spaces.fit_stored_ranges(spaces.default_space(model), ranges)}
+        values = _as_trials_ran(values, model)
         fixed = values.get("fixed")
         if isinstance(fixed, dict) and set(fixed) & SEARCH_OWNED:
             # stored before such fixes were refused: the search's own settings as the trials trained with
@@ -222,6 +224,36 @@ class TuneConfig:
         if not isinstance(values, dict):
             raise ValueError(f"{path} is not a JSON object")
         return cls.from_dict(values)
+
+
+def _as_trials_ran(values: dict[str, Any], model: str) -> dict[str, Any]:
+    """Stored settings that earlier versions accepted and these refuse, read as the trials ran: a fix of a
+    setting the search makes (``SET_BY_SEARCH``) or a fixed value outside today's space never reached a
+    trial the way it reads, so it is dropped; a NaN or infinite timeout meant no limit; a whole number
+    stored as a float is that number."""
+    values = dict(values)
+    timeout = values.get("timeout")
+    if isinstance(timeout, float) and not math.isfinite(timeout):
+        values["timeout"] = 0.0
+    for name in ("trials", "subset", "epochs", "workers", "seed"):
+        if isinstance(values.get(name), float) and values[name].is_integer():
+            values[name] = int(values[name])
+    fixed = values.get("fixed")
+    if isinstance(fixed, dict) and model in models.MODEL_NAMES:
+        declared = {p.name: p for p in spaces.default_space(model)}
+        made = {setting for setting, params in SET_BY_SEARCH.items() if set(params) & set(declared)}
+        kept = {}
+        for name, value in fixed.items():
+            if name in made:
+                continue
+            if name in declared:
+                try:
+                    spaces.narrow((declared[name],), {name: value})
+                except ValueError:
+                    continue
+            kept[name] = value
+        values["fixed"] = kept
+    return values
 
 
 def _sample(param: spaces.Param) -> Any:

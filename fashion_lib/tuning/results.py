@@ -133,12 +133,29 @@ def best_trial(study):
 
 
 def settings_of(study) -> TuneConfig | None:
-    """The settings of the study's last search (None for a study made elsewhere)."""
+    """The settings of the study's last search (None for a study made elsewhere, or whose settings cannot
+    be read: ``settings_problem`` tells them apart)."""
     values = study.user_attrs.get("settings")
     try:
         return TuneConfig.from_dict(values) if isinstance(values, dict) else None
     except (ValueError, TypeError):
         return None
+
+
+def settings_problem(study) -> str | None:
+    """Why the study's stored settings cannot be read (None when they can, or when there are none: a study
+    made elsewhere). A search must not add trials to such a study: its budget could not be compared."""
+    values = study.user_attrs.get("settings")
+    if values is None:
+        return None
+    try:
+        TuneConfig.from_dict(values if isinstance(values, dict) else {})
+    except (ValueError, TypeError) as exc:
+        return (
+            f"study '{study.study_name}' keeps settings this version cannot read ({exc}): its trials could "
+            "not be compared with new ones; search into another study name"
+        )
+    return None if isinstance(values, dict) else f"study '{study.study_name}' keeps damaged settings"
 
 
 def space_of(study) -> tuple[spaces.Param, ...]:

@@ -82,6 +82,8 @@ def open_study(tc: TuneConfig, store: Store, create: bool, worker: int = 0):
     known = study.user_attrs.get("model")
     if known is not None and known != tc.model:
         raise ValueError(f"study '{tc.study}' searches {known}, not {tc.model}: pick another study name")
+    if problem := results.settings_problem(study):
+        raise ValueError(problem)
     earlier = results.settings_of(study)
     if earlier is not None and (change := tc.budget_change(earlier)):
         raise ValueError(change)
@@ -162,11 +164,12 @@ def continuing(store: Store, tc: TuneConfig) -> tuple[TuneConfig | None, str | N
     try:
         study = load_study(store, tc.study)
         earlier = guarded(store, results.settings_of, study)
+        problem = results.settings_problem(study)
         choices = guarded(store, choices_change, study, tc.space())
     except (TuningStoreError, ValueError) as exc:
         return None, str(exc)
-    if choices:
-        return None, choices
+    if problem or choices:
+        return None, problem or choices
     if earlier is None:
         return tc, None
     # and its fixed training settings (the page has no field for them): only its search space is the page's

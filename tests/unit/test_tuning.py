@@ -885,3 +885,36 @@ def test_the_median_pruner_waits_a_third_of_the_epochs_before_it_stops_a_slow_st
     assert search.pruning_warmup(3) == 2 and search.pruning_warmup(10) == 4
     # a transfer model's trial reports both stages: 5 head + 2 fine-tuning epochs
     assert TuneConfig(study="s", model="mobilenet_v2", epochs=5).base_config().planned_epochs == 7
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"fixed": {"conv_filters": [16, 32, 64]}},  # accepted before, set by filters1–3 in every trial
+        {"fixed": {"augment": {"rotation": 0.05}}},
+        {"fixed": {"batch_size": 7}},  # outside today's choices
+        {"timeout": float("nan")},  # meant no limit
+        {"subset": 2000.0},
+    ],
+)
+def test_an_earlier_studys_settings_still_read_as_its_trials_ran(tmp_path, stored):
+    """Settings these rules refuse made a study of one's own read as "made elsewhere": its winner could not
+    be retrained, and a new search skipped the budget check (another split and seed added silently)."""
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="old", storage=store.storage, direction="maximize")
+    base = TuneConfig(study="old", subset=2000, epochs=3, val_fraction=0.3, seed=7).to_dict()
+    settings = {**base, **stored}
+    study.set_user_attr("settings", settings)
+    read = results.settings_of(study)
+    assert read is not None and (read.val_fraction, read.seed, read.subset) == (0.3, 7, 2000)
+    assert "conv_filters" not in read.fixed and "augment" not in read.fixed and "batch_size" not in read.fixed
+    again, why = search.continuing(store, TuneConfig(study="old", subset=2000, epochs=3))
+    assert why is None and (again.val_fraction, again.seed) == (0.3, 7)  # the study's own split, as before
+
+
+def test_a_study_whose_settings_cannot_be_read_takes_no_new_trials(tmp_path):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="odd", storage=store.storage, direction="maximize")
+    study.set_user_attr("settings", {**TuneConfig(study="odd").to_dict(), "pruner": "coin"})
+    again, why = search.continuing(store, TuneConfig(study="odd"))
+    assert again is None and "keeps settings this version cannot read" in why
