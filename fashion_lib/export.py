@@ -374,15 +374,7 @@ def export_model(
     formats = parse_formats(formats)
     if version < 1:
         raise ExportError(f"the SavedModel version must be a positive integer, got {version}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with files.locked(target.parent):  # a second export into the same place waits: checks and moves in turn
-        return _export(folder, target, formats, images, version)
-
-
-def _export(
-    folder: Path, target: Path, formats: tuple[str, ...], images: np.ndarray | None, version: int
-) -> ExportResult:
-    _check_target(target, version if SAVEDMODEL in formats else None)
+    _check_target(target, version if SAVEDMODEL in formats else None)  # at once: before minutes of work
     card = read_card(folder)
     source = _load(folder)
     if images is None:
@@ -421,7 +413,10 @@ def _export(
         }
         runs.write_json(staging / runs.CARD_FILE, card)
         (staging / CARD_MARKDOWN).write_text(export_markdown(card))
-        _move_in(staging, target)
+        # two exports into one folder take turns here, each checking the target as it is now
+        with files.locked(files.lock_beside(target), remove=True):
+            _check_target(target, version if SAVEDMODEL in formats else None)
+            _move_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     moved = tuple(replace(c, path=target / c.path.relative_to(staging)) for c in checks)

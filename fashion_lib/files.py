@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,30 +60,84 @@ def staging_beside(target: Path) -> Path:
     return staging
 
 
+_held = threading.local()  # the lock files this thread holds: taking one again would wait for ever
+
+
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` for the block, waiting for whoever holds it: a lock file (made if
-    missing) or a folder, which leaves nothing behind. Released when the process ends, killed or not."""
+def locked(path: Path, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the lock file ``path`` (made if missing; opened for writing, as NFS needs)
+    for the block, waiting for whoever holds it. Released when the process ends, killed or not. Taking a
+    lock this thread already holds raises instead of waiting for ever.
+
+    ``remove``: the file is removed before the lock is released, so nothing is left beside a user's
+    folder; whoever waited on the removed file sees it is no longer the lock file and takes the new one."""
+    key = os.path.abspath(path)
+    held = _held.__dict__.setdefault("paths", set())
+    if key in held:
+        raise RuntimeError(f"{path} is already locked by this thread")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+            break
+        os.close(fd)  # removed by the holder we waited for: take the lock file as it is now
+    held.add(key)
+    try:
         yield
     finally:
+        held.discard(key)
+        if remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         os.close(fd)
 
 
+def lock_beside(target: Path) -> Path:
+    """The lock file of ``target`` (a folder that is swapped or exported into): hidden, beside it, and
+    removed after each use (``locked(..., remove=True)``)."""
+    return target.parent / f".{target.name}.lock"
+
+
+def _aside(target: Path) -> list[Path]:
+    """The folders :func:`new_folder` moved aside for ``target`` and did not remove, newest first."""
+
+    def mtime(path: Path) -> float:
+        try:
+            return path.lstat().st_mtime
+        except OSError:  # removed meanwhile
+            return 0.0
+
+    names = glob.glob(f".{glob.escape(target.name)}.old-*", root_dir=target.parent)
+    return sorted((target.parent / name for name in names), key=mtime, reverse=True)
+
+
 def restore_interrupted(target: Path) -> bool:
-    """Put back the folder :func:`new_folder` had moved aside when its process was killed between its two
-    renames (``target`` gone, ``.NAME.old-*`` beside it): True when one was put back."""
+    """Tidy up after a :func:`new_folder` killed halfway; call it holding ``lock_beside(target)``. Killed
+    between its two renames (``target`` gone, ``.NAME.old-*`` beside it), the earlier folder is put back
+    (True); killed after them, the earlier folder left aside is removed."""
+    aside = _aside(target)
     if target.exists() or target.is_symlink():
+        for path in aside:
+            _remove(path)
         return False
-    aside = glob.glob(f".{glob.escape(target.name)}.old-*", root_dir=target.parent)
-    for name in sorted(aside, key=lambda n: (target.parent / n).lstat().st_mtime, reverse=True):
+    for path in aside:
         with contextlib.suppress(OSError):  # taken back by another process, or not ours to rename
-            (target.parent / name).rename(target)
+            path.rename(target)
             return True
     return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -92,7 +147,7 @@ def new_folder(target: Path) -> Iterator[Path]:
     a failed check: the folder written before is untouched, and nothing of it is mixed with the new one).
     A process killed between the two renames leaves the earlier folder aside, which
     :func:`restore_interrupted` puts back (here, and when shipped models are listed). The swap holds the
-    lock on the parent folder: two swaps of one target never interleave."""
+    target's lock (``lock_beside``): two swaps of one target never interleave."""
     staging = staging_beside(target)
     try:
         yield staging
@@ -100,7 +155,7 @@ def new_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     previous = None
-    with locked(target.parent):
+    with locked(lock_beside(target), remove=True):
         try:
             restore_interrupted(target)
             if target.exists() or target.is_symlink():
@@ -113,10 +168,7 @@ def new_folder(target: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     if previous is not None:
-        if previous.is_symlink():
-            previous.unlink()
-        else:
-            shutil.rmtree(previous, ignore_errors=True)
+        _remove(previous)
 
 
 def write_json(path: Path, value: Any) -> None:

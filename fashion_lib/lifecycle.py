@@ -28,7 +28,6 @@ uniquely named temporary file, so concurrent writers never lose an update.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,11 +182,8 @@ def effective_state(folder: Path) -> str:
 # ------------------------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with (folder / _LOCK_FILE).open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
+def _locked(folder: Path):
+    return files.locked(folder / _LOCK_FILE)
 
 
 def _check_move(folder: Path, current: RunState, new_state: str, by: Owner, stored_owner: dict | None):

@@ -266,13 +266,12 @@ def shipped_models() -> list[RunInfo]:
     if not config.CACHED_MODELS_DIR.is_dir():
         return []
     found = []
-    # Names starting with a dot are a shipment being swapped in (export.ship_run), or the model it replaced
-    # left aside by a ship killed halfway, which is put back
-    aside = [p.name for p in config.CACHED_MODELS_DIR.glob(".*.old-*")]
-    if aside:
-        with contextlib.suppress(OSError), files.locked(config.CACHED_MODELS_DIR):
-            for name in aside:
-                files.restore_interrupted(config.CACHED_MODELS_DIR / name[1:].rsplit(".old-", 1)[0])
+    # Names starting with a dot are a shipment being swapped in (export.ship_run), a lock file, or the model
+    # a ship killed halfway left aside: put back, or removed when the new one is in place.
+    for name in {p.name[1:].rsplit(".old-", 1)[0] for p in config.CACHED_MODELS_DIR.glob(".*.old-*")}:
+        target = config.CACHED_MODELS_DIR / name
+        with contextlib.suppress(OSError), files.locked(files.lock_beside(target), remove=True):
+            files.restore_interrupted(target)
     for folder in sorted(p for p in config.CACHED_MODELS_DIR.iterdir() if p.is_dir() and p.name[0] != "."):
         info = read_run(folder, shipped=True)
         if info is not None:

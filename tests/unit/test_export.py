@@ -221,21 +221,26 @@ def test_a_failed_export_leaves_the_earlier_one_as_it_was(trained_run, tmp_path,
 
 
 def test_two_exports_into_one_place_take_turns(trained_run, tmp_path, test_images, monkeypatch):
-    """Nothing kept two exports into one folder from checking it, and moving their files in, at once."""
-    started = []
-    honest = export._export
-    monkeypatch.setattr(export, "_export", lambda *args: started.append(1) or honest(*args))
+    """Nothing kept two exports into one folder from checking it, and moving their files in, at once. The
+    wait is for the move only: the export is built and checked beside the folder first."""
+    moved = []
+    honest = export._move_in
+    monkeypatch.setattr(export, "_move_in", lambda *args: moved.append(1) or honest(*args))
     out = tmp_path / "out"
     results = []
-    with files.locked(tmp_path):  # as an export into tmp_path holds it
+    with files.locked(files.lock_beside(out), remove=True):  # as another export into out holds it
         thread = threading.Thread(
-            target=lambda: results.append(export.export_model(trained_run, out, ("keras",), test_images[:8]))
+            target=lambda: results.append(export.export_model(trained_run, out, ("keras",), test_images[:8])),
+            daemon=True,
         )
         thread.start()
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.new-*/card.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the export is built and checked, and only its move is left
         time.sleep(0.5)
-        assert started == [] and not out.exists()
+        assert list(tmp_path.glob(".out.new-*/card.json")) and moved == [] and not out.exists()
     thread.join(60)
-    assert started == [1] and results[0].folder == out and (out / "card.json").is_file()
+    assert moved == [1] and results[0].folder == out and (out / "card.json").is_file()
 
 
 def test_a_damaged_model_that_is_still_a_zip_is_named_not_a_traceback(

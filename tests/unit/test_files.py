@@ -144,21 +144,30 @@ def test_a_swap_killed_between_its_renames_gets_the_earlier_folder_back(tmp_path
     with files.new_folder(target) as staging:
         (staging / "model.keras").write_text("newer")
     assert (target / "model.keras").read_text() == "newer" and not (target / "card.json").exists()
-    left = sorted(p.name for p in target.parent.iterdir())  # the killed swap's staging stays: it was not done
-    assert left[-1] == "b" and [n.split(".new-")[0] for n in left[:-1]] == [".b"]
+    # left: the target and the killed swap's staging (it was not done); no lock file
+    left = sorted(p.name.split(".new-")[0] for p in target.parent.iterdir())
+    assert left == [".b", "b"]
+    (target.parent / ".b.old-stale").mkdir()  # a swap killed after its renames left the earlier one aside
+    runs.shipped_models()  # the listing tidies it away: the new one is in place
+    assert not (target.parent / ".b.old-stale").exists() and (target / "model.keras").read_text() == "newer"
 
 
-def test_a_lock_waits_for_whoever_holds_it_a_folder_lock_leaves_nothing_behind(tmp_path):
-    order = []
+def test_a_lock_waits_for_whoever_holds_it_and_is_never_taken_twice_by_one_thread(tmp_path):
+    order, waiting = [], threading.Event()
+    lock = files.lock_beside(tmp_path / "baseline")
 
     def second():
-        with files.locked(tmp_path):
+        waiting.set()
+        with files.locked(lock, remove=True):  # it waited on a file the first holder removed
             order.append("second")
 
-    with files.locked(tmp_path):
-        thread = threading.Thread(target=second)
+    with files.locked(lock, remove=True):
+        thread = threading.Thread(target=second, daemon=True)
         thread.start()
-        time.sleep(0.3)
+        waiting.wait(10)
+        time.sleep(0.3)  # the second thread is at the lock by now
         order.append("first")
+        with pytest.raises(RuntimeError, match="already locked by this thread"), files.locked(lock):
+            pass  # nested, it would have waited for itself for ever
     thread.join(10)
-    assert order == ["first", "second"] and list(tmp_path.iterdir()) == []
+    assert order == ["first", "second"] and lock.name == ".baseline.lock" and not lock.exists()
