@@ -175,19 +175,18 @@ def tuning_db_url() -> str:
 
 
 def redacted_url(url: str) -> str:
-    """A database URL without its password, for messages and display: the one between the user and the
-    last '@' (an unencoded '@' in it left its end showing; an empty user hid nothing), and one given as
-    ``?password=`` in the query."""
+    """A database URL without its password, for messages and display: everything between the user and
+    the last '@' (an unencoded '@', '/' or '?' in the password stays hidden; hiding too much is the safe
+    side), and a ``password=`` in the query. SQLite URLs hold a path, no password."""
     import re
 
-    head, mark, query = url.partition("?")
-    scheme, sep, rest = head.partition("://")
-    if sep and "@" in rest:
+    scheme, sep, rest = url.partition("://")
+    if sep and not scheme.startswith("sqlite") and "@" in rest:
         userinfo, host = rest.rsplit("@", 1)
         if ":" in userinfo:
             rest = userinfo.split(":", 1)[0] + ":***@" + host
-    query = re.sub(r"(?i)(^|&)((?:password|passwd|pwd)=)[^&]*", r"\1\2***", query)
-    return scheme + sep + rest + mark + query
+    rest = re.sub(r"(?i)([?&](?:password|passwd|pwd)=)[^&]*", r"\1***", rest)
+    return scheme + sep + rest
 
 
 def dataclass_from_dict(cls, values: dict, what: str):

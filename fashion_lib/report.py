@@ -441,13 +441,16 @@ def _tuning_section(study_name: str | None) -> Section:
     if best is None:
         section.blocks.append(Missing("No trial has completed yet."))
         return section
+    params = results.final_params(study, best.number)
     section.blocks.append(
         Table(
             pd.DataFrame(
-                [{"parameter": k, "value": v} for k, v in results.final_params(study, best.number).items()]
+                [{"parameter": k, "value": v} for k, v in params.items()], columns=["parameter", "value"]
             ),
             "Best parameters (searched and fixed)",
         )
+        if params
+        else Missing(f"Trial {best.number} has no parameters: the study was not made by this app.")
     )
     charts = results.study_figures(study)
     for name in ("Hyperparameter importances", "Optimization history", "Intermediate values"):

@@ -149,10 +149,20 @@ def guarded(store: Store, action, *args, **kwargs):
         optuna.exceptions.StorageInternalError,
         OSError,
         json.JSONDecodeError,
-        AssertionError,  # Optuna's checks on a row written by hand: a trial value of NULL
-        TypeError,
     ) as exc:
         raise _explain(exc, store.url) from None
+    except (AssertionError, TypeError) as exc:  # Optuna's checks on a row written by hand: a NULL value
+        if not _raised_in_optuna(exc):
+            raise  # the app's own mistake: not the database's, which must not be moved away for it
+        raise _explain(exc, store.url) from None
+
+
+def _raised_in_optuna(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside Optuna's own code (its innermost frame)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "optuna" in Path(tb.tb_frame.f_code.co_filename).parts
 
 
 def load_study(store: Store, name: str, pruner=None, sampler=None):
@@ -180,7 +190,23 @@ def load_study(store: Store, name: str, pruner=None, sampler=None):
 def study_names(store: Store) -> list[str]:
     import optuna
 
-    return sorted(guarded(store, optuna.get_all_study_names, store.storage))
+    try:
+        return sorted(guarded(store, optuna.get_all_study_names, store.storage))
+    except TuningStoreError:  # Optuna reads every study's attributes for their names: one damaged is enough
+        return _names_from_table(store)
+
+
+def _names_from_table(store: Store) -> list[str]:
+    """The study names as the database's ``studies`` table holds them (Optuna's own schema), read without
+    the records Optuna parses with them; TuningStoreError when even that fails."""
+    import sqlalchemy
+
+    try:
+        with store.storage.engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text("SELECT study_name FROM studies"))
+            return sorted(str(row[0]) for row in rows)
+    except (sqlalchemy.exc.SQLAlchemyError, AttributeError) as exc:
+        raise _explain(exc, store.url) from None
 
 
 @dataclass(frozen=True)
@@ -200,7 +226,7 @@ def study_summaries(store: Store) -> list[StudySummary]:
     found = []
     try:
         summaries = guarded(store, optuna.get_all_study_summaries, store.storage, include_best_trial=True)
-    except TuningStoreError:  # one study's damaged trial must not hide every study: each on its own
+    except TuningStoreError:  # one study's damaged record must not hide every study: each on its own
         return sorted(
             (_summary_of(store, name) for name in study_names(store)),
             key=lambda x: (x.started is not None, x.started),
@@ -222,11 +248,14 @@ def study_summaries(store: Store) -> list[StudySummary]:
 
 
 def _summary_of(store: Store, name: str) -> StudySummary:
-    """One study's summary, read on its own; its trials unknown (None) when they cannot be read."""
+    """One study's summary, read on its own; what cannot be read of it unknown (None)."""
     import optuna
 
-    study = guarded(store, optuna.load_study, study_name=name, storage=store.storage)
-    model = study.user_attrs.get("model")
+    try:
+        study = guarded(store, optuna.load_study, study_name=name, storage=store.storage)
+        model = guarded(store, lambda: study.user_attrs.get("model"))
+    except TuningStoreError:  # its own record is damaged (an attribute that is not JSON)
+        return StudySummary(name, None, None, None, None, None)
     try:
         trials = guarded(store, study.get_trials, deepcopy=False)
     except TuningStoreError:

@@ -171,3 +171,18 @@ def test_a_shipped_models_reproduce_command_is_its_cards(dataset):
     shipped = [info for info in runs.shipped_models() if info.run_id == "baseline"]
     card = runs.read_json(shipped[0].folder / runs.CARD_FILE)
     assert card["command"] in texts(report.build(shipped, None, dataset))
+
+
+def test_a_study_whose_best_trial_has_no_parameters_says_so(tmp_path, monkeypatch):
+    """Its empty parameter table was a traceback on the Report page (st.table of a frame with no column)."""
+    import optuna
+
+    from fashion_lib.tuning import storage
+
+    monkeypatch.setenv("FASHION_TUNING_DB", f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="ext", storage=storage.open_store().storage, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.8))
+    section = report._tuning_section("ext")
+    missing = [b.text for b in section.blocks if isinstance(b, report.Missing)]
+    assert any("has no parameters" in text for text in missing)
+    assert all(len(b.frame.columns) for b in section.blocks if isinstance(b, report.Table))

@@ -509,11 +509,16 @@ def test_a_lock_held_while_a_search_writes_is_called_a_lock_not_damage(tmp_path)
         ("postgresql+psycopg2://:secret@h/x", "secret"),  # no user: nothing was hidden
         ("postgresql+psycopg2://127.0.0.1:1/x?user=u&password=topsecret", "topsecret"),
         ("postgresql+psycopg2://u:pw@h:5432/db", ":pw@"),
+        ("postgresql+psycopg2://u:pa?ss@h/db", "pa?ss"),  # SQLAlchemy takes it; the query split showed it
     ],
 )
 def test_a_database_password_never_shows(url, hidden):
     shown = config.redacted_url(url)
     assert hidden not in shown and "***" in shown
+
+
+def test_a_sqlite_path_is_shown_as_it_is():
+    assert config.redacted_url("sqlite:////home/a:b@c/x.db") == "sqlite:////home/a:b@c/x.db"
 
 
 def test_a_study_without_trials_a_foreign_one_and_a_null_value_are_messages(tmp_path):
@@ -536,7 +541,21 @@ def test_a_study_without_trials_a_foreign_one_and_a_null_value_are_messages(tmp_
     assert listed.returncode == 0 and {"empty", "mo", "stored"} <= set(listed.stdout.split())
     shown = studies("--study", "stored", env=env)
     assert shown.returncode == 2 and "holds a damaged record" in shown.stderr
-    assert "Traceback" not in empty.stderr + mo.stderr + listed.stderr + shown.stderr
+    with sqlite3.connect(db) as connection:  # a study's own record damaged: the others are still listed
+        connection.execute("UPDATE study_user_attributes SET value_json = '{oops' WHERE key = 'model'")
+    still = studies(env=env)
+    assert still.returncode == 0 and {"empty", "mo", "stored"} <= set(still.stdout.split())
+    assert "Traceback" not in empty.stderr + mo.stderr + listed.stderr + shown.stderr + still.stderr
+
+
+def test_the_apps_own_mistake_inside_a_database_call_is_not_blamed_on_the_database(tmp_path):
+    store = storage.open_store(f"sqlite:///{tmp_path / 's.db'}")
+
+    def ours():
+        raise TypeError("a bug of ours")
+
+    with pytest.raises(TypeError, match="a bug of ours"):
+        storage.guarded(store, ours)
 
 
 @pytest.fixture(scope="module")
