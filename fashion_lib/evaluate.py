@@ -347,7 +347,7 @@ def pair_standing(cm: np.ndarray, a: int, b: int) -> str:
         where = f"Counting both directions, {title} is the most confused of the {n_pairs} class pairs."
     else:
         ahead = ", ".join(
-            f"{names[x]} ↔ {names[y]} ({n}, {wording.percent(n / total, 1)})" for x, y, n in pairs[:rank]
+            f"{names[x]} ↔ {names[y]} ({n:,}, {wording.percent(n / total, 1)})" for x, y, n in pairs[:rank]
         )
         where = (
             f"Counting both directions, {title} is number {rank + 1} of the {n_pairs} class pairs; ahead of "
@@ -356,7 +356,7 @@ def pair_standing(cm: np.ndarray, a: int, b: int) -> str:
     shares = []
     for c in (a, b):
         involved = int(cm[c].sum() + cm[:, c].sum() - 2 * cm[c, c])
-        shares.append(f"{names[c]} in {involved} ({wording.percent(involved / total, 1)})")
+        shares.append(f"{names[c]} in {involved:,} ({wording.percent(involved / total, 1)})")
     return f"{where} Of all {total:,} errors, as the true or the predicted class: {' and '.join(shares)}."
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_lib import confidence, config, data, evaluate, files, lifecycle, models, runs
+from fashion_lib import confidence, config, data, evaluate, files, lifecycle, models, runs, wording
 
 SHIPPED_FILES = (
     runs.CONFIG_FILE,
@@ -85,7 +85,11 @@ def teachers_line(card: dict[str, Any]) -> str | None:
         return None
     named = ", ".join(
         f"`{t.get('run_id')}`"
-        + (f" ({t['test_accuracy']:.2%} test accuracy)" if isinstance(t.get("test_accuracy"), float) else "")
+        + (
+            f" ({wording.percent(t['test_accuracy'])} test accuracy)"
+            if isinstance(t.get("test_accuracy"), float)
+            else ""
+        )
         for t in teachers
     )
     weight = card.get("distill_weight")
@@ -120,15 +124,15 @@ def card_markdown(card: dict[str, Any], kind: str = "shipped model") -> str:
     lines = [
         f"# {card['name']} — {kind} `{card['run_id']}`",
         "",
-        f"- Test accuracy: **{card['test_accuracy']:.2%}** on {card['test_images']:,} test images; "
-        f"macro-F1 {card['macro_f1']:.4f}",
+        f"- Test accuracy: **{wording.percent(card['test_accuracy'])}** on {card['test_images']:,} test "
+        f"images; macro-F1 {card['macro_f1']:.4f}",
         f"- Trained on {card['training_images']:,} images"
         + (
             f" and {photos:,} of them again as converted product photos"
             if (photos := card.get("training_photos"))
             else ""
         )
-        + f" in {card['wall_seconds']:.0f} s"
+        + f"; run time {card['wall_seconds']:,.0f} s"
         + (
             f" ({card['cpu_seconds'] / 60:.0f} CPU-minutes on a {card.get('cpu_count') or '?'}-core machine)"
             if card.get("cpu_seconds")

@@ -703,7 +703,8 @@ def markdown_zip(report: Report, html_text: str | None = None) -> bytes:
 
 def write(report: Report, out: Path) -> dict[str, Path]:
     """``report.html`` and ``report-markdown.zip`` in ``out``, both made before either is written, each
-    written whole (a failure or a kill leaves the earlier report, never half a file or a mixed pair)."""
+    written whole: a failure leaves the earlier report as it was, never half a file (only a kill between
+    the two replacements could pair a new HTML with the earlier zip)."""
     out.mkdir(parents=True, exist_ok=True)
     html_text = to_html(report)
     archive = markdown_zip(report, html_text)

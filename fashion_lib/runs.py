@@ -485,7 +485,8 @@ def default_comparison(candidates: list[RunInfo]) -> list[RunInfo]:
     return chosen
 
 
-STAGE_TIMES = {  # summary key → how the card names it
+STAGE_TIMES = {  # summary key → how the card (and Compare) names it
+    "training_seconds": "training",  # the baseline's one stage
     "photo_conversion_seconds": "product photos",
     "teacher_seconds": "teachers' answers",
     "feature_extraction_seconds": "backbone features",
@@ -496,15 +497,13 @@ STAGE_TIMES = {  # summary key → how the card names it
 
 
 def stage_seconds(summary: dict[str, Any], cfg: dict[str, Any]) -> dict[str, float]:
-    """Each stage's time the run recorded, by its ``STAGE_TIMES`` key. A transfer model whose head trained
-    on images (augmentation, or no feature cache) recorded it only as stage 1 (no features to extract):
-    that is the head's time."""
+    """Each stage's time the run recorded, by its ``STAGE_TIMES`` key. The baseline's stage 1 is its
+    training; a transfer model whose head trained on images (augmentation, or no feature cache) recorded
+    it only as stage 1 (no features to extract): that is the head's time."""
     summary = dict(summary)
-    if (
-        cfg.get("model") in models.TRANSFER_MODELS
-        and summary.get("head_training_seconds") is None
-        and summary.get("feature_extraction_seconds") is None
-    ):
+    if cfg.get("model") not in models.TRANSFER_MODELS:
+        summary["training_seconds"] = summary.get("stage1_seconds")
+    elif summary.get("head_training_seconds") is None and summary.get("feature_extraction_seconds") is None:
         summary["head_training_seconds"] = summary.get("stage1_seconds")
     return {k: summary[k] for k in STAGE_TIMES if summary.get(k) is not None}
 
@@ -550,7 +549,7 @@ def comparison_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
                 **_stage_columns(info, extra),
             }
         )
-    stages = [f"{name} s" for name in ("training", *STAGE_TIMES.values())]
+    stages = [f"{name} s" for name in STAGE_TIMES.values()]
     shown = [c for c in stages if any(row.get(c) is not None for row in rows)]  # in stage order
     return [
         {**{k: v for k, v in row.items() if k not in stages}, **{c: row.get(c) for c in shown}}
@@ -559,13 +558,10 @@ def comparison_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
 
 
 def _stage_columns(info: RunInfo, extra: dict[str, Any]) -> dict[str, float | None]:
-    """Each stage's seconds under the model card's names (the run time is their sum and a little start-up);
-    a baseline's training is its stage 1."""
-    times = stage_seconds(extra, info.config or {})
-    if info.model not in models.TRANSFER_MODELS:
-        times = {"training_seconds": extra.get("stage1_seconds"), **times}
-    names = {"training_seconds": "training", **STAGE_TIMES}
-    return {f"{names[k]} s": _number(v) for k, v in times.items()}
+    """Each stage's seconds under the model card's names (the run time is their sum and a little more:
+    loading the data, building the model, calibrating)."""
+    times = stage_seconds(extra, info.config or {"model": info.model})
+    return {f"{STAGE_TIMES[k]} s": _number(v) for k, v in times.items()}
 
 
 def run_rows(infos: list[RunInfo]) -> list[dict[str, Any]]:

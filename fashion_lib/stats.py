@@ -187,7 +187,7 @@ def correlation_rank(corr: np.ndarray, a: str, b: str) -> str:
     for x, y, value in pairs.itertuples(index=False):
         if {x, y} == {a, b}:
             break
-        higher.append(f"{x}/{y} {value:.3f}")
+        higher.append(f"{x} ↔ {y} {value:.3f}")
     if not higher:
         return f"the most alike of the {len(pairs)} class pairs"
     return f"number {len(higher) + 1} of the {len(pairs)} class pairs (more alike: {', '.join(higher)})"

@@ -8,8 +8,9 @@ from fashion_lib import schemas
 
 BALANCED_SUBSET = "A subset holds the same number of images of each class."  # the subset pickers' help
 RUN_TIME = (
-    "The whole run, start to end: product photos, training, calibration and test predictions (Details gives "
-    "each stage), on the machine it ran on (a shipped model's card names it)."
+    "The run from the moment its libraries were loaded to its end: product photos, training, calibration "
+    "and test predictions (Details gives each stage), on the machine it ran on (a shipped model's card "
+    "names it)."
 )
 LATENCY = (
     "Milliseconds per image when images come in batches; one image alone takes longer (Details: "
@@ -64,7 +65,7 @@ def share_of_row(share: float, count: int) -> str:
         return "<1 %"
     if 0.99 < share < 1:
         return ">99 %"
-    return f"{math.floor(100 * share + 0.5 + 1e-9)} %"  # halves up: 35 and 45 of 1,000 both read "4 %"
+    return f"{math.floor(100 * share + 0.5 + 1e-9)} %"  # halves up (round() made 35 and 45 of 1,000 "4 %")
 
 
 def summary_line(summary: schemas.Summary) -> str:

@@ -45,11 +45,13 @@ else:
             "model": st.column_config.TextColumn(width=250),
             "test accuracy": st.column_config.NumberColumn(format="%.2f %%"),
             "macro-F1": st.column_config.NumberColumn(format="%.4f"),
-            "run time s": st.column_config.NumberColumn(format="%.0f", help=wording.RUN_TIME),
+            "run time s": st.column_config.NumberColumn(format="localized", help=wording.RUN_TIME),
             "latency ms/image (batched)": st.column_config.NumberColumn(format="%.3f", help=wording.LATENCY),
             "size MB": st.column_config.NumberColumn(format="%.1f", help=wording.MODEL_FILE_SIZE),
             "parameters": st.column_config.NumberColumn(format="localized"),
         }
+        seconds = [c for c in table.columns if c.endswith(" s")]  # whole seconds, "7,316", in both tables
+        table[seconds] = table[seconds].apply(pd.to_numeric, errors="coerce").round(0)
         main = table[list(runs.COMPARISON_COLUMNS)].copy()
         main["test accuracy"] *= 100  # "93.01 %", as on every other page (the "percent" format: "93.01%")
         with st.container(key="cmp_table"):

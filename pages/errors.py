@@ -207,12 +207,9 @@ with st.expander("Model error or label error?", expanded=False):
             key="label_suspects",
         )
         shown = pd.DataFrame(top).drop(columns=["position"])
-        shown["model confidence"] *= 100  # as the captions above: one decimal, in percent
+        shown["model confidence"] = shown["model confidence"].map(wording.confidence)  # as the captions
         st.dataframe(
             shown,
             hide_index=True,
-            column_config={
-                "model confidence": st.column_config.NumberColumn(format="%.1f %%"),
-                "label quality": st.column_config.NumberColumn(format="%.4f"),
-            },
+            column_config={"label quality": st.column_config.NumberColumn(format="%.4f")},
         )

@@ -188,7 +188,7 @@ def test_the_student_trains_on_the_mixed_targets_and_keeps_the_answer_until_it_c
     accuracy = answer.teachers[0]["test_accuracy"]
     assert (
         "Learned from 1 teacher run (each target 0.4 the teachers' softened answer and the rest its label): "
-        f"`{teacher}` ({accuracy:.2%} test accuracy)"
+        f"`{teacher}` ({100 * accuracy:.2f} % test accuracy)"
     ) in text
     assert f"{summary['cpu_seconds_with_teachers'] / 60:.0f} CPU-minutes in all" in text
     assert "teachers' answers" in text

@@ -295,6 +295,7 @@ def test_a_head_trained_on_images_is_named_with_its_time():
     assert line == "Time by stage: product photos 880 s, head 522 s, fine-tuning 5823 s"
     # the baseline has no head: its stage 1 is the whole network
     assert runs.stage_seconds(on_images, {"model": "baseline"}) == {
+        "training_seconds": 521.7,  # its stage 1: the card's stages add up to its run time, as Compare's
         "photo_conversion_seconds": 880.0,
         "stage2_seconds": 5823.0,
     }

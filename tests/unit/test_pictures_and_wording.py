@@ -22,7 +22,7 @@ def test_row_shares_never_read_zero_for_a_few_errors():
     assert wording.share_of_row(0.01, 10) == "1 %"
     assert wording.share_of_row(0.996, 996) == ">99 %" and wording.share_of_row(1.0, 1000) == "100 %"
     assert wording.share_of_row(0.126, 126) == "13 %"
-    # halves up: 35 and 45 of 1,000 both read "4 %" (Python rounds halves to even)
+    # halves up (round() made 35 and 45 of 1,000 both "4 %": Python rounds halves to even)
     assert [wording.share_of_row(n / 1000, n) for n in (25, 35, 45)] == ["3 %", "4 %", "5 %"]
 
 

@@ -71,7 +71,7 @@ def test_the_shirt_pullover_correlation_is_ranked_among_all_pairs_as_measured(bu
     body = texts(built)
     assert f"Shirt and Pullover: **{corr[6, 2]:.3f}**, number {rank} of the 45 class pairs" in body
     first = top.iloc[0]
-    assert rank == 1 or f"{first['class A']}/{first['class B']} {first['correlation']:.3f}" in body
+    assert rank == 1 or f"{first['class A']} ↔ {first['class B']} {first['correlation']:.3f}" in body
     assert "most similar" not in body
 
 
@@ -134,7 +134,7 @@ def test_the_reproduce_command_trains_the_same_config():
     assert TrainConfig().command() == "python -m fashion_lib train --model baseline"
 
 
-def test_the_report_command_refuses_what_it_cannot_write_and_writes_whole_files(
+def test_the_report_command_refuses_what_it_cannot_write_and_names_a_run_once(
     two_runs, tmp_path, monkeypatch, capsys
 ):
     """--out "" wrote into the current folder (the checkout), an unknown study gave a "not run" box and exit
@@ -186,3 +186,19 @@ def test_a_study_whose_best_trial_has_no_parameters_says_so(tmp_path, monkeypatc
     missing = [b.text for b in section.blocks if isinstance(b, report.Missing)]
     assert any("has no parameters" in text for text in missing)
     assert all(len(b.frame.columns) for b in section.blocks if isinstance(b, report.Table))
+
+
+def test_a_report_that_fails_halfway_leaves_the_earlier_one_as_it_was(built, tmp_path, monkeypatch):
+    """It wrote report.html, then the zip, straight into place: a failure between them left the new HTML
+    beside the earlier zip."""
+    paths = report.write(built, tmp_path)
+    before = {name: path.read_bytes() for name, path in paths.items()}
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(report, "markdown_zip", broken)
+    with pytest.raises(OSError, match="No space left"):
+        report.write(built, tmp_path)
+    assert {name: path.read_bytes() for name, path in paths.items()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report-markdown.zip", "report.html"]

@@ -51,7 +51,9 @@ def test_a_shipped_models_summary_and_card_agree_with_its_predictions(name):
     assert summary["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
     assert card["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
     assert card["model_size_bytes"] == (folder / runs.MODEL_FILE).stat().st_size < 20e6
-    assert (folder / "README.md").read_text().count(f"{100 * accuracy:.2f}%") >= 1
+    assert (folder / "README.md").read_text().count(
+        f"{100 * accuracy:.2f} %"
+    ) >= 1  # as card_markdown writes it
 
 
 def test_the_comparison_gives_each_stage_of_the_run_time():
@@ -64,3 +66,12 @@ def test_the_comparison_gives_each_stage_of_the_run_time():
         staged = sum(row[c] or 0 for c in stages)
         assert 0 < row["run time s"] - staged < 0.02 * row["run time s"]
     assert rows["baseline"]["training s"] > 0 and rows["baseline"]["head s"] is None
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_models_readme_is_its_card_as_the_code_writes_it(name):
+    from fashion_lib import export
+
+    folder = config.CACHED_MODELS_DIR / name
+    card = json.loads((folder / runs.CARD_FILE).read_text())
+    assert (folder / "README.md").read_text() == export.card_markdown(card)
