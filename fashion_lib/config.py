@@ -232,6 +232,7 @@ def _is_kind(value, kind: tuple[str, bool]) -> bool:
     name, optional = kind
     if value is None:
         return optional
-    if name == "bool" or isinstance(value, bool):  # True is an int to Python, not to a settings file
-        return name == "bool" and isinstance(value, bool)
+    is_bool = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"  # or NumPy
+    if name == "bool" or is_bool:  # True is an int to Python, not to a settings file
+        return name == "bool" and is_bool
     return isinstance(value, {"int": numbers.Integral, "float": numbers.Real, "str": str}[name])

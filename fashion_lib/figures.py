@@ -166,7 +166,7 @@ def value_histograms(before: np.ndarray, after: np.ndarray, after_label: str, bi
             1,
             col,
         )
-    fig.update_yaxes(type="log", title_text="share of the values (log)", tickformat=".1%")
+    fig.update_yaxes(type="log", title_text="share of the values (log)", tickformat=".1~%")
     fig.update_layout(height=280, margin=dict(t=40, b=10), bargap=0)
     return fig
 

@@ -143,7 +143,7 @@ def build(infos: list[runs.RunInfo], study: str | None = None, ds: data.FashionM
         _claims(infos, predictions, shirt_pullover[0]),
         _data_section(ds, shirt_pullover),
         _models_section(infos),
-        _curves_section(infos),
+        _curves_section(infos, predictions),
         _errors_section(infos, predictions),
         _gradcam_section(infos, predictions, ds),
         _tuning_section(study),
@@ -268,7 +268,7 @@ def _count(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-def _curves_section(infos) -> Section:
+def _curves_section(infos, predictions) -> Section:
     section = Section("Learning curves and diagnosis")
     for info in infos:
         rows = runs.read_metrics(info.folder)
@@ -276,7 +276,8 @@ def _curves_section(infos) -> Section:
             section.blocks.append(Missing(f"{info.label}: no per-epoch metrics were saved."))
             continue
         section.blocks.append(Chart(figures.learning_curves(rows, info.label), f"curves_{info.run_id}"))
-        if runs.is_collapsed(info):  # "train longer" was the advice for a model that predicts one class
+        p = predictions[info.run_id]  # "train longer" was the advice for a model that predicts one class
+        if evaluate.collapse_report(p.labels, p.probabilities).collapsed:
             judged = "no diagnosis: the model has collapsed (see its error analysis)"
         else:
             judged = evaluate.diagnose_curves(rows).explanation()

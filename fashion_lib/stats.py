@@ -182,6 +182,8 @@ def pair_correlation(corr: np.ndarray, a: str, b: str) -> float:
 def correlation_rank(corr: np.ndarray, a: str, b: str) -> str:
     """Where the pair a/b stands among all class pairs by correlation: 'number 3 of the 45 class pairs
     (more alike: Coat/Shirt 0.967, Pullover/Coat 0.958)'."""
+    if a == b or {a, b} - set(config.CLASS_NAMES):
+        raise ValueError(f"'{a}' and '{b}' are not a pair of classes")
     pairs = most_correlated_pairs(corr, top=len(corr) * (len(corr) - 1) // 2)
     higher = []
     for x, y, value in pairs.itertuples(index=False):

@@ -46,6 +46,8 @@ def confidence(probability: float) -> str:
     """A model's probability as a person reads it, the same on every page: one decimal ('99.6 %'), and
     '>99.9 %' / '<0.1 %' near the ends instead of a '100 %' or '0 %' the model did not say (0.9955 read
     "100 %" in one line and "99.6 %" in the next)."""
+    if probability != probability:  # NaN: a damaged prediction
+        return "—"
     if probability >= 1 or probability <= 0:
         return f"{100 * min(max(probability, 0.0), 1.0):.0f} %"
     if probability >= 0.9995:

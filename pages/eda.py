@@ -162,9 +162,14 @@ def embedding_tab() -> None:
             st.fragment(tsne_progress, run_every=1.0)(n)
         else:  # never computed, failed, or its file since removed: offered (again)
             if job is not None and job.error:
-                st.error(f"The last t-SNE failed: {job.error}. Try again once the cause is mended.")
+                st.error(
+                    f"The last t-SNE failed ({job.error.rstrip('.')}). Try again once the cause is mended."
+                )
             expected, basis = stats.tsne_expected_seconds(n)
-            st.info(f"t-SNE has not been computed on this machine yet (about {expected:.0f} s: {basis}).")
+            st.info(
+                f"The t-SNE of {n:,} images is not on this machine (about {expected:.0f} s to compute: "
+                f"{basis})."
+            )
             if st.button(f"Compute t-SNE of {n:,} images", key="tsne_go"):
                 widgets.start_background(f"tsne-{n}", stats.tsne_embedding, ds.x_train, ds.y_train, n=n)
                 st.rerun(scope="fragment")

@@ -88,7 +88,7 @@ class TrainConfig:
             object.__setattr__(self, "augment", augment.AugmentConfig.from_dict(self.augment))
         elif not isinstance(self.augment, augment.AugmentConfig):  # "foo" or null from a file or a --fix
             raise ValueError(
-                f"invalid training config: augment must be a JSON object of augmentation settings, got "
+                f"invalid training config: 'augment' must be a JSON object of augmentation settings, got "
                 f"{self.augment!r:.40}"
             )
         if isinstance(self.conv_filters, list | str):

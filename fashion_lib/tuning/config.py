@@ -82,10 +82,8 @@ class TuneConfig:
             problems.append(f"workers must be 1–{MAX_WORKERS}")
         declared = spaces.default_space(self.model) if self.model in models.MODEL_NAMES else ()
         searched = {p.name for p in declared}
-        for (
-            setting,
-            params,
-        ) in SET_BY_SEARCH.items():  # trials took the searched value, the study kept the fix
+        # a fix of a setting the search makes: the trials took the searched value, the study kept the fix
+        for setting, params in SET_BY_SEARCH.items():
             if setting in self.fixed and searched & set(params):
                 problems.append(
                     f"{setting} cannot be fixed: the search sets it through {', '.join(params)}; fix "

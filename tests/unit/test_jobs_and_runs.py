@@ -444,7 +444,7 @@ def test_a_listing_read_by_a_reader_that_stops_early_ends_quietly():
     assert b"Traceback" not in err and b"BrokenPipe" not in err
 
 
-def test_a_run_refused_the_machine_leaves_no_folder_and_a_bad_seed_makes_none(tmp_path, monkeypatch):
+def test_a_run_refused_the_machine_leaves_no_folder_and_a_bad_seed_makes_none(tmp_path, monkeypatch, capsys):
     """--no-wait while another job ran left a 'stopped' run that never trained, offered for resuming; a
     negative seed made a run folder that then failed on it."""
     from fashion_lib.__main__ import main
@@ -452,5 +452,8 @@ def test_a_run_refused_the_machine_leaves_no_folder_and_a_bad_seed_makes_none(tm
     monkeypatch.setenv("FASHION_HOME", str(tmp_path))
     with jobs.machine_lock(tmp_path / "holder", kind="train", wait=False):  # another job holds the machine
         assert main(["train", "--subset", "200", "--epochs", "1", "--no-wait"]) == 2
-    assert main(["train", "--subset", "200", "--epochs", "1", "--seed", "-5"]) == 2
+        capsys.readouterr()
+        # under the lock and --no-wait: a regression of the seed check is refused the machine, not trained
+        assert main(["train", "--subset", "200", "--epochs", "1", "--seed", "-5", "--no-wait"]) == 2
+        assert "seed must be 0–4294967295, got -5" in capsys.readouterr().err
     assert not config.runs_dir().exists() or list(config.runs_dir().iterdir()) == []

@@ -215,7 +215,7 @@ def test_fixed_training_settings_reach_every_trial_and_bad_settings_are_refused(
         # the trials took the searched strength or filters; the study kept the fix and enforced it
         ({"study": "s", "fixed": {"augment": {"rotation": 0.05}}}, "through augment_strength; fix that"),
         ({"study": "s", "fixed": {"conv_filters": [8, 16, 32]}}, "through filters1, filters2, filters3"),
-        ({"study": "s", "model": "mobilenet_v2", "fixed": {"augment": "foo"}}, "augment must be a JSON"),
+        ({"study": "s", "model": "mobilenet_v2", "fixed": {"augment": "foo"}}, "'augment' must be a JSON"),
         ({"study": "s", "fixed": {"batch_size": 7}}, "fix it at one of 64, 128, 256"),  # a fake "defaults"
         ({"study": "s", "fixed": {"dropout": 0.9}}, "fix it within"),
         ({"study": "s", "timeout": float("nan")}, "timeout must be 0"),  # stored as NaN: no limit
