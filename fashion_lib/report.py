@@ -702,6 +702,12 @@ def markdown_zip(report: Report, html_text: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def table_for_markdown_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` for a table that renders each cell as Markdown (the Report page's): a text starting with
+    '>' ("> 0.85", ">99.9 %") would be a quotation there, so its '>' is escaped."""
+    return frame.map(lambda v: "\\" + v if isinstance(v, str) and v.startswith(">") else v)
+
+
 def write(report: Report, out: Path) -> dict[str, Path]:
     """``report.html`` and ``report-markdown.zip`` in ``out``, both made before either is written, each
     written whole: a failure leaves the earlier report as it was, never half a file (only a kill between

@@ -74,7 +74,7 @@ for number, section in enumerate(built.sections):
         elif isinstance(block, report.Table):
             if block.caption:
                 st.caption(block.caption)
-            frame = block.frame  # st.table wraps: no column cut off at the right
+            frame = report.table_for_markdown_cells(block.frame)  # st.table wraps: no column cut off
             st.table(frame.set_index(frame.columns[0]) if len(frame.columns) > 1 else frame)
         elif isinstance(block, report.Chart):
             st.plotly_chart(block.figure, key=f"rep_chart_{number}_{index}")

@@ -202,3 +202,10 @@ def test_a_report_that_fails_halfway_leaves_the_earlier_one_as_it_was(built, tmp
         report.write(built, tmp_path)
     assert {name: path.read_bytes() for name, path in paths.items()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report-markdown.zip", "report.html"]
+
+
+def test_a_cell_starting_with_a_greater_than_sign_is_not_a_quotation_on_the_page():
+    """The Report page's tables render cells as Markdown: the design's "> 0.85" showed as a quotation."""
+    frame = pd.DataFrame({"claim": ["correlation"], "the design said": ["> 0.85"], "n": [3]})
+    shown = report.table_for_markdown_cells(frame)
+    assert shown.loc[0, "the design said"] == "\\> 0.85" and shown.loc[0, "n"] == 3
