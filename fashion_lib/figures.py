@@ -32,6 +32,9 @@ def class_distribution_chart(table: pd.DataFrame) -> go.Figure:
         text=table["share"].map(lambda s: wording.percent(s, 1)),
         category_orders={"class": list(config.CLASS_NAMES)},
         labels={"count": "images (on each bar: its share of the split)", "class": ""},
+        # its own colours: in the app's process the default template is Streamlit's, whose placeholder
+        # colours ("#000001") only its own page replaces: the report's HTML drew the bars black
+        color_discrete_map={"train": "#1f77b4", "test": "#9ecae1"},
     )
     fig.update_traces(textposition="outside", cliponaxis=False)
     fig.update_layout(height=380, legend_title_text="", margin=dict(t=30, b=10))
@@ -347,7 +350,12 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, colours: dict[str, str]) ->
 
 def prediction_histogram(counts: np.ndarray, title: str) -> go.Figure:
     """How many test images were predicted as each class."""
-    fig = px.bar(x=list(config.CLASS_NAMES), y=counts, labels={"x": "predicted class", "y": "test images"})
+    fig = px.bar(
+        x=list(config.CLASS_NAMES),
+        y=counts,
+        labels={"x": "predicted class", "y": "test images"},
+        color_discrete_sequence=["#1f77b4"],  # not the template's: see class_distribution_chart
+    )
     fig.update_layout(title=title, height=300, margin=dict(t=40, b=10))
     return fig
 

@@ -78,6 +78,11 @@ class Chart:
     name: str
     caption: str = ""
 
+    def __post_init__(self) -> None:
+        # a template of its own: in the app's process plotly's default is Streamlit's, whose placeholder
+        # colours and margins only a Streamlit page fills in (the downloaded report drew black bars)
+        self.figure.update_layout(template=REPORT_TEMPLATE)
+
 
 @dataclass(frozen=True)
 class Picture:
@@ -131,6 +136,9 @@ def resolve_runs(names: list[str]) -> list[runs.RunInfo]:
 
 
 # ------------------------------------------------------------------------------------------ building
+
+
+REPORT_TEMPLATE = "plotly_white"
 
 
 def build(infos: list[runs.RunInfo], study: str | None = None, ds: data.FashionMNIST | None = None) -> Report:

@@ -209,3 +209,15 @@ def test_a_cell_starting_with_a_greater_than_sign_is_not_a_quotation_on_the_page
     frame = pd.DataFrame({"claim": ["correlation"], "the design said": ["> 0.85"], "n": [3]})
     shown = report.table_for_markdown_cells(frame)
     assert shown.loc[0, "the design said"] == "\\> 0.85" and shown.loc[0, "n"] == 3
+
+
+def test_the_downloaded_html_draws_in_its_own_colours_inside_the_apps_process(two_runs, dataset, monkeypatch):
+    """Built on the Report page, plotly's default template is Streamlit's, whose placeholder colours
+    ("#000001") only a Streamlit page fills in: the downloaded report drew the class-balance bars black."""
+    import plotly.io as pio
+    import streamlit  # noqa: F401  (registers its template, as in the app's process)
+
+    monkeypatch.setattr(pio.templates, "default", "streamlit")
+    html = report.to_html(report.build(two_runs[:1], None, dataset))
+    placeholder = re.search(r'"#0000(0[1-9a-f]|[1-9a-f][0-9a-f])"', html)  # Streamlit's, not black
+    assert placeholder is None, placeholder
