@@ -73,12 +73,13 @@ class Verdict:
         return "Not sure: " + "; ".join(self.reasons) + "."
 
     def against(self, truth: str | None) -> tuple[str, str]:
-        """(tone, text) to show it with, where the true class may be known (a test image): "success" for an
-        answer not known to be wrong, "error" for a wrong one, "warning" for "not sure"."""
+        """(tone, text) to show it with, where the true class may be known (a test image): "success" for a
+        right answer, "error" for a wrong one, "info" for an answer nobody can check (an upload: green looked
+        like "right" for a pullover called a T-shirt), "warning" for "not sure"."""
         if not self.sure:
             return "warning", self.sentence() + (f" The true class is {truth}." if truth else "")
         if truth is None:
-            return "success", self.sentence()
+            return "info", self.sentence()
         if self.label == truth:
             return "success", f"{self.sentence()}: right"
         return "error", f"{self.sentence()}: wrong, the true class is {truth}"
@@ -211,8 +212,8 @@ def mirror_note(conversion: photos.Conversion | None, verdict: Verdict) -> str |
         return None
     return (
         f"Classified as its mirror image: the model was surer of its answer ({verdict.label}) with the "
-        "product facing the other way (Fashion-MNIST's shoes all point left). The heatmap on the photo is "
-        "turned back."
+        "product facing the other way (Fashion-MNIST's products all face one way: its shoes point left). The "
+        "heatmap on the photo is turned back."
     )
 
 

@@ -110,6 +110,15 @@ COLLAPSE_SHARE = 0.5  # one class taking at least half of all predictions
 CHANCE_MARGIN = 0.05  # accuracy within 5 points of chance (10 %)
 
 
+# what a collapse can come from: the original prototype's was inputs squeezed before its backbone, but a
+# run of one epoch on 1,000 images collapses too, and was told it bore "the signature of the prototype"
+COLLAPSE_CAUSES = (
+    "The usual causes: too little training (an epoch or two on a few images), a learning rate far too high, "
+    "or inputs squeezed before a backbone that scales them itself (the original prototype's ÷ 255, about "
+    "10 % accuracy)."
+)
+
+
 @dataclass(frozen=True)
 class CollapseReport:
     predicted_counts: np.ndarray  # test images predicted as each class

@@ -286,7 +286,8 @@ def _curves_section(infos, predictions) -> Section:
         section.blocks.append(Chart(figures.learning_curves(rows, info.label), f"curves_{info.run_id}"))
         p = predictions[info.run_id]  # "train longer" was the advice for a model that predicts one class
         if evaluate.collapse_report(p.labels, p.probabilities).collapsed:
-            judged = "no diagnosis: the model has collapsed (see its error analysis)"
+            collapsed = "no diagnosis: the model has collapsed (see its error analysis)."
+            judged = f"{collapsed} {evaluate.COLLAPSE_CAUSES}"
         else:
             judged = evaluate.diagnose_curves(rows).explanation()
         stopped = " It was stopped before its last epoch." if info.state == lifecycle.STOPPED else ""

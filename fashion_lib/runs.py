@@ -590,25 +590,32 @@ def _row_problem(info: RunInfo) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _collapsed(folder: str, mtime_ns: int) -> bool:
+def _collapse(folder: str, mtime_ns: int):
     from fashion_lib import evaluate
 
     try:
         saved = evaluate.load_predictions(Path(folder))
     except (OSError, ValueError, KeyError):
-        return True  # unreadable predictions: never a default
-    return evaluate.collapse_report(saved.labels, saved.probabilities).collapsed
+        return None
+    return evaluate.collapse_report(saved.labels, saved.probabilities)
 
 
-def is_collapsed(info: RunInfo) -> bool:
-    """Whether the run's test predictions are one class for almost everything, or near chance (read from
-    its saved predictions, cached per file version)."""
+def collapse_of(info: RunInfo):
+    """The collapse detector's report on the run's test predictions (``evaluate.CollapseReport``, cached per
+    file version), or None when they are missing or cannot be read."""
     path = info.folder / PREDICTIONS_FILE
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
-        return True
-    return _collapsed(str(info.folder), mtime)
+        return None
+    return _collapse(str(info.folder), mtime)
+
+
+def is_collapsed(info: RunInfo) -> bool:
+    """Whether the run's test predictions are one class for almost everything, or near chance (unreadable
+    ones count too: such a run is never a default)."""
+    collapse = collapse_of(info)
+    return collapse is None or collapse.collapsed
 
 
 def default_choice(candidates: list[RunInfo], last_choice: str | None = None) -> RunInfo | None:

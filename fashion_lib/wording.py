@@ -25,9 +25,12 @@ MODEL_FILE_SIZE = (
 
 
 def duration(seconds: float | None) -> str:
-    """'45 s', '3 min 20 s', '5 min', '1 h 05 min', '2 h'; 'unknown' for None."""
+    """'45 s', '3 min 20 s', '5 min', '1 h 05 min', '2 h'; '<1 s' for a moment ("training 0 s" read like a
+    bug); 'unknown' for None."""
     if seconds is None:
         return "unknown"
+    if 0 < seconds < 0.5:
+        return "<1 s"
     seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds} s"

@@ -32,10 +32,7 @@ collapse = evaluate.collapse_report(p.labels, p.probabilities)
 issues = None if collapse.collapsed else widgets.label_issues_of(info.folder)
 suspect_positions = set() if issues is None else set(issues.loc[issues["flagged"], "position"].tolist())
 if collapse.collapsed:
-    st.error(
-        f"**{collapse.sentence()}** This is the signature of the original prototype "
-        "(about 10 % accuracy, one class predicted for almost everything)."
-    )
+    st.error(f"**{collapse.sentence()}** {evaluate.COLLAPSE_CAUSES}")
 
 
 def gallery(positions: np.ndarray, key: str, order: str = evaluate.GALLERY_ORDERS[0]) -> None:

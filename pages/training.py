@@ -298,11 +298,14 @@ def show_run(folder) -> None:
             tail = jobs.read_log_tail(folder, 30)
             with st.expander("The end of the training log", expanded=state.state == lifecycle.FAILED):
                 st.code(tail or "(the log is empty)", language=None)
-        if state.state in (lifecycle.COMPLETED, lifecycle.STOPPED) and rows:
-            diagnosis = evaluate.diagnose_curves(rows)
-            st.info(f"**Diagnosis** — {diagnosis.explanation()}")
-            if info.summary is not None:
-                st.markdown(wording.summary_line(info.summary))
+        ended = state.state in (lifecycle.COMPLETED, lifecycle.STOPPED)
+        collapse = runs.collapse_of(info) if state.state == lifecycle.COMPLETED else None
+        if collapse is not None and collapse.collapsed:  # it read "Not enough epochs" for a one-class model
+            st.error(f"**{collapse.sentence()}** {evaluate.COLLAPSE_CAUSES} (Error analysis shows it.)")
+        elif ended and rows:
+            st.info(f"**Diagnosis** — {evaluate.diagnose_curves(rows).explanation()}")
+        if ended and info.summary is not None:
+            st.markdown(wording.summary_line(info.summary))
     seen = st.session_state.get("tr_live_state")
     st.session_state.tr_live_state = (folder.name, state.state)
     if seen and seen[0] == folder.name and seen[1] != state.state:

@@ -71,6 +71,15 @@ def _fallback(cfg: TrainConfig) -> speed.Speeds:
     )
 
 
+RATE_NAMES = {  # speed.Speeds fields as the basis line writes them (it showed "overhead_s")
+    "train_s_per_image": "the training speed",
+    "forward_s_per_image": "the prediction speed",
+    "fine_tune_s_per_image": "the fine-tuning speed",
+    "head_s_per_image": "the head's training speed",
+    "overhead_s": "the fixed cost (start, calibration, evaluation)",
+}
+
+
 def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> Estimate:
     """Seconds per phase of ``cfg`` (all epochs, no early stop) from what this machine measured — a
     finished run of the same speed key, or ``speed.measure`` — else from the development machine's
@@ -115,7 +124,7 @@ def estimate_seconds(cfg: TrainConfig, feature_cache_ready: bool = False) -> Est
     if not (measured and measured.overhead_s):  # a measured overhead already holds the evaluation
         fixed += (n_val + n_test) * rate("forward_s_per_image")
     out["start, calibration and evaluation"] = fixed
-    guessed = sorted(name.lstrip("~") for name in used if name.startswith("~"))
+    guessed = sorted(RATE_NAMES[name.lstrip("~")] for name in used if name.startswith("~"))
     if not guessed:
         basis = f"{measured.basis} (same model, size, batch and precision)"
     elif len(guessed) < len(used):

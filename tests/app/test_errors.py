@@ -73,6 +73,14 @@ def test_a_collapsed_run_is_flagged(tmp_path, monkeypatch, dataset):
     # the run tables say so too (they said nothing while this page warned)
     rows = {r["run"]: r for r in runs.run_rows(runs.list_runs())}
     assert rows[folder.name]["problem"].startswith("collapsed: one class for almost everything")
+    # its causes, not "the signature of the original prototype" for a run of one epoch
+    assert evaluate.COLLAPSE_CAUSES in at.error[0].value and "signature" not in at.error[0].value
+    # and the Train page says it too: it called a one-class model "Not enough epochs"
+    train = page_test("training.py")
+    train.session_state["tr_run_pick"] = folder.name
+    train.run()
+    assert not train.exception and any(e.value.startswith("**Collapse: ") for e in train.error)
+    assert not any("Diagnosis" in i.value for i in train.info)
     assert rows["baseline"]["problem"] == ""
 
 

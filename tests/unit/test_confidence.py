@@ -271,3 +271,11 @@ def test_a_photo_is_classified_the_way_round_the_model_is_surer_of():
     kept, image, row = confidence.orient(features_of, facing_right, photo_conversion(facing_right), as_it_is)
     assert not kept.mirrored and row[1] > row[0]
     assert confidence.orient(features_of, facing_right, None, stats)[0] is None  # a Fashion-MNIST image
+
+
+def test_a_verdict_is_green_only_when_it_is_known_to_be_right():
+    """An upload's answer was green, as a right one is: a pullover called a T-shirt looked approved."""
+    verdict = confidence.Verdict("Pullover", 0.9)
+    assert verdict.against("Pullover")[0] == "success" and verdict.against("Shirt")[0] == "error"
+    assert verdict.against(None)[0] == "info"
+    assert confidence.Verdict(None, 0.3, ("unlike any",)).against(None)[0] == "warning"

@@ -67,7 +67,7 @@ def test_measuring_times_real_steps_and_is_kept(dataset):
     assert measured.forward_s_per_image > 0
     estimate = estimates.estimate_seconds(cfg)
     assert "measured: 2 training steps" in estimate.basis
-    assert "overhead_s" in estimate.basis  # the fixed cost is still the constant, and it says so
+    assert "the fixed cost (start, calibration, evaluation) from the development" in estimate.basis
     assert speed.known(cfg) == measured
 
 

@@ -35,6 +35,7 @@ def test_a_confidence_reads_the_same_everywhere_and_never_a_rounded_100_or_0():
     assert wording.percent(0.9301) == "93.01 %" and wording.percent(None) == "—"
     assert wording.duration(200) == "3 min 20 s" and wording.duration(300) == "5 min"
     assert wording.duration(3600) == "1 h" and wording.duration(3900) == "1 h 05 min"
+    assert wording.duration(0.4) == "<1 s" and wording.duration(0) == "0 s"  # "training 0 s" read like a bug
 
 
 def test_augmentation_is_described_in_degrees_and_percent():
