@@ -60,6 +60,14 @@ def confidence(probability: float) -> str:
     return f"{100 * probability:.1f} %"
 
 
+def number_cell(value, digits: int = 0) -> str:
+    """A table cell for a number a person reads: '7,316', '5.5'; '—' where the run has none (a stage a model
+    has not got read "None" in Compare's details)."""
+    if value is None or value != value:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
 def share_of_row(share: float, count: int) -> str:
     """A cell of a row-normalised matrix: '12 %', '<1 %' for a few images (never '0 %' when there are
     some: 5 of 1,000 is 0.5 %, which Python rounds to 0), '>99 %' for all but a few (never '100 %' unless

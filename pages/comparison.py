@@ -59,17 +59,12 @@ else:
         with st.expander("Details: weights, input size, images, epochs, stage times, trainable parameters"):
             # the run names each row: the long model names pushed the details off the screen
             details = table.drop(columns=list(runs.COMPARISON_COLUMNS))
-            st.dataframe(
-                details,
-                hide_index=True,
-                column_config={
-                    c: st.column_config.NumberColumn(
-                        format="%.1f" if c.startswith("latency") else "localized"
+            for c in details.columns:
+                if c.endswith(" s") or c.startswith(("trainable", "training images", "latency")):
+                    details[c] = details[c].map(
+                        lambda v, c=c: wording.number_cell(v, int(c.startswith("latency")))
                     )
-                    for c in details.columns
-                    if c.endswith(" s") or c.startswith(("trainable", "training images", "latency"))
-                },
-            )
+            st.dataframe(details, hide_index=True)
         metric = st.radio(
             "Curves", ["val_accuracy", "val_loss", "accuracy", "loss"], horizontal=True, key="cmp_metric"
         )

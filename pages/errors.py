@@ -190,7 +190,11 @@ with st.expander("Model error or label error?", expanded=False):
         st.markdown(
             f"Confident learning (cleanlab) flags **{len(flagged)}** of {len(issues):,} test images whose "
             "given label is probably wrong, judged from this model's out-of-sample probabilities. They are "
-            "marked ⚠ in the galleries. The top suspects:"
+            "marked ⚠ in the galleries. It estimates, for each pair of classes, how many images of one are "
+            "labelled as the other (from the model's average confidence on each class), then flags that "
+            "many, those the model most prefers the other class for: the mark is a count per pair of "
+            "classes, not a cut-off on confidence, so a less confident mistake can be flagged and a surer "
+            "one not. The top suspects:"
         )
         top = flagged.head(24)
         widgets.image_grid(

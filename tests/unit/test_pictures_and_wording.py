@@ -36,6 +36,9 @@ def test_a_confidence_reads_the_same_everywhere_and_never_a_rounded_100_or_0():
     assert wording.duration(200) == "3 min 20 s" and wording.duration(300) == "5 min"
     assert wording.duration(3600) == "1 h" and wording.duration(3900) == "1 h 05 min"
     assert wording.duration(0.4) == "<1 s" and wording.duration(0) == "0 s"  # "training 0 s" read like a bug
+    # Compare's details read "None" for a stage a model has not got
+    assert wording.number_cell(7316.111) == "7,316" and wording.number_cell(5.51, 1) == "5.5"
+    assert wording.number_cell(None) == "—" and wording.number_cell(float("nan")) == "—"
 
 
 def test_augmentation_is_described_in_degrees_and_percent():
