@@ -6,6 +6,7 @@ caller can change them with ``os.environ`` and see the effect at once.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 from dataclasses import dataclass
@@ -215,6 +216,7 @@ def check_types(settings, what: str) -> None:
         raise ValueError(f"invalid {what}: " + "; ".join(wrong))
 
 
+@functools.cache  # per class: every settings object built (many per tuning search) asks again
 def _simple_kinds(cls) -> dict[str, tuple[str, bool]]:
     """Each field annotated as one of _KINDS (or it | None) → (that kind, whether None is allowed)."""
     from dataclasses import fields

@@ -285,10 +285,22 @@ def _tsne_valid(labels: np.ndarray, n: int, seed: int):
     return index, valid
 
 
+_TSNE_CHECKED: dict[tuple[str, int, int], bool] = {}  # (file, mtime, size) → sound: checked once per version
+
+
 def tsne_cached(labels: np.ndarray, n: int, seed: int = 0) -> bool:
     """Whether this machine has the t-SNE of ``n`` images on disk, sound (a damaged one is removed: the page
-    then offers to compute it again, in the background)."""
-    return _load_valid(tsne_cache_path(n, seed), _tsne_valid(labels, n, seed)[1]) is not None
+    then offers to compute it again, in the background). The page asks on every rerun of its tab: a file is
+    read and checked once per version, not each time."""
+    path = tsne_cache_path(n, seed)
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    key = (str(path), info.st_mtime_ns, info.st_size)
+    if key not in _TSNE_CHECKED:
+        _TSNE_CHECKED[key] = _load_valid(path, _tsne_valid(labels, n, seed)[1]) is not None
+    return _TSNE_CHECKED[key] and path.exists()
 
 
 def tsne_embedding(images: np.ndarray, labels: np.ndarray, n: int = 5000, seed: int = 0) -> Embedding:
